@@ -1,0 +1,17 @@
+//! What one render is, independent of how it runs.
+//!
+//! These types are shared by the engine (which runs a render with libtorch), the
+//! farm (which schedules renders and must not link libtorch) and the CLI. Anything
+//! that can be checked without a tensor is checked here, so a bad parameter is
+//! refused where it is written rather than on a worker.
+
+mod layers;
+mod losses;
+mod params;
+
+pub use layers::{Backbone, LayerError, GOOGLENET_LAYERS, VGG16_LAYERS, VGG19_LAYERS};
+pub use losses::{LossRecord, LOSSES_CSV_HEADER};
+pub use params::{
+    Init, LineSearch, OptimizerKind, OptimizerSpec, ParamError, RenderParams, StyleLayer, MAX_SIZE,
+    MIN_SIZE,
+};

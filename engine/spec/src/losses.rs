@@ -1,0 +1,61 @@
+//! One row of a render's loss log (`losses.csv`).
+
+use serde::{Deserialize, Serialize};
+
+pub const LOSSES_CSV_HEADER: &str = "iteration,content,style,tv,total";
+
+/// The weighted loss terms after `iteration` optimiser steps:
+/// `content` = alpha * L_c, `style` = beta * L_s, `tv` = gamma * TV, `total` their sum.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LossRecord {
+    pub iteration: u32,
+    pub content: f64,
+    pub style: f64,
+    pub tv: f64,
+    pub total: f64,
+}
+
+impl LossRecord {
+    /// One CSV line without the newline. Rust prints the shortest decimal that
+    /// round-trips, so a reader gets back exactly the f64 that was written.
+    pub fn to_csv_row(&self) -> String {
+        format!(
+            "{},{},{},{},{}",
+            self.iteration, self.content, self.style, self.tv, self.total
+        )
+    }
+
+    pub fn parse_csv_row(line: &str) -> Option<LossRecord> {
+        let mut fields = line.trim().split(',');
+        let record = LossRecord {
+            iteration: fields.next()?.parse().ok()?,
+            content: fields.next()?.parse().ok()?,
+            style: fields.next()?.parse().ok()?,
+            tv: fields.next()?.parse().ok()?,
+            total: fields.next()?.parse().ok()?,
+        };
+        fields.next().is_none().then_some(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_rows_round_trip_exactly() {
+        let record = LossRecord {
+            iteration: 50,
+            content: 354.69123456789,
+            style: 1.0e-7 / 3.0,
+            tv: 0.0,
+            total: 354.69123456789 + 1.0e-7 / 3.0,
+        };
+        assert_eq!(
+            LossRecord::parse_csv_row(&record.to_csv_row()),
+            Some(record)
+        );
+        assert_eq!(LossRecord::parse_csv_row("1,2,3,4"), None);
+        assert_eq!(LossRecord::parse_csv_row("1,2,3,4,5,6"), None);
+    }
+}

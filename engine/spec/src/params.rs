@@ -1,0 +1,414 @@
+//! The parameters of one render, as a user writes them on the command line or in a grid.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::layers::{Backbone, LayerError};
+
+/// Images are resized so that their longer side is `size`; below this the deeper
+/// layers of every backbone have no pixels left.
+pub const MIN_SIZE: u32 = 32;
+/// Far beyond any GPU of today for a VGG: refused before anything is allocated.
+pub const MAX_SIZE: u32 = 16_384;
+
+/// Where the pastiche starts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    /// A copy of the content image.
+    Content,
+    /// Uniform white noise in [0, 1], drawn from the render's seed.
+    Noise,
+    /// A given image, resized to the content image's size.
+    Image(PathBuf),
+}
+
+impl FromStr for Init {
+    type Err = std::convert::Infallible;
+
+    /// `content`, `noise`, or anything else as the path of an image.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "content" => Init::Content,
+            "noise" => Init::Noise,
+            path => Init::Image(PathBuf::from(path)),
+        })
+    }
+}
+
+impl fmt::Display for Init {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Init::Content => f.write_str("content"),
+            Init::Noise => f.write_str("noise"),
+            Init::Image(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Lbfgs,
+    Adam,
+}
+
+impl OptimizerKind {
+    /// torch.optim.LBFGS's default step; for Adam on [0, 1] pixels, a step that moves
+    /// a pixel by a few levels of 255 per iteration.
+    pub fn default_lr(self) -> f64 {
+        match self {
+            OptimizerKind::Lbfgs => 1.0,
+            OptimizerKind::Adam => 0.02,
+        }
+    }
+}
+
+impl FromStr for OptimizerKind {
+    type Err = ParamError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "lbfgs" | "l-bfgs" => Ok(OptimizerKind::Lbfgs),
+            "adam" => Ok(OptimizerKind::Adam),
+            _ => Err(ParamError::UnknownOptimizer(s.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for OptimizerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OptimizerKind::Lbfgs => "lbfgs",
+            OptimizerKind::Adam => "adam",
+        })
+    }
+}
+
+/// L-BFGS's line search, as torch.optim.LBFGS's `line_search_fn`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineSearch {
+    /// A fixed step of `lr` (torch's default, and the PyTorch style-transfer tutorial's).
+    #[default]
+    None,
+    /// Strong Wolfe conditions with cubic interpolation.
+    StrongWolfe,
+}
+
+impl FromStr for LineSearch {
+    type Err = ParamError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().replace('-', "_").as_str() {
+            "none" => Ok(LineSearch::None),
+            "strong_wolfe" => Ok(LineSearch::StrongWolfe),
+            _ => Err(ParamError::UnknownLineSearch(s.to_owned())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimizerSpec {
+    pub kind: OptimizerKind,
+    pub lr: f64,
+    /// L-BFGS only: how many curvature pairs are remembered.
+    pub history_size: usize,
+    /// L-BFGS only.
+    pub line_search: LineSearch,
+}
+
+impl OptimizerSpec {
+    pub fn new(kind: OptimizerKind) -> Self {
+        OptimizerSpec {
+            kind,
+            lr: kind.default_lr(),
+            history_size: 100,
+            line_search: LineSearch::None,
+        }
+    }
+}
+
+/// A style layer and its weight `w_l` in the style loss.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StyleLayer {
+    pub name: String,
+    pub weight: f64,
+}
+
+impl FromStr for StyleLayer {
+    type Err = ParamError;
+
+    /// `relu1_1` (weight 1) or `relu1_1:0.5`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, weight) = match s.split_once(':') {
+            None => (s, 1.0),
+            Some((name, weight)) => {
+                let weight = weight
+                    .trim()
+                    .parse::<f64>()
+                    .map_err(|_| ParamError::BadLayerWeight(s.to_owned()))?;
+                (name, weight)
+            }
+        };
+        Ok(StyleLayer {
+            name: name.trim().to_owned(),
+            weight,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ParamError {
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error("unknown optimizer '{0}' (expected lbfgs or adam)")]
+    UnknownOptimizer(String),
+    #[error("unknown line search '{0}' (expected none or strong_wolfe)")]
+    UnknownLineSearch(String),
+    #[error("bad style layer '{0}': expected NAME or NAME:WEIGHT")]
+    BadLayerWeight(String),
+    #[error("no {0} layers given")]
+    NoLayers(&'static str),
+    #[error("{name} must be {expected}, got {value}")]
+    OutOfRange {
+        name: &'static str,
+        expected: String,
+        value: String,
+    },
+}
+
+/// Everything that decides what a render computes, apart from its input images and
+/// the backbone's weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RenderParams {
+    pub backbone: Backbone,
+    pub content_layers: Vec<String>,
+    pub style_layers: Vec<StyleLayer>,
+    /// alpha: weight of the content loss.
+    pub content_weight: f64,
+    /// beta: weight of the style loss.
+    pub style_weight: f64,
+    /// gamma: weight of the total-variation loss.
+    pub tv_weight: f64,
+    pub init: Init,
+    pub optimizer: OptimizerSpec,
+    pub iterations: u32,
+    /// Longer side of the content image, in pixels.
+    pub size: u32,
+    /// The style image's longer side is the content's times this.
+    pub style_scale: f64,
+    pub seed: u64,
+    /// A loss row is logged every this many iterations, and at the last.
+    pub log_every: u32,
+}
+
+impl RenderParams {
+    /// The defaults of `pastiche render` for `backbone`.
+    pub fn new(backbone: Backbone) -> Self {
+        RenderParams {
+            backbone,
+            content_layers: backbone
+                .default_content_layers()
+                .iter()
+                .map(|l| l.to_string())
+                .collect(),
+            style_layers: backbone
+                .default_style_layers()
+                .iter()
+                .map(|l| StyleLayer {
+                    name: l.to_string(),
+                    weight: 1.0,
+                })
+                .collect(),
+            content_weight: 1.0,
+            style_weight: 1e6,
+            tv_weight: 0.0,
+            init: Init::Content,
+            optimizer: OptimizerSpec::new(OptimizerKind::Lbfgs),
+            iterations: 300,
+            size: 512,
+            style_scale: 1.0,
+            seed: 0,
+            log_every: 50,
+        }
+    }
+
+    /// Checks everything that needs no image and no tensor.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        if self.content_layers.is_empty() {
+            return Err(ParamError::NoLayers("content"));
+        }
+        if self.style_layers.is_empty() {
+            return Err(ParamError::NoLayers("style"));
+        }
+        for layer in &self.content_layers {
+            self.backbone.layer_index(layer)?;
+        }
+        for layer in &self.style_layers {
+            self.backbone.layer_index(&layer.name)?;
+            non_negative("style layer weight", layer.weight)?;
+        }
+        non_negative("content weight", self.content_weight)?;
+        non_negative("style weight", self.style_weight)?;
+        non_negative("tv weight", self.tv_weight)?;
+        let lr = self.optimizer.lr;
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(out_of_range("learning rate", "a positive number", lr));
+        }
+        if self.optimizer.history_size == 0 {
+            return Err(out_of_range("history size", "at least 1", 0));
+        }
+        if self.iterations == 0 {
+            return Err(out_of_range("iterations", "at least 1", 0));
+        }
+        if !(MIN_SIZE..=MAX_SIZE).contains(&self.size) {
+            return Err(out_of_range(
+                "size",
+                &format!("between {MIN_SIZE} and {MAX_SIZE} pixels"),
+                self.size,
+            ));
+        }
+        if !(self.style_scale.is_finite() && self.style_scale > 0.0 && self.style_scale <= 8.0) {
+            return Err(out_of_range("style scale", "in (0, 8]", self.style_scale));
+        }
+        if self.log_every == 0 {
+            return Err(out_of_range("log every", "at least 1", 0));
+        }
+        Ok(())
+    }
+
+    /// Whether a loss row is logged after `iteration` steps.
+    pub fn logs_at(&self, iteration: u32) -> bool {
+        iteration == self.iterations || (iteration > 0 && iteration % self.log_every == 0)
+    }
+}
+
+fn non_negative(name: &'static str, value: f64) -> Result<(), ParamError> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(out_of_range(name, "a finite number >= 0", value))
+    }
+}
+
+fn out_of_range(name: &'static str, expected: &str, value: impl fmt::Display) -> ParamError {
+    ParamError::OutOfRange {
+        name,
+        expected: expected.to_owned(),
+        value: value.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_for_every_backbone() {
+        for backbone in Backbone::ALL {
+            RenderParams::new(backbone).validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_name() {
+        let base = RenderParams::new(Backbone::Vgg19);
+        let cases: Vec<(RenderParams, &str)> = vec![
+            (
+                RenderParams {
+                    size: 100_000,
+                    ..base.clone()
+                },
+                "size",
+            ),
+            (
+                RenderParams {
+                    size: 4,
+                    ..base.clone()
+                },
+                "size",
+            ),
+            (
+                RenderParams {
+                    iterations: 0,
+                    ..base.clone()
+                },
+                "iterations",
+            ),
+            (
+                RenderParams {
+                    style_weight: f64::NAN,
+                    ..base.clone()
+                },
+                "style weight",
+            ),
+            (
+                RenderParams {
+                    content_weight: -1.0,
+                    ..base.clone()
+                },
+                "content weight",
+            ),
+            (
+                RenderParams {
+                    style_scale: 0.0,
+                    ..base.clone()
+                },
+                "style scale",
+            ),
+            (
+                RenderParams {
+                    content_layers: vec!["conv9".into()],
+                    ..base.clone()
+                },
+                "conv9",
+            ),
+            (
+                RenderParams {
+                    style_layers: vec![],
+                    ..base.clone()
+                },
+                "no style layers",
+            ),
+        ];
+        for (params, needle) in cases {
+            let err = params.validate().unwrap_err().to_string();
+            assert!(err.contains(needle), "'{err}' should mention '{needle}'");
+        }
+    }
+
+    #[test]
+    fn style_layers_parse_with_optional_weight() {
+        let plain: StyleLayer = "relu1_1".parse().unwrap();
+        assert_eq!((plain.name.as_str(), plain.weight), ("relu1_1", 1.0));
+        let weighted: StyleLayer = "relu2_1:0.25".parse().unwrap();
+        assert_eq!((weighted.name.as_str(), weighted.weight), ("relu2_1", 0.25));
+        assert!("relu2_1:heavy".parse::<StyleLayer>().is_err());
+    }
+
+    #[test]
+    fn log_points_are_multiples_and_the_last() {
+        let params = RenderParams {
+            iterations: 120,
+            log_every: 50,
+            ..RenderParams::new(Backbone::Vgg16)
+        };
+        let logged: Vec<u32> = (0..=120).filter(|&i| params.logs_at(i)).collect();
+        assert_eq!(logged, vec![50, 100, 120]);
+    }
+
+    #[test]
+    fn params_serialise_to_readable_json() {
+        let params = RenderParams::new(Backbone::GoogLeNet);
+        let json = serde_json::to_value(&params).unwrap();
+        assert_eq!(json["backbone"], "googlenet");
+        assert_eq!(json["optimizer"]["kind"], "lbfgs");
+        assert_eq!(json["init"], "content");
+        let back: RenderParams = serde_json::from_value(json).unwrap();
+        assert_eq!(back, params);
+    }
+}

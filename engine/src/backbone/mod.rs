@@ -1,0 +1,359 @@
+//! Frozen feature networks: VGG16, VGG19 and GoogLeNet, built like torchvision's so
+//! that torchvision's state dicts load unchanged.
+//!
+//! Parameters never require grad, so autograd only ever computes the input's gradient.
+
+mod arch;
+mod weights;
+
+use std::path::Path;
+
+use pastiche_spec::Backbone;
+use tch::{Device, Kind, Tensor};
+
+pub(crate) use arch::Shape;
+use arch::{architecture, ConvShape, InceptionShape, LayerSpec, Pool};
+use weights::{InitRule, ParamSource, RandomParams, SafetensorsFile};
+
+use crate::error::Result;
+
+/// Every render without `--weights` uses the same random network, so that renders
+/// differ only by their parameters.
+pub const RANDOM_WEIGHTS_SEED: u64 = 0;
+
+/// ImageNet statistics that torchvision's weights expect their inputs normalised with.
+const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+struct Conv {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: i64,
+    padding: i64,
+}
+
+impl Conv {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (s, p) = (self.stride, self.padding);
+        Ok(x.f_conv2d(&self.weight, self.bias.as_ref(), [s, s], [p, p], [1, 1], 1)?)
+    }
+
+    /// Convolution, then ReLU in place: the convolution's backward pass needs its
+    /// input, not its output, so the output can be overwritten.
+    fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        let mut y = self.forward(x)?;
+        Ok(y.f_relu_()?)
+    }
+}
+
+struct Inception {
+    branch1: Conv,
+    branch2: [Conv; 2],
+    branch3: [Conv; 2],
+    branch4: Conv,
+}
+
+impl Inception {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let b1 = self.branch1.forward_relu(x)?;
+        let b2 = self.branch2[1].forward_relu(&self.branch2[0].forward_relu(x)?)?;
+        let b3 = self.branch3[1].forward_relu(&self.branch3[0].forward_relu(x)?)?;
+        let pooled = x.f_max_pool2d([3, 3], [1, 1], [1, 1], [1, 1], true)?;
+        let b4 = self.branch4.forward_relu(&pooled)?;
+        Ok(Tensor::f_cat(&[b1, b2, b3, b4], 1)?)
+    }
+}
+
+enum Layer {
+    Conv(Conv),
+    Relu,
+    MaxPool(Pool),
+    /// torchvision's BasicConv2d with its eval-mode batch norm folded into the
+    /// convolution: `w * g / sqrt(v + eps)`, `b - m * g / sqrt(v + eps)`.
+    BasicConv(Conv),
+    Inception(Box<Inception>),
+}
+
+impl Layer {
+    /// `input_is_kept`: the input is a requested feature, so it must not be
+    /// overwritten by an in-place ReLU.
+    fn forward(&self, x: Tensor, input_is_kept: bool) -> Result<Tensor> {
+        Ok(match self {
+            Layer::Conv(conv) => conv.forward(&x)?,
+            Layer::Relu if input_is_kept => x.f_relu()?,
+            Layer::Relu => {
+                let mut x = x;
+                x.f_relu_()?
+            }
+            Layer::MaxPool(p) => x.f_max_pool2d(
+                [p.kernel, p.kernel],
+                [p.stride, p.stride],
+                [p.padding, p.padding],
+                [1, 1],
+                p.ceil_mode,
+            )?,
+            Layer::BasicConv(conv) => conv.forward_relu(&x)?,
+            Layer::Inception(block) => block.forward(&x)?,
+        })
+    }
+}
+
+/// A backbone with its weights on one device.
+pub struct FeatureNet {
+    backbone: Backbone,
+    layers: Vec<(&'static str, Layer)>,
+    /// GoogLeNet's `transform_input`, as a per-channel affine map applied after
+    /// ImageNet normalisation.
+    input_transform: Option<(Tensor, Tensor)>,
+    mean: Tensor,
+    std: Tensor,
+    device: Device,
+}
+
+impl FeatureNet {
+    /// Loads `weights` (a safetensors file with torchvision's names), or without it a
+    /// seeded random network initialised as torchvision initialises one.
+    pub fn load(backbone: Backbone, weights: Option<&Path>, device: Device) -> Result<Self> {
+        match weights {
+            Some(path) => Self::build(backbone, &mut SafetensorsFile::open(path)?, device),
+            None => Self::build(
+                backbone,
+                &mut RandomParams::new(RANDOM_WEIGHTS_SEED),
+                device,
+            ),
+        }
+    }
+
+    fn build(backbone: Backbone, src: &mut dyn ParamSource, device: Device) -> Result<Self> {
+        let mut layers = Vec::new();
+        for layer in architecture(backbone) {
+            let prefix = &layer.param_prefix;
+            let loaded = match layer.spec {
+                LayerSpec::Conv(shape) => Layer::Conv(vgg_conv(src, prefix, shape)?),
+                LayerSpec::Relu => Layer::Relu,
+                LayerSpec::MaxPool(pool) => Layer::MaxPool(pool),
+                LayerSpec::BasicConv(shape) => Layer::BasicConv(basic_conv(src, prefix, shape)?),
+                LayerSpec::Inception(shape) => {
+                    Layer::Inception(Box::new(inception(src, prefix, shape)?))
+                }
+            };
+            layers.push((layer.name, loaded));
+        }
+        let per_channel = |values: [f32; 3]| -> Result<Tensor> {
+            Ok(Tensor::f_from_slice(&values)?
+                .f_view([1, 3, 1, 1])?
+                .f_to_device(device)?)
+        };
+        let input_transform = if backbone == Backbone::GoogLeNet && src.transform_input() {
+            // torchvision: x_c * (std_c / 0.5) + (mean_c - 0.5) / 0.5
+            let scale = IMAGENET_STD.map(|s| s / 0.5);
+            let shift = [0, 1, 2].map(|c| (IMAGENET_MEAN[c] - 0.5) / 0.5);
+            Some((per_channel(scale)?, per_channel(shift)?))
+        } else {
+            None
+        };
+        let mut net = FeatureNet {
+            backbone,
+            layers,
+            input_transform,
+            mean: per_channel(IMAGENET_MEAN)?,
+            std: per_channel(IMAGENET_STD)?,
+            device,
+        };
+        net.move_to(device)?;
+        Ok(net)
+    }
+
+    fn move_to(&mut self, device: Device) -> Result<()> {
+        for conv in self.convs_mut() {
+            conv.weight = conv.weight.f_to_device(device)?.set_requires_grad(false);
+            if let Some(bias) = conv.bias.as_mut() {
+                *bias = bias.f_to_device(device)?.set_requires_grad(false);
+            }
+        }
+        Ok(())
+    }
+
+    fn convs_mut(&mut self) -> Vec<&mut Conv> {
+        let mut convs = Vec::new();
+        for (_, layer) in &mut self.layers {
+            match layer {
+                Layer::Conv(c) | Layer::BasicConv(c) => convs.push(c),
+                Layer::Inception(block) => {
+                    let Inception {
+                        branch1,
+                        branch2,
+                        branch3,
+                        branch4,
+                    } = &mut **block;
+                    convs.push(branch1);
+                    convs.extend(branch2.iter_mut());
+                    convs.extend(branch3.iter_mut());
+                    convs.push(branch4);
+                }
+                Layer::Relu | Layer::MaxPool(_) => {}
+            }
+        }
+        convs
+    }
+
+    pub fn backbone(&self) -> Backbone {
+        self.backbone
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Every weight and bias (after batch-norm folding).
+    pub fn parameters(&mut self) -> Vec<Tensor> {
+        self.convs_mut()
+            .into_iter()
+            .flat_map(|c| {
+                std::iter::once(c.weight.shallow_clone())
+                    .chain(c.bias.as_ref().map(Tensor::shallow_clone))
+            })
+            .collect()
+    }
+
+    /// The output shape of every layer for an `[1, 3, height, width]` input.
+    pub fn layer_shapes(backbone: Backbone, height: i64, width: i64) -> Vec<Shape> {
+        let mut shape = (3, height, width);
+        architecture(backbone)
+            .iter()
+            .map(|layer| {
+                shape = layer.spec.output_shape(shape);
+                shape
+            })
+            .collect()
+    }
+
+    /// Elements allocated by one forward pass up to layer `deepest`, for memory guards.
+    pub fn activation_elements(backbone: Backbone, height: i64, width: i64, deepest: usize) -> i64 {
+        let mut shape = (3, height, width);
+        architecture(backbone)[..=deepest]
+            .iter()
+            .map(|layer| {
+                let elements = layer.spec.activation_elements(shape);
+                shape = layer.spec.output_shape(shape);
+                elements
+            })
+            .sum()
+    }
+
+    /// ImageNet normalisation of an image in [0, 1].
+    pub fn normalize(&self, image: &Tensor) -> Result<Tensor> {
+        Ok(image.f_sub(&self.mean)?.f_div(&self.std)?)
+    }
+
+    /// Feature maps of the layers at `wanted` (indices into `backbone.layers()`), in
+    /// that order, from one forward pass of an image in [0, 1] that stops at the
+    /// deepest of them.
+    pub fn extract(&self, image: &Tensor, wanted: &[usize]) -> Result<Vec<Tensor>> {
+        self.extract_normalized(&self.normalize(image)?, wanted)
+    }
+
+    /// As [`extract`](Self::extract), for an input already normalised as torchvision's
+    /// models expect.
+    pub fn extract_normalized(&self, input: &Tensor, wanted: &[usize]) -> Result<Vec<Tensor>> {
+        let Some(&deepest) = wanted.iter().max() else {
+            return Ok(Vec::new());
+        };
+        let mut x = match &self.input_transform {
+            Some((scale, shift)) => input.f_mul(scale)?.f_add(shift)?,
+            None => input.shallow_clone(),
+        };
+        let mut kept: Vec<Option<Tensor>> = (0..=deepest).map(|_| None).collect();
+        for (index, (_, layer)) in self.layers[..=deepest].iter().enumerate() {
+            let input_is_kept = index > 0 && kept[index - 1].is_some();
+            x = layer.forward(x, input_is_kept)?;
+            if wanted.contains(&index) {
+                kept[index] = Some(x.shallow_clone());
+            }
+        }
+        Ok(wanted
+            .iter()
+            .map(|&i| kept[i].as_ref().expect("kept above").shallow_clone())
+            .collect())
+    }
+}
+
+fn conv_weight_shape(shape: &ConvShape) -> [i64; 4] {
+    [shape.cout, shape.cin, shape.kernel, shape.kernel]
+}
+
+fn vgg_conv(src: &mut dyn ParamSource, prefix: &str, shape: ConvShape) -> Result<Conv> {
+    Ok(Conv {
+        weight: src.tensor(
+            &format!("{prefix}.weight"),
+            &conv_weight_shape(&shape),
+            InitRule::KaimingNormalFanOut,
+        )?,
+        bias: Some(src.tensor(&format!("{prefix}.bias"), &[shape.cout], InitRule::Zeros)?),
+        stride: shape.stride,
+        padding: shape.padding,
+    })
+}
+
+fn basic_conv(src: &mut dyn ParamSource, prefix: &str, shape: ConvShape) -> Result<Conv> {
+    const BN_EPS: f64 = 1e-3; // torchvision's BasicConv2d
+    let c = shape.cout;
+    let weight = src.tensor(
+        &format!("{prefix}.conv.weight"),
+        &conv_weight_shape(&shape),
+        InitRule::TruncNormal {
+            std: 0.01,
+            bound: 2.0,
+        },
+    )?;
+    let mut bn = |name: &str, init| -> Result<Tensor> {
+        Ok(src
+            .tensor(&format!("{prefix}.bn.{name}"), &[c], init)?
+            .f_to_kind(Kind::Double)?)
+    };
+    let gamma = bn("weight", InitRule::Ones)?;
+    let beta = bn("bias", InitRule::Zeros)?;
+    let mean = bn("running_mean", InitRule::Zeros)?;
+    let var = bn("running_var", InitRule::Ones)?;
+    // Folded in double precision so the fold adds no error of its own.
+    let scale = gamma.f_div(&var.f_add_scalar(BN_EPS)?.f_sqrt()?)?;
+    let folded = weight
+        .f_to_kind(Kind::Double)?
+        .f_mul(&scale.f_view([-1, 1, 1, 1])?)?;
+    let bias = beta.f_sub(&mean.f_mul(&scale)?)?;
+    Ok(Conv {
+        weight: folded.f_to_kind(Kind::Float)?,
+        bias: Some(bias.f_to_kind(Kind::Float)?),
+        stride: shape.stride,
+        padding: shape.padding,
+    })
+}
+
+fn inception(src: &mut dyn ParamSource, prefix: &str, s: InceptionShape) -> Result<Inception> {
+    let mut conv = |branch: &str, cin, cout, kernel| {
+        basic_conv(
+            src,
+            &format!("{prefix}.{branch}"),
+            ConvShape {
+                cin,
+                cout,
+                kernel,
+                stride: 1,
+                padding: kernel / 2,
+            },
+        )
+    };
+    Ok(Inception {
+        branch1: conv("branch1", s.cin, s.ch1x1, 1)?,
+        branch2: [
+            conv("branch2.0", s.cin, s.ch3x3red, 1)?,
+            conv("branch2.1", s.ch3x3red, s.ch3x3, 3)?,
+        ],
+        // torchvision's "5x5" branch uses a 3x3 kernel (a known quirk its weights keep).
+        branch3: [
+            conv("branch3.0", s.cin, s.ch5x5red, 1)?,
+            conv("branch3.1", s.ch5x5red, s.ch5x5, 3)?,
+        ],
+        branch4: conv("branch4.1", s.cin, s.pool_proj, 1)?,
+    })
+}

@@ -1,0 +1,58 @@
+use std::path::PathBuf;
+
+use pastiche_spec::ParamError;
+
+/// Everything a render can fail with. Each variant names the input at fault, so the
+/// message alone tells a user what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Params(#[from] ParamError),
+
+    #[error("cannot read image {path}: {reason}")]
+    Image { path: PathBuf, reason: String },
+
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("weights file {path}: {reason}")]
+    Weights { path: PathBuf, reason: String },
+
+    #[error("device '{0}' is not available{1}")]
+    Device(String, &'static str),
+
+    #[error("{0}")]
+    TooLarge(String),
+
+    #[error("{image} image of {width}x{height} px is too small for layer {layer} of {backbone}; use a larger --size")]
+    TooSmall {
+        image: &'static str,
+        width: i64,
+        height: i64,
+        layer: String,
+        backbone: pastiche_spec::Backbone,
+    },
+
+    #[error("the loss became {value} at iteration {iteration}: lower the learning rate or the style weight")]
+    NonFiniteLoss { iteration: u32, value: f64 },
+
+    #[error("cancelled after {0} iterations")]
+    Cancelled(u32),
+
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+impl EngineError {
+    /// Whether the same render could succeed if tried again (on this or another
+    /// worker), as opposed to failing again because of its inputs.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, EngineError::Write { .. } | EngineError::Torch(_))
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -1,0 +1,180 @@
+//! The Gatys losses, normalised as in the PyTorch neural-style tutorial:
+//!
+//! - content  L_c = sum_l mean((F_l(x) - F_l(c))^2)
+//! - Gram     G_l(x) = F_l(x) F_l(x)^T / (C H W)
+//! - style    L_s = sum_l w_l mean((G_l(x) - G_l(s))^2)
+//! - TV(x)    = mean of squared vertical differences + mean of squared horizontal ones
+//! - total    L = alpha L_c + beta L_s + gamma TV
+
+use pastiche_spec::{LossRecord, RenderParams};
+use tch::{Kind, Reduction, Tensor};
+
+use crate::backbone::FeatureNet;
+use crate::error::Result;
+
+/// `[1, C, H, W]` features to their `[C, C]` Gram matrix divided by C H W.
+pub fn gram(features: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = features.size4()?;
+    let flat = features.f_reshape([n * c, h * w])?;
+    Ok(flat
+        .f_mm(&flat.f_tr()?)?
+        .f_div_scalar((n * c * h * w) as f64)?)
+}
+
+pub fn mse(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    Ok(a.f_mse_loss(b, Reduction::Mean)?)
+}
+
+/// Total variation of a `[N, C, H, W]` image: the mean squared difference between
+/// vertical neighbours plus that between horizontal ones.
+pub fn total_variation(image: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = image.size4()?;
+    let dy = image
+        .f_narrow(2, 1, h - 1)?
+        .f_sub(&image.f_narrow(2, 0, h - 1)?)?;
+    let dx = image
+        .f_narrow(3, 1, w - 1)?
+        .f_sub(&image.f_narrow(3, 0, w - 1)?)?;
+    Ok(dy
+        .f_square()?
+        .f_mean(None)?
+        .f_add(&dx.f_square()?.f_mean(None)?)?)
+}
+
+/// The weighted terms of the loss at one point: alpha L_c, beta L_s, gamma TV, total.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossTerms {
+    pub content: f64,
+    pub style: f64,
+    pub tv: f64,
+    pub total: f64,
+}
+
+impl LossTerms {
+    pub fn at(self, iteration: u32) -> LossRecord {
+        LossRecord {
+            iteration,
+            content: self.content,
+            style: self.style,
+            tv: self.tv,
+            total: self.total,
+        }
+    }
+}
+
+/// The loss of one render: its targets, computed once without grad, and its weights.
+pub struct GatysLoss<'net> {
+    net: &'net FeatureNet,
+    /// Layers to extract, ascending and without repeats (indices into the backbone).
+    layers: Vec<usize>,
+    /// (position in `layers`, F_l(c))
+    content_targets: Vec<(usize, Tensor)>,
+    /// (position in `layers`, G_l(s), w_l)
+    style_targets: Vec<(usize, Tensor, f64)>,
+    alpha: f64,
+    beta: f64,
+    gamma: f64,
+}
+
+impl<'net> GatysLoss<'net> {
+    /// `content` and `style` are `[1, 3, H, W]` images in [0, 1] on the net's device.
+    pub fn new(
+        net: &'net FeatureNet,
+        params: &RenderParams,
+        content: &Tensor,
+        style: &Tensor,
+    ) -> Result<Self> {
+        let backbone = net.backbone();
+        let content_layers = params
+            .content_layers
+            .iter()
+            .map(|name| backbone.layer_index(name))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(pastiche_spec::ParamError::from)?;
+        let style_layers = params
+            .style_layers
+            .iter()
+            .map(|layer| Ok((backbone.layer_index(&layer.name)?, layer.weight)))
+            .collect::<Result<Vec<_>, pastiche_spec::LayerError>>()
+            .map_err(pastiche_spec::ParamError::from)?;
+        let mut layers: Vec<usize> = content_layers
+            .iter()
+            .copied()
+            .chain(style_layers.iter().map(|(i, _)| *i))
+            .collect();
+        layers.sort_unstable();
+        layers.dedup();
+        let position = |index: usize| layers.binary_search(&index).expect("collected above");
+
+        let (content_targets, style_targets) = tch::no_grad(|| -> Result<_> {
+            let of_content = net.extract(content, &layers)?;
+            let of_style = net.extract(style, &layers)?;
+            let content_targets = content_layers
+                .iter()
+                .map(|&i| (position(i), of_content[position(i)].shallow_clone()))
+                .collect();
+            let style_targets = style_layers
+                .iter()
+                .map(|&(i, w)| Ok((position(i), gram(&of_style[position(i)])?, w)))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((content_targets, style_targets))
+        })?;
+        Ok(GatysLoss {
+            net,
+            layers,
+            content_targets,
+            style_targets,
+            alpha: params.content_weight,
+            beta: params.style_weight,
+            gamma: params.tv_weight,
+        })
+    }
+
+    /// alpha L_c, beta L_s, gamma TV and their sum, as scalar tensors.
+    fn terms(&self, image: &Tensor) -> Result<[Tensor; 4]> {
+        let features = self.net.extract(image, &self.layers)?;
+        let zero = || Tensor::f_zeros([], (Kind::Float, image.device()));
+        let mut content = zero()?;
+        for (at, target) in &self.content_targets {
+            content = content.f_add(&mse(&features[*at], target)?)?;
+        }
+        let mut style = zero()?;
+        for (at, target, weight) in &self.style_targets {
+            style = style.f_add(&mse(&gram(&features[*at])?, target)?.f_mul_scalar(*weight)?)?;
+        }
+        let content = content.f_mul_scalar(self.alpha)?;
+        let style = style.f_mul_scalar(self.beta)?;
+        // TV needs no feature maps; skip it when it does not count.
+        let tv = if self.gamma == 0.0 {
+            zero()?
+        } else {
+            total_variation(image)?.f_mul_scalar(self.gamma)?
+        };
+        let total = content.f_add(&style)?.f_add(&tv)?;
+        Ok([content, style, tv, total])
+    }
+
+    fn to_host(terms: &[Tensor; 4]) -> Result<LossTerms> {
+        let values = Vec::<f64>::try_from(Tensor::f_stack(terms, 0)?.f_to_kind(Kind::Double)?)?;
+        Ok(LossTerms {
+            content: values[0],
+            style: values[1],
+            tv: values[2],
+            total: values[3],
+        })
+    }
+
+    /// The loss at `image` and its gradient with respect to the image (and nothing
+    /// else: the network's weights never require grad).
+    pub fn evaluate(&self, image: &Tensor) -> Result<(LossTerms, Tensor)> {
+        let leaf = image.f_detach()?.set_requires_grad(true);
+        let terms = self.terms(&leaf)?;
+        let mut grads = Tensor::f_run_backward(&[&terms[3]], &[&leaf], false, false)?;
+        Ok((Self::to_host(&terms)?, grads.remove(0)))
+    }
+
+    /// The loss at `image`, without a backward pass.
+    pub fn measure(&self, image: &Tensor) -> Result<LossTerms> {
+        tch::no_grad(|| Self::to_host(&self.terms(image)?))
+    }
+}

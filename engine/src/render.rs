@@ -1,0 +1,213 @@
+//! One render: images in, the Gatys optimisation, the pastiche and its losses out.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use pastiche_spec::{Init, LossRecord, RenderParams, LOSSES_CSV_HEADER};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tch::{Kind, Tensor};
+
+use crate::backbone::FeatureNet;
+use crate::error::{EngineError, Result};
+use crate::image_io::{self, Extent};
+use crate::loss::GatysLoss;
+use crate::memory;
+use crate::optim;
+
+/// Where a render stands, reported after every iteration.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Iterations done.
+    pub iteration: u32,
+    pub iterations: u32,
+    /// The most recent losses (of the pastiche before the last iteration).
+    pub latest: LossRecord,
+}
+
+/// What a render produced.
+pub struct Rendered {
+    /// `[1, 3, H, W]` in [0, 1], on the CPU.
+    pub image: Tensor,
+    /// One row per logged iteration, the last iteration included.
+    pub losses: Vec<LossRecord>,
+    pub elapsed: Duration,
+}
+
+impl Rendered {
+    pub fn save_png(&self, path: &Path) -> Result<()> {
+        image_io::save_png(&self.image, path)
+    }
+
+    pub fn losses_csv(&self) -> String {
+        let mut csv = String::from(LOSSES_CSV_HEADER);
+        csv.push('\n');
+        for record in &self.losses {
+            csv.push_str(&record.to_csv_row());
+            csv.push('\n');
+        }
+        csv
+    }
+
+    pub fn save_losses_csv(&self, path: &Path) -> Result<()> {
+        image_io::write_atomically(path, self.losses_csv().as_bytes())
+    }
+}
+
+/// The inputs of a render, read, resized and placed on the net's device.
+pub struct Prepared {
+    content: Tensor,
+    style: Tensor,
+    init: Tensor,
+}
+
+impl Prepared {
+    /// Reads and checks everything before any optimisation starts, so bad input
+    /// fails fast: unreadable images, layers with no pixels left, renders too big
+    /// for memory.
+    pub fn new(
+        net: &FeatureNet,
+        params: &RenderParams,
+        content: &Path,
+        style: &Path,
+    ) -> Result<Self> {
+        params.validate()?;
+        assert_eq!(
+            net.backbone(),
+            params.backbone,
+            "net loaded for another backbone"
+        );
+        let content = image_io::load_resized(content, |e| e.with_longer_side(params.size))?;
+        let (_, _, height, width) = content.size4()?;
+        let style_side = ((f64::from(params.size) * params.style_scale).round() as u32).max(1);
+        let style = image_io::load_resized(style, |e| e.with_longer_side(style_side))?;
+        let (_, _, style_height, style_width) = style.size4()?;
+
+        let deepest = check_layers_have_pixels(params, "content", (height, width))?;
+        check_layers_have_pixels(params, "style", (style_height, style_width))?;
+        let needed = memory::estimate_bytes(
+            params.backbone,
+            deepest,
+            (height, width),
+            (style_height, style_width),
+        );
+        memory::check_fits(net.device(), needed, params.size)?;
+
+        let extent = Extent {
+            width: width as u32,
+            height: height as u32,
+        };
+        let init = match &params.init {
+            Init::Content => content.copy(),
+            Init::Noise => white_noise(params.seed, height, width)?,
+            Init::Image(path) => image_io::load_resized(path, |_| extent)?,
+        };
+        let device = net.device();
+        Ok(Prepared {
+            content: content.f_to_device(device)?,
+            style: style.f_to_device(device)?,
+            init: init.f_to_device(device)?,
+        })
+    }
+}
+
+/// Uniform noise in [0, 1] from `seed`, identical on every device.
+fn white_noise(seed: u64, height: i64, width: i64) -> Result<Tensor> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let values: Vec<f32> = (0..3 * height * width).map(|_| rng.random()).collect();
+    Ok(Tensor::f_from_slice(&values)?.f_view([1, 3, height, width])?)
+}
+
+/// Index of the deepest layer used; an error if any used layer would have no pixels.
+fn check_layers_have_pixels(
+    params: &RenderParams,
+    image: &'static str,
+    (h, w): (i64, i64),
+) -> Result<usize> {
+    let backbone = params.backbone;
+    let shapes = FeatureNet::layer_shapes(backbone, h, w);
+    let names = params
+        .content_layers
+        .iter()
+        .chain(params.style_layers.iter().map(|l| &l.name));
+    let mut deepest = 0;
+    for name in names {
+        let index = backbone
+            .layer_index(name)
+            .map_err(pastiche_spec::ParamError::from)?;
+        let (_, lh, lw) = shapes[index];
+        if lh < 1 || lw < 1 {
+            return Err(EngineError::TooSmall {
+                image,
+                width: w,
+                height: h,
+                layer: name.clone(),
+                backbone,
+            });
+        }
+        deepest = deepest.max(index);
+    }
+    Ok(deepest)
+}
+
+/// Runs the optimisation. `observer` sees every iteration and may stop the render
+/// by returning `Break` (it then fails with [`EngineError::Cancelled`]).
+pub fn render(
+    net: &FeatureNet,
+    params: &RenderParams,
+    inputs: Prepared,
+    observer: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+) -> Result<Rendered> {
+    let started = Instant::now();
+    let loss = GatysLoss::new(net, params, &inputs.content, &inputs.style)?;
+    let mut optimizer = optim::build(&params.optimizer);
+    let mut x = inputs.init.f_detach()?.f_to_kind(Kind::Float)?;
+    let mut losses = Vec::new();
+
+    for iteration in 0..params.iterations {
+        // The first evaluation of each iteration is at the current pastiche: that
+        // is the loss the log shows for `iteration`.
+        let mut at_start = None;
+        optimizer.step(&mut x, &mut |point: &Tensor| {
+            let (terms, grad) = loss.evaluate(point)?;
+            if !terms.total.is_finite() {
+                return Err(EngineError::NonFiniteLoss {
+                    iteration,
+                    value: terms.total,
+                });
+            }
+            at_start.get_or_insert(terms);
+            Ok((terms.total, grad))
+        })?;
+        let _ = tch::no_grad(|| x.f_clamp_(0.0, 1.0))?;
+
+        let latest = at_start
+            .expect("every step evaluates the objective")
+            .at(iteration);
+        if params.logs_at(iteration) {
+            losses.push(latest);
+        }
+        let progress = Progress {
+            iteration: iteration + 1,
+            iterations: params.iterations,
+            latest,
+        };
+        if observer(&progress).is_break() {
+            return Err(EngineError::Cancelled(iteration + 1));
+        }
+    }
+    let last = loss.measure(&x)?;
+    if !last.total.is_finite() {
+        return Err(EngineError::NonFiniteLoss {
+            iteration: params.iterations,
+            value: last.total,
+        });
+    }
+    losses.push(last.at(params.iterations));
+    Ok(Rendered {
+        image: x.f_to_device(tch::Device::Cpu)?,
+        losses,
+        elapsed: started.elapsed(),
+    })
+}
