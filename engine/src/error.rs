@@ -28,7 +28,7 @@ pub enum EngineError {
     #[error("{0}")]
     TooLarge(String),
 
-    #[error("{image} image of {width}x{height} px is too small for layer {layer} of {backbone}; use a larger --size")]
+    #[error("{image} image of {width}x{height} px is too small for layer {layer} of {backbone}; use a larger --size{}", if *image == "style" { " or --style-scale" } else { "" })]
     TooSmall {
         image: &'static str,
         width: i64,

@@ -42,10 +42,25 @@ pub fn read_rgb(path: &Path) -> Result<RgbImage> {
     Ok(image.to_rgb8())
 }
 
-/// Reads an image and resizes it to exactly `extent` (Lanczos, like a photo editor).
-pub fn load_resized(path: &Path, extent: impl FnOnce(Extent) -> Extent) -> Result<Tensor> {
+/// An image's size, from its header alone (nothing is decoded).
+pub fn dimensions(path: &Path) -> Result<Extent> {
+    let bad = |reason: String| EngineError::Image {
+        path: path.to_owned(),
+        reason,
+    };
+    let (width, height) = ImageReader::open(path)
+        .map_err(|e| bad(e.to_string()))?
+        .with_guessed_format()
+        .map_err(|e| bad(e.to_string()))?
+        .into_dimensions()
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(Extent { width, height })
+}
+
+/// Reads an image and resizes it to exactly `target` (Lanczos, like a photo editor).
+pub fn load_resized(path: &Path, target: impl FnOnce(Extent) -> Extent) -> Result<Tensor> {
     let image = read_rgb(path)?;
-    let target = extent(Extent {
+    let target = target(Extent {
         width: image.width(),
         height: image.height(),
     });
@@ -65,6 +80,7 @@ pub fn rgb_to_tensor(image: &RgbImage) -> Tensor {
         .permute([2, 0, 1])
         .unsqueeze(0)
         .to_kind(Kind::Float)
+        .contiguous()
         / 255.0
 }
 

@@ -5,6 +5,7 @@ use tch::Device;
 
 use crate::backbone::FeatureNet;
 use crate::error::{EngineError, Result};
+use crate::image_io::Extent;
 
 /// Keeps freed tensor memory in the process instead of handing it back to the OS.
 ///
@@ -22,19 +23,14 @@ pub fn tune_allocator() {
     }
 }
 
-/// Bytes a render of a `height x width` content image (and a style image of
-/// `style_height x style_width`) is expected to need at its peak: the activations
-/// autograd keeps for the backward pass, their gradients, and the style pass.
-pub fn estimate_bytes(
-    backbone: Backbone,
-    deepest: usize,
-    (height, width): (i64, i64),
-    (style_height, style_width): (i64, i64),
-) -> u64 {
+/// Bytes a render is expected to need at its peak: the activations autograd keeps
+/// for the pastiche's backward pass, their gradients, or the style image's pass.
+pub fn estimate_bytes(backbone: Backbone, deepest: usize, content: Extent, style: Extent) -> u64 {
     const FLOAT: u64 = 4;
-    let pastiche = FeatureNet::activation_elements(backbone, height, width, deepest) as u64;
-    let style =
-        FeatureNet::activation_elements(backbone, style_height, style_width, deepest) as u64;
+    let elements = |e: Extent| {
+        FeatureNet::activation_elements(backbone, e.height.into(), e.width.into(), deepest) as u64
+    };
+    let (pastiche, style) = (elements(content), elements(style));
     // Activations plus as much again for gradients in the backward pass.
     FLOAT * (2 * pastiche).max(style) + weights_bytes(backbone)
 }

@@ -65,7 +65,7 @@ pub struct Prepared {
 impl Prepared {
     /// Reads and checks everything before any optimisation starts, so bad input
     /// fails fast: unreadable images, layers with no pixels left, renders too big
-    /// for memory.
+    /// for memory (judged from the image headers, before anything is decoded).
     pub fn new(
         net: &FeatureNet,
         params: &RenderParams,
@@ -78,30 +78,20 @@ impl Prepared {
             params.backbone,
             "net loaded for another backbone"
         );
-        let content = image_io::load_resized(content, |e| e.with_longer_side(params.size))?;
-        let (_, _, height, width) = content.size4()?;
+        let content_extent = image_io::dimensions(content)?.with_longer_side(params.size);
         let style_side = ((f64::from(params.size) * params.style_scale).round() as u32).max(1);
-        let style = image_io::load_resized(style, |e| e.with_longer_side(style_side))?;
-        let (_, _, style_height, style_width) = style.size4()?;
-
-        let deepest = check_layers_have_pixels(params, "content", (height, width))?;
-        check_layers_have_pixels(params, "style", (style_height, style_width))?;
-        let needed = memory::estimate_bytes(
-            params.backbone,
-            deepest,
-            (height, width),
-            (style_height, style_width),
-        );
+        let style_extent = image_io::dimensions(style)?.with_longer_side(style_side);
+        let deepest = check_layers_have_pixels(params, "content", content_extent)?;
+        check_layers_have_pixels(params, "style", style_extent)?;
+        let needed = memory::estimate_bytes(params.backbone, deepest, content_extent, style_extent);
         memory::check_fits(net.device(), needed, params.size)?;
 
-        let extent = Extent {
-            width: width as u32,
-            height: height as u32,
-        };
+        let content = image_io::load_resized(content, |_| content_extent)?;
+        let style = image_io::load_resized(style, |_| style_extent)?;
         let init = match &params.init {
             Init::Content => content.copy(),
-            Init::Noise => white_noise(params.seed, height, width)?,
-            Init::Image(path) => image_io::load_resized(path, |_| extent)?,
+            Init::Noise => white_noise(params.seed, content_extent)?,
+            Init::Image(path) => image_io::load_resized(path, |_| content_extent)?,
         };
         let device = net.device();
         Ok(Prepared {
@@ -112,8 +102,39 @@ impl Prepared {
     }
 }
 
+impl Prepared {
+    /// Inputs already decoded: `[1, 3, H, W]` tensors in [0, 1] (the init of the
+    /// content's size). Checked like files are.
+    pub fn from_tensors(
+        net: &FeatureNet,
+        params: &RenderParams,
+        content: &Tensor,
+        style: &Tensor,
+        init: &Tensor,
+    ) -> Result<Self> {
+        params.validate()?;
+        check_layers_have_pixels(params, "content", extent_of(content)?)?;
+        check_layers_have_pixels(params, "style", extent_of(style)?)?;
+        let device = net.device();
+        Ok(Prepared {
+            content: content.f_to_device(device)?,
+            style: style.f_to_device(device)?,
+            init: init.f_to_device(device)?,
+        })
+    }
+}
+
+fn extent_of(image: &Tensor) -> Result<Extent> {
+    let (_, _, height, width) = image.size4()?;
+    Ok(Extent {
+        width: width as u32,
+        height: height as u32,
+    })
+}
+
 /// Uniform noise in [0, 1] from `seed`, identical on every device.
-fn white_noise(seed: u64, height: i64, width: i64) -> Result<Tensor> {
+fn white_noise(seed: u64, extent: Extent) -> Result<Tensor> {
+    let (height, width) = (i64::from(extent.height), i64::from(extent.width));
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let values: Vec<f32> = (0..3 * height * width).map(|_| rng.random()).collect();
     Ok(Tensor::f_from_slice(&values)?.f_view([1, 3, height, width])?)
@@ -123,9 +144,10 @@ fn white_noise(seed: u64, height: i64, width: i64) -> Result<Tensor> {
 fn check_layers_have_pixels(
     params: &RenderParams,
     image: &'static str,
-    (h, w): (i64, i64),
+    extent: Extent,
 ) -> Result<usize> {
     let backbone = params.backbone;
+    let (h, w) = (i64::from(extent.height), i64::from(extent.width));
     let shapes = FeatureNet::layer_shapes(backbone, h, w);
     let names = params
         .content_layers

@@ -92,10 +92,14 @@ impl fmt::Display for OptimizerKind {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LineSearch {
-    /// A fixed step of `lr` (torch's default, and the PyTorch style-transfer tutorial's).
-    #[default]
+    /// A fixed step of `lr`: torch's default and the PyTorch style-transfer
+    /// tutorial's. Cheaper per iteration, but it stalls when gradients are tiny (as
+    /// with random-weight backbones: torch's curvature test `y.s > 1e-10` then never
+    /// passes) and the loss can jump.
     None,
-    /// Strong Wolfe conditions with cubic interpolation.
+    /// Strong Wolfe conditions with cubic interpolation: a few more evaluations per
+    /// iteration, and robust to the scale of the problem.
+    #[default]
     StrongWolfe,
 }
 
@@ -127,7 +131,7 @@ impl OptimizerSpec {
             kind,
             lr: kind.default_lr(),
             history_size: 100,
-            line_search: LineSearch::None,
+            line_search: LineSearch::default(),
         }
     }
 }

@@ -19,11 +19,6 @@ use crate::error::{EngineError, Result};
 pub(crate) enum InitRule {
     /// VGG's convolutions: `kaiming_normal_(mode="fan_out", nonlinearity="relu")`.
     KaimingNormalFanOut,
-    /// GoogLeNet's convolutions: `trunc_normal_(std=0.01, a=-2, b=2)`.
-    TruncNormal {
-        std: f64,
-        bound: f64,
-    },
     Zeros,
     Ones,
 }
@@ -111,6 +106,8 @@ impl ParamSource for SafetensorsFile {
 
 /// Seeded random parameters: the same seed gives the same network on every machine
 /// and device (drawn with ChaCha8 on the CPU, not with libtorch's generators).
+/// Convolutions are drawn as torchvision draws VGG's, for GoogLeNet too (see
+/// `basic_conv`); biases and batch norm start as torchvision's.
 pub(crate) struct RandomParams {
     rng: ChaCha8Rng,
 }
@@ -122,16 +119,9 @@ impl RandomParams {
         }
     }
 
-    fn normal(&mut self, count: usize, std: f64, bound: Option<f64>) -> Vec<f32> {
+    fn normal(&mut self, count: usize, std: f64) -> Vec<f32> {
         (0..count)
-            .map(|_| loop {
-                let z: f64 = self.rng.sample(StandardNormal);
-                let value = z * std;
-                match bound {
-                    Some(b) if value.abs() > b => continue,
-                    _ => break value as f32,
-                }
-            })
+            .map(|_| (self.rng.sample::<f64, _>(StandardNormal) * std) as f32)
             .collect()
     }
 }
@@ -144,9 +134,8 @@ impl ParamSource for RandomParams {
                 // fan_out of a conv weight [out, in, kh, kw] is out * kh * kw.
                 let fan_out = shape[0] * shape[2..].iter().product::<i64>();
                 let std = (2.0 / fan_out as f64).sqrt();
-                self.normal(count, std, None)
+                self.normal(count, std)
             }
-            InitRule::TruncNormal { std, bound } => self.normal(count, std, Some(bound)),
             InitRule::Zeros => vec![0.0; count],
             InitRule::Ones => vec![1.0; count],
         };

@@ -149,9 +149,10 @@ impl Optimizer for Lbfgs {
                     let _ = q.f_sub_(&s.old_dirs[i].f_mul_scalar(al[i])?)?;
                 }
                 let mut r = q.f_mul_scalar(s.h_diag)?;
-                for i in 0..num_old {
-                    let be_i = dot(&s.old_dirs[i], &r)? * s.ro[i];
-                    let _ = r.f_add_(&s.old_stps[i].f_mul_scalar(al[i] - be_i)?)?;
+                let pairs = s.old_dirs.iter().zip(&s.old_stps).zip(&s.ro).zip(&al);
+                for (((y_i, s_i), ro_i), al_i) in pairs {
+                    let be_i = dot(y_i, &r)? * ro_i;
+                    let _ = r.f_add_(&s_i.f_mul_scalar(al_i - be_i)?)?;
                 }
                 r
             };
