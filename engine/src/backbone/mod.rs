@@ -166,7 +166,8 @@ impl FeatureNet {
 
     fn move_to(&mut self, device: Device) -> Result<()> {
         for conv in self.convs_mut() {
-            conv.weight = conv.weight.f_to_device(device)?.set_requires_grad(false);
+            conv.weight =
+                channels_last(&conv.weight.f_to_device(device)?)?.set_requires_grad(false);
             if let Some(bias) = conv.bias.as_mut() {
                 *bias = bias.f_to_device(device)?.set_requires_grad(false);
             }
@@ -259,10 +260,11 @@ impl FeatureNet {
         let Some(&deepest) = wanted.iter().max() else {
             return Ok(Vec::new());
         };
-        let mut x = match &self.input_transform {
+        let x = match &self.input_transform {
             Some((scale, shift)) => input.f_mul(scale)?.f_add(shift)?,
             None => input.shallow_clone(),
         };
+        let mut x = channels_last(&x)?;
         let mut kept: Vec<Option<Tensor>> = (0..=deepest).map(|_| None).collect();
         for (index, (_, layer)) in self.layers[..=deepest].iter().enumerate() {
             let input_is_kept = index > 0 && kept[index - 1].is_some();
@@ -276,6 +278,16 @@ impl FeatureNet {
             .map(|&i| kept[i].as_ref().expect("kept above").shallow_clone())
             .collect())
     }
+}
+
+/// The same NCHW tensor stored channel-innermost (NHWC), PyTorch's `channels_last`
+/// memory format, which tch has no name for: libtorch infers it from the strides.
+/// oneDNN's and cuDNN's convolutions are faster on it, and they keep it for
+/// their outputs.
+fn channels_last(x: &Tensor) -> Result<Tensor> {
+    Ok(x.f_permute([0, 2, 3, 1])?
+        .f_contiguous()?
+        .f_permute([0, 3, 1, 2])?)
 }
 
 fn conv_weight_shape(shape: &ConvShape) -> [i64; 4] {
