@@ -5,10 +5,14 @@
 //! that can be checked without a tensor is checked here, so a bad parameter is
 //! refused where it is written rather than on a worker.
 
+mod grid;
 mod layers;
 mod losses;
 mod params;
 
+pub use grid::{
+    parse_grid, read_grid, sha256_hex, task_id, Grid, GridError, GridTask, MAX_GRID_TASKS,
+};
 pub use layers::{Backbone, LayerError, GOOGLENET_LAYERS, VGG16_LAYERS, VGG19_LAYERS};
 pub use losses::{LossRecord, LOSSES_CSV_HEADER};
 pub use params::{
