@@ -1,0 +1,933 @@
+//! The scheduler core: which worker renders which task, and what happens when a
+//! worker fails, vanishes or is told to stop. Plain data and methods, no network and
+//! no clock of its own (callers pass `now`), so every rule is unit-tested here.
+//!
+//! Rules:
+//! - Jobs are served by priority (higher first), then in submission order; a job's
+//!   tasks in their order.
+//! - A lease lasts `lease_timeout` and is renewed by heartbeats. An expired lease
+//!   puts the task back in the queue with its attempt number bumped; reports that
+//!   carry an older attempt are stale and ignored.
+//! - A failure is retried (as a new attempt) while it is retryable and the job's
+//!   attempt limit allows; a worker that failed `blocklist_after` tasks of a job is
+//!   not given that job again (a render farm's soft-fail/blocklist).
+//! - Cancelling a job drops its queued tasks at once and tells the workers running
+//!   the others at their next heartbeat.
+//!
+//! Every change is also recorded as an [`Event`], which the coordinator persists and
+//! streams to watchers.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+pub type JobId = String;
+pub type TaskId = String;
+pub type WorkerId = String;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskState {
+    /// Waiting for a worker; the next lease is attempt `attempt`.
+    Queued {
+        attempt: u32,
+    },
+    Running {
+        attempt: u32,
+        worker: WorkerId,
+        lease_until: Instant,
+        cancel_requested: bool,
+    },
+    Done {
+        attempt: u32,
+        worker: WorkerId,
+    },
+    Failed {
+        attempt: u32,
+        error: String,
+    },
+    Cancelled,
+}
+
+impl TaskState {
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            TaskState::Done { .. } | TaskState::Failed { .. } | TaskState::Cancelled
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerConfig {
+    pub lease_timeout: Duration,
+    /// Failed tasks of one job after which a worker no longer gets that job.
+    pub blocklist_after: u32,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            lease_timeout: Duration::from_secs(30),
+            blocklist_after: 3,
+        }
+    }
+}
+
+/// What a submitted job asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSpec {
+    pub id: JobId,
+    pub priority: i32,
+    /// Attempts per task, the first included.
+    pub max_attempts: u32,
+    pub tasks: Vec<TaskId>,
+}
+
+/// Tasks of a job in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub queued: usize,
+    pub running: usize,
+    pub done: usize,
+    pub failed: usize,
+    pub cancelled: usize,
+}
+
+impl Counts {
+    pub fn total(&self) -> usize {
+        self.queued + self.running + self.done + self.failed + self.cancelled
+    }
+
+    pub fn finished(&self) -> bool {
+        self.queued == 0 && self.running == 0
+    }
+}
+
+/// A change of state, in the order it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    JobSubmitted {
+        job: JobId,
+        tasks: usize,
+    },
+    TaskLeased {
+        job: JobId,
+        task: TaskId,
+        attempt: u32,
+        worker: WorkerId,
+    },
+    /// Back in the queue as `attempt` (the lease expired, or a retryable failure).
+    TaskRequeued {
+        job: JobId,
+        task: TaskId,
+        attempt: u32,
+        reason: String,
+    },
+    TaskDone {
+        job: JobId,
+        task: TaskId,
+        attempt: u32,
+        worker: WorkerId,
+    },
+    TaskFailed {
+        job: JobId,
+        task: TaskId,
+        attempt: u32,
+        error: String,
+    },
+    TaskCancelled {
+        job: JobId,
+        task: TaskId,
+    },
+    WorkerBlocklisted {
+        job: JobId,
+        worker: WorkerId,
+    },
+    JobCancelled {
+        job: JobId,
+    },
+    JobFinished {
+        job: JobId,
+        counts: Counts,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub job: JobId,
+    pub task: TaskId,
+    pub attempt: u32,
+    pub lease_until: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeartbeatReply {
+    /// Carry on; the lease is renewed.
+    Continue,
+    /// The job was cancelled: stop, and report nothing more.
+    Cancel,
+    /// This attempt is no longer the task's (it expired and went to another
+    /// worker, or the task ended): stop and drop the result.
+    Stale,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("no job '{0}'")]
+    UnknownJob(JobId),
+    #[error("job '{0}' exists already")]
+    DuplicateJob(JobId),
+    #[error("job '{0}' has no tasks")]
+    EmptyJob(JobId),
+    #[error("job '{job}' has no task '{task}'")]
+    UnknownTask { job: JobId, task: TaskId },
+}
+
+struct Job {
+    spec: JobSpec,
+    cancelled: bool,
+    finished: bool,
+    /// Tasks waiting for a worker, in order.
+    queue: VecDeque<TaskId>,
+    states: HashMap<TaskId, TaskState>,
+    /// Failed attempts per worker.
+    failures_by_worker: HashMap<WorkerId, u32>,
+    blocklist: HashSet<WorkerId>,
+}
+
+impl Job {
+    fn counts(&self) -> Counts {
+        let mut counts = Counts::default();
+        for state in self.states.values() {
+            match state {
+                TaskState::Queued { .. } => counts.queued += 1,
+                TaskState::Running { .. } => counts.running += 1,
+                TaskState::Done { .. } => counts.done += 1,
+                TaskState::Failed { .. } => counts.failed += 1,
+                TaskState::Cancelled => counts.cancelled += 1,
+            }
+        }
+        counts
+    }
+}
+
+#[derive(Default)]
+pub struct Scheduler {
+    config: SchedulerConfig,
+    jobs: HashMap<JobId, Job>,
+    /// Jobs in serving order: (-priority, submission order), so that ties are
+    /// served first come, first served.
+    order: BTreeMap<(i64, u64), JobId>,
+    next_seq: u64,
+    events: Vec<Event>,
+}
+
+impl Scheduler {
+    pub fn new(config: SchedulerConfig) -> Self {
+        Scheduler {
+            config,
+            ..Scheduler::default()
+        }
+    }
+
+    pub fn config(&self) -> SchedulerConfig {
+        self.config
+    }
+
+    /// The events since the last call, oldest first.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    pub fn submit(&mut self, spec: JobSpec) -> Result<(), SchedulerError> {
+        self.insert_job(spec, |_| None)
+    }
+
+    /// Re-creates a job with the task states it had (a restarted coordinator):
+    /// tasks that were running keep their attempt and worker, with a fresh lease,
+    /// so that a worker still rendering one is re-adopted by its next heartbeat and
+    /// one that is gone is re-leased when the lease expires.
+    pub fn restore(
+        &mut self,
+        spec: JobSpec,
+        cancelled: bool,
+        states: &HashMap<TaskId, TaskState>,
+        now: Instant,
+    ) -> Result<(), SchedulerError> {
+        let lease_until = now + self.config.lease_timeout;
+        self.insert_job(spec.clone(), |task| {
+            states.get(task).map(|state| match state {
+                TaskState::Running {
+                    attempt,
+                    worker,
+                    cancel_requested,
+                    ..
+                } => TaskState::Running {
+                    attempt: *attempt,
+                    worker: worker.clone(),
+                    lease_until,
+                    cancel_requested: *cancel_requested || cancelled,
+                },
+                TaskState::Queued { .. } if cancelled => TaskState::Cancelled,
+                other => other.clone(),
+            })
+        })?;
+        let job = self.jobs.get_mut(&spec.id).expect("inserted");
+        job.cancelled = cancelled;
+        job.finished = job.counts().finished();
+        self.events.clear();
+        Ok(())
+    }
+
+    fn insert_job(
+        &mut self,
+        spec: JobSpec,
+        prior: impl Fn(&TaskId) -> Option<TaskState>,
+    ) -> Result<(), SchedulerError> {
+        if self.jobs.contains_key(&spec.id) {
+            return Err(SchedulerError::DuplicateJob(spec.id));
+        }
+        if spec.tasks.is_empty() {
+            return Err(SchedulerError::EmptyJob(spec.id));
+        }
+        let mut states = HashMap::new();
+        let mut queue = VecDeque::new();
+        for task in &spec.tasks {
+            let state = prior(task).unwrap_or(TaskState::Queued { attempt: 1 });
+            if matches!(state, TaskState::Queued { .. }) {
+                queue.push_back(task.clone());
+            }
+            states.insert(task.clone(), state);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.order
+            .insert((-i64::from(spec.priority), seq), spec.id.clone());
+        self.events.push(Event::JobSubmitted {
+            job: spec.id.clone(),
+            tasks: states.len(),
+        });
+        self.jobs.insert(
+            spec.id.clone(),
+            Job {
+                spec,
+                cancelled: false,
+                finished: false,
+                queue,
+                states,
+                failures_by_worker: HashMap::new(),
+                blocklist: HashSet::new(),
+            },
+        );
+        Ok(())
+    }
+
+    /// The next task for `worker`, if any is queued for a job it is not blocked from.
+    pub fn lease(&mut self, worker: &str, now: Instant) -> Option<Lease> {
+        let lease_until = now + self.config.lease_timeout;
+        for job_id in self.order.values() {
+            let job = self.jobs.get_mut(job_id).expect("ordered jobs exist");
+            if job.cancelled || job.blocklist.contains(worker) {
+                continue;
+            }
+            let Some(task) = job.queue.pop_front() else {
+                continue;
+            };
+            let state = job.states.get_mut(&task).expect("queued tasks exist");
+            let TaskState::Queued { attempt } = *state else {
+                unreachable!("only queued tasks are in the queue")
+            };
+            *state = TaskState::Running {
+                attempt,
+                worker: worker.to_owned(),
+                lease_until,
+                cancel_requested: false,
+            };
+            self.events.push(Event::TaskLeased {
+                job: job_id.clone(),
+                task: task.clone(),
+                attempt,
+                worker: worker.to_owned(),
+            });
+            return Some(Lease {
+                job: job_id.clone(),
+                task,
+                attempt,
+                lease_until,
+            });
+        }
+        None
+    }
+
+    /// The running state of `task` if `attempt` by `worker` is still its current one.
+    fn current<'a>(
+        job: &'a mut Job,
+        task: &str,
+        attempt: u32,
+        worker: &str,
+    ) -> Option<&'a mut TaskState> {
+        let state = job.states.get_mut(task)?;
+        match state {
+            TaskState::Running {
+                attempt: a,
+                worker: w,
+                ..
+            } if *a == attempt && w == worker => Some(state),
+            _ => None,
+        }
+    }
+
+    /// Renews the lease of a running attempt, and tells its worker whether to go on.
+    pub fn heartbeat(
+        &mut self,
+        job: &str,
+        task: &str,
+        attempt: u32,
+        worker: &str,
+        now: Instant,
+    ) -> HeartbeatReply {
+        let lease_timeout = self.config.lease_timeout;
+        let Some(job) = self.jobs.get_mut(job) else {
+            return HeartbeatReply::Stale;
+        };
+        match Self::current(job, task, attempt, worker) {
+            Some(TaskState::Running {
+                lease_until,
+                cancel_requested,
+                ..
+            }) => {
+                if *cancel_requested {
+                    return HeartbeatReply::Cancel;
+                }
+                *lease_until = now + lease_timeout;
+                HeartbeatReply::Continue
+            }
+            _ => HeartbeatReply::Stale,
+        }
+    }
+
+    /// A worker finished `attempt` and its outputs are stored. Returns false for a
+    /// stale report, which changes nothing.
+    pub fn complete(&mut self, job_id: &str, task: &str, attempt: u32, worker: &str) -> bool {
+        let Some(job) = self.jobs.get_mut(job_id) else {
+            return false;
+        };
+        let Some(state) = Self::current(job, task, attempt, worker) else {
+            return false;
+        };
+        let cancelled = matches!(
+            state,
+            TaskState::Running {
+                cancel_requested: true,
+                ..
+            }
+        );
+        if cancelled {
+            // Finished anyway; the job no longer wants it.
+            *state = TaskState::Cancelled;
+            self.events.push(Event::TaskCancelled {
+                job: job_id.to_owned(),
+                task: task.to_owned(),
+            });
+        } else {
+            *state = TaskState::Done {
+                attempt,
+                worker: worker.to_owned(),
+            };
+            self.events.push(Event::TaskDone {
+                job: job_id.to_owned(),
+                task: task.to_owned(),
+                attempt,
+                worker: worker.to_owned(),
+            });
+        }
+        self.finish_if_done(job_id);
+        true
+    }
+
+    /// A worker gave up on `attempt`. Retryable failures go back to the queue while
+    /// the job's attempt limit allows. Returns false for a stale report.
+    pub fn fail(
+        &mut self,
+        job_id: &str,
+        task: &str,
+        attempt: u32,
+        worker: &str,
+        retryable: bool,
+        error: &str,
+    ) -> bool {
+        let Some(job) = self.jobs.get_mut(job_id) else {
+            return false;
+        };
+        let Some(state) = Self::current(job, task, attempt, worker) else {
+            return false;
+        };
+        if matches!(
+            state,
+            TaskState::Running {
+                cancel_requested: true,
+                ..
+            }
+        ) {
+            *state = TaskState::Cancelled;
+            self.events.push(Event::TaskCancelled {
+                job: job_id.to_owned(),
+                task: task.to_owned(),
+            });
+            self.finish_if_done(job_id);
+            return true;
+        }
+        let failures = job.failures_by_worker.entry(worker.to_owned()).or_default();
+        *failures += 1;
+        if *failures >= self.config.blocklist_after && job.blocklist.insert(worker.to_owned()) {
+            self.events.push(Event::WorkerBlocklisted {
+                job: job_id.to_owned(),
+                worker: worker.to_owned(),
+            });
+        }
+        self.retry_or_fail(job_id, task, attempt, retryable, error);
+        true
+    }
+
+    fn retry_or_fail(
+        &mut self,
+        job_id: &str,
+        task: &str,
+        attempt: u32,
+        retryable: bool,
+        error: &str,
+    ) {
+        let job = self.jobs.get_mut(job_id).expect("caller checked");
+        let state = job.states.get_mut(task).expect("caller checked");
+        if retryable && attempt < job.spec.max_attempts {
+            *state = TaskState::Queued {
+                attempt: attempt + 1,
+            };
+            job.queue.push_back(task.to_owned());
+            self.events.push(Event::TaskRequeued {
+                job: job_id.to_owned(),
+                task: task.to_owned(),
+                attempt: attempt + 1,
+                reason: error.to_owned(),
+            });
+        } else {
+            let error = if retryable {
+                format!("{error} (gave up after {attempt} attempts)")
+            } else {
+                error.to_owned()
+            };
+            *state = TaskState::Failed {
+                attempt,
+                error: error.clone(),
+            };
+            self.events.push(Event::TaskFailed {
+                job: job_id.to_owned(),
+                task: task.to_owned(),
+                attempt,
+                error,
+            });
+            self.finish_if_done(job_id);
+        }
+    }
+
+    /// Requeues every running task whose lease ran out before `now` (its worker is
+    /// presumed dead). Returns how many.
+    pub fn expire_leases(&mut self, now: Instant) -> usize {
+        let mut expired = Vec::new();
+        for (job_id, job) in &self.jobs {
+            for (task, state) in &job.states {
+                if let TaskState::Running {
+                    attempt,
+                    lease_until,
+                    cancel_requested,
+                    ..
+                } = state
+                {
+                    if *lease_until <= now {
+                        expired.push((job_id.clone(), task.clone(), *attempt, *cancel_requested));
+                    }
+                }
+            }
+        }
+        for (job_id, task, attempt, cancel_requested) in &expired {
+            if *cancel_requested {
+                let job = self.jobs.get_mut(job_id).expect("listed above");
+                job.states.insert(task.clone(), TaskState::Cancelled);
+                self.events.push(Event::TaskCancelled {
+                    job: job_id.clone(),
+                    task: task.clone(),
+                });
+                self.finish_if_done(job_id);
+            } else {
+                self.retry_or_fail(
+                    job_id,
+                    task,
+                    *attempt,
+                    true,
+                    "lease expired: the worker stopped reporting",
+                );
+            }
+        }
+        expired.len()
+    }
+
+    /// Cancels a job: queued tasks at once, running ones at their next heartbeat.
+    pub fn cancel(&mut self, job_id: &str) -> Result<(), SchedulerError> {
+        let job = self
+            .jobs
+            .get_mut(job_id)
+            .ok_or_else(|| SchedulerError::UnknownJob(job_id.to_owned()))?;
+        if job.cancelled || job.finished {
+            return Ok(());
+        }
+        job.cancelled = true;
+        self.events.push(Event::JobCancelled {
+            job: job_id.to_owned(),
+        });
+        for task in std::mem::take(&mut job.queue) {
+            job.states.insert(task.clone(), TaskState::Cancelled);
+            self.events.push(Event::TaskCancelled {
+                job: job_id.to_owned(),
+                task,
+            });
+        }
+        for state in job.states.values_mut() {
+            if let TaskState::Running {
+                cancel_requested, ..
+            } = state
+            {
+                *cancel_requested = true;
+            }
+        }
+        self.finish_if_done(job_id);
+        Ok(())
+    }
+
+    fn finish_if_done(&mut self, job_id: &str) {
+        let job = self.jobs.get_mut(job_id).expect("caller checked");
+        let counts = job.counts();
+        if !job.finished && counts.finished() {
+            job.finished = true;
+            self.events.push(Event::JobFinished {
+                job: job_id.to_owned(),
+                counts,
+            });
+        }
+    }
+
+    pub fn counts(&self, job: &str) -> Result<Counts, SchedulerError> {
+        self.jobs
+            .get(job)
+            .map(Job::counts)
+            .ok_or_else(|| SchedulerError::UnknownJob(job.to_owned()))
+    }
+
+    pub fn task_state(&self, job: &str, task: &str) -> Result<&TaskState, SchedulerError> {
+        let found = self
+            .jobs
+            .get(job)
+            .ok_or_else(|| SchedulerError::UnknownJob(job.to_owned()))?;
+        found
+            .states
+            .get(task)
+            .ok_or_else(|| SchedulerError::UnknownTask {
+                job: job.to_owned(),
+                task: task.to_owned(),
+            })
+    }
+
+    pub fn is_cancelled(&self, job: &str) -> Result<bool, SchedulerError> {
+        self.jobs
+            .get(job)
+            .map(|j| j.cancelled)
+            .ok_or_else(|| SchedulerError::UnknownJob(job.to_owned()))
+    }
+
+    /// Jobs in serving order.
+    pub fn jobs(&self) -> impl Iterator<Item = &JobSpec> {
+        self.order.values().map(|id| &self.jobs[id].spec)
+    }
+
+    /// Tasks waiting for a worker, over all jobs that can still run.
+    pub fn queue_depth(&self) -> usize {
+        self.jobs
+            .values()
+            .filter(|j| !j.cancelled)
+            .map(|j| j.queue.len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(10);
+
+    fn scheduler() -> Scheduler {
+        Scheduler::new(SchedulerConfig {
+            lease_timeout: LEASE,
+            blocklist_after: 2,
+        })
+    }
+
+    fn job(id: &str, priority: i32, tasks: &[&str]) -> JobSpec {
+        JobSpec {
+            id: id.into(),
+            priority,
+            max_attempts: 3,
+            tasks: tasks.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn tasks_are_served_by_priority_then_submission_order() {
+        let mut s = scheduler();
+        let now = Instant::now();
+        s.submit(job("low", 0, &["a", "b"])).unwrap();
+        s.submit(job("high", 5, &["x"])).unwrap();
+        s.submit(job("low2", 0, &["c"])).unwrap();
+        let order: Vec<String> = std::iter::from_fn(|| s.lease("w", now))
+            .map(|l| l.task)
+            .collect();
+        assert_eq!(order, ["x", "a", "b", "c"]);
+        assert_eq!(s.lease("w", now), None);
+    }
+
+    #[test]
+    fn a_completed_job_finishes_once_with_its_counts() {
+        let mut s = scheduler();
+        let now = Instant::now();
+        s.submit(job("j", 0, &["a", "b"])).unwrap();
+        let a = s.lease("w1", now).unwrap();
+        let b = s.lease("w2", now).unwrap();
+        assert!(s.complete("j", &a.task, a.attempt, "w1"));
+        assert!(
+            !s.complete("j", &a.task, a.attempt, "w1"),
+            "a second report is stale"
+        );
+        assert!(s.complete("j", &b.task, b.attempt, "w2"));
+        let counts = s.counts("j").unwrap();
+        assert_eq!((counts.done, counts.total()), (2, 2));
+        let finished: Vec<_> = s
+            .take_events()
+            .into_iter()
+            .filter(|e| matches!(e, Event::JobFinished { .. }))
+            .collect();
+        assert_eq!(finished.len(), 1);
+    }
+
+    #[test]
+    fn an_expired_lease_is_released_with_a_new_attempt_and_old_reports_are_ignored() {
+        let mut s = scheduler();
+        let t0 = Instant::now();
+        s.submit(job("j", 0, &["a"])).unwrap();
+        let first = s.lease("dead", t0).unwrap();
+        assert_eq!(first.attempt, 1);
+        // Heartbeats keep the lease alive past its first deadline.
+        assert_eq!(
+            s.heartbeat("j", "a", 1, "dead", t0 + LEASE / 2),
+            HeartbeatReply::Continue
+        );
+        assert_eq!(s.expire_leases(t0 + LEASE), 0);
+        // Then the worker goes silent.
+        assert_eq!(s.expire_leases(t0 + LEASE * 2), 1);
+        assert_eq!(
+            s.task_state("j", "a").unwrap(),
+            &TaskState::Queued { attempt: 2 }
+        );
+        let second = s.lease("alive", t0 + LEASE * 2).unwrap();
+        assert_eq!(second.attempt, 2);
+        // The first worker comes back: everything it says is stale.
+        assert_eq!(
+            s.heartbeat("j", "a", 1, "dead", t0 + LEASE * 2),
+            HeartbeatReply::Stale
+        );
+        assert!(!s.complete("j", "a", 1, "dead"));
+        assert!(!s.fail("j", "a", 1, "dead", true, "late"));
+        assert!(s.complete("j", "a", 2, "alive"));
+        assert_eq!(
+            s.task_state("j", "a").unwrap(),
+            &TaskState::Done {
+                attempt: 2,
+                worker: "alive".into()
+            }
+        );
+    }
+
+    #[test]
+    fn retryable_failures_retry_up_to_the_limit_and_fatal_ones_do_not() {
+        let mut s = Scheduler::new(SchedulerConfig {
+            lease_timeout: LEASE,
+            blocklist_after: 100,
+        });
+        let now = Instant::now();
+        s.submit(job("j", 0, &["a"])).unwrap();
+        for attempt in 1..=3 {
+            let lease = s.lease("w", now).unwrap();
+            assert_eq!(lease.attempt, attempt);
+            assert!(s.fail("j", "a", attempt, "w", true, "disk full"));
+        }
+        match s.task_state("j", "a").unwrap() {
+            TaskState::Failed { attempt: 3, error } => {
+                assert!(
+                    error.contains("disk full") && error.contains("3 attempts"),
+                    "{error}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+
+        s.submit(job("k", 0, &["c"])).unwrap();
+        let c = s.lease("w", now).unwrap();
+        assert!(s.fail("k", "c", c.attempt, "w", false, "corrupt image"));
+        assert_eq!(
+            s.task_state("k", "c").unwrap(),
+            &TaskState::Failed {
+                attempt: 1,
+                error: "corrupt image".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_retry_waits_behind_the_tasks_already_queued() {
+        let mut s = scheduler();
+        let now = Instant::now();
+        s.submit(job("j", 0, &["a", "b"])).unwrap();
+        let a = s.lease("w", now).unwrap();
+        s.fail("j", "a", a.attempt, "w", true, "hiccup");
+        let next: Vec<(String, u32)> = std::iter::from_fn(|| s.lease("v", now))
+            .map(|l| (l.task, l.attempt))
+            .collect();
+        assert_eq!(next, [("b".to_string(), 1), ("a".to_string(), 2)]);
+    }
+
+    #[test]
+    fn a_worker_that_keeps_failing_a_job_is_kept_off_it() {
+        let mut s = scheduler(); // blocklist after 2 failures
+        let now = Instant::now();
+        s.submit(job("j", 0, &["a", "b", "c"])).unwrap();
+        for _ in 0..2 {
+            let lease = s.lease("flaky", now).unwrap();
+            s.fail("j", &lease.task, lease.attempt, "flaky", true, "oom");
+        }
+        assert!(s.take_events().contains(&Event::WorkerBlocklisted {
+            job: "j".into(),
+            worker: "flaky".into()
+        }));
+        assert_eq!(s.lease("flaky", now), None, "blocklisted from j");
+        // Other jobs still come its way, and other workers still take j.
+        s.submit(job("other", 0, &["z"])).unwrap();
+        assert_eq!(s.lease("flaky", now).unwrap().job, "other");
+        assert_eq!(s.lease("good", now).unwrap().job, "j");
+    }
+
+    #[test]
+    fn cancelling_drops_queued_tasks_and_stops_running_ones_at_their_heartbeat() {
+        let mut s = scheduler();
+        let now = Instant::now();
+        s.submit(job("j", 0, &["a", "b", "c"])).unwrap();
+        let a = s.lease("w1", now).unwrap();
+        let b = s.lease("w2", now).unwrap();
+        s.cancel("j").unwrap();
+        assert_eq!(s.task_state("j", "c").unwrap(), &TaskState::Cancelled);
+        assert_eq!(s.lease("w3", now), None);
+        assert_eq!(
+            s.heartbeat("j", &a.task, a.attempt, "w1", now),
+            HeartbeatReply::Cancel
+        );
+        // w1 stops and says so; w2 finished just before it heard.
+        assert!(s.fail("j", &a.task, a.attempt, "w1", false, "cancelled"));
+        assert!(s.complete("j", &b.task, b.attempt, "w2"));
+        let counts = s.counts("j").unwrap();
+        assert_eq!(
+            counts,
+            Counts {
+                cancelled: 3,
+                ..Counts::default()
+            }
+        );
+        assert!(s
+            .take_events()
+            .iter()
+            .any(|e| matches!(e, Event::JobFinished { .. })));
+        assert_eq!(s.queue_depth(), 0);
+    }
+
+    #[test]
+    fn a_restored_job_keeps_finished_tasks_and_readopts_running_ones() {
+        let mut s = scheduler();
+        let t0 = Instant::now();
+        let spec = job("j", 0, &["a", "b", "c"]);
+        let states = HashMap::from([
+            (
+                "a".to_string(),
+                TaskState::Done {
+                    attempt: 1,
+                    worker: "w1".into(),
+                },
+            ),
+            (
+                "b".to_string(),
+                TaskState::Running {
+                    attempt: 2,
+                    worker: "w2".into(),
+                    lease_until: t0,
+                    cancel_requested: false,
+                },
+            ),
+        ]);
+        s.restore(spec, false, &states, t0).unwrap();
+        // The running task's worker carries on and is re-adopted.
+        assert_eq!(
+            s.heartbeat("j", "b", 2, "w2", t0 + LEASE / 2),
+            HeartbeatReply::Continue
+        );
+        // Only the task that never ran is queued.
+        let lease = s.lease("w3", t0).unwrap();
+        assert_eq!((lease.task.as_str(), lease.attempt), ("c", 1));
+        assert_eq!(s.lease("w3", t0), None);
+        assert!(s.complete("j", "b", 2, "w2"));
+        assert!(s.complete("j", "c", 1, "w3"));
+        assert_eq!(s.counts("j").unwrap().done, 3);
+    }
+
+    #[test]
+    fn a_restored_running_task_whose_worker_is_gone_is_released() {
+        let mut s = scheduler();
+        let t0 = Instant::now();
+        let states = HashMap::from([(
+            "a".to_string(),
+            TaskState::Running {
+                attempt: 1,
+                worker: "gone".into(),
+                lease_until: t0,
+                cancel_requested: false,
+            },
+        )]);
+        s.restore(job("j", 0, &["a"]), false, &states, t0).unwrap();
+        assert_eq!(s.lease("w", t0), None);
+        assert_eq!(s.expire_leases(t0 + LEASE), 1);
+        assert_eq!(s.lease("w", t0 + LEASE).unwrap().attempt, 2);
+    }
+
+    #[test]
+    fn bad_requests_are_errors() {
+        let mut s = scheduler();
+        s.submit(job("j", 0, &["a"])).unwrap();
+        assert_eq!(
+            s.submit(job("j", 0, &["a"])),
+            Err(SchedulerError::DuplicateJob("j".into()))
+        );
+        assert_eq!(
+            s.submit(job("e", 0, &[])),
+            Err(SchedulerError::EmptyJob("e".into()))
+        );
+        assert_eq!(
+            s.cancel("nope"),
+            Err(SchedulerError::UnknownJob("nope".into()))
+        );
+        assert!(s.task_state("j", "zz").is_err());
+        assert!(!s.complete("nope", "a", 1, "w"));
+    }
+}
