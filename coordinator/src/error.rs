@@ -1,0 +1,39 @@
+//! The coordinator's errors, and the one place they become gRPC statuses.
+
+use tonic::{Code, Status};
+
+use crate::scheduler::SchedulerError;
+use crate::state::StateError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("no job '{0}'")]
+    UnknownJob(String),
+    #[error("{0}")]
+    BadGrid(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Scheduler(#[from] SchedulerError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl From<CoordinatorError> for Status {
+    fn from(err: CoordinatorError) -> Self {
+        let code = match &err {
+            CoordinatorError::UnknownJob(_)
+            | CoordinatorError::Scheduler(SchedulerError::UnknownJob(_)) => Code::NotFound,
+            CoordinatorError::Scheduler(SchedulerError::UnknownTask { .. }) => Code::NotFound,
+            CoordinatorError::Scheduler(SchedulerError::DuplicateJob(_)) => Code::AlreadyExists,
+            CoordinatorError::BadGrid(_)
+            | CoordinatorError::BadRequest(_)
+            | CoordinatorError::Scheduler(SchedulerError::EmptyJob(_)) => Code::InvalidArgument,
+            CoordinatorError::State(_) => Code::Internal,
+        };
+        if code == Code::Internal {
+            tracing::error!(error = %err, "internal error");
+        }
+        Status::new(code, err.to_string())
+    }
+}

@@ -1,0 +1,63 @@
+//! `pastiche-coordinator`: takes grids from `pastiche submit`, hands their tasks to
+//! `pastiche-worker`s, and keeps its state in an embedded database.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use pastiche_coordinator::scheduler::SchedulerConfig;
+use pastiche_coordinator::service::{Coordinator, CoordinatorConfig};
+use pastiche_coordinator::{parse_duration, server};
+
+#[derive(Parser)]
+#[command(name = "pastiche-coordinator", version, about)]
+struct Args {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "PASTICHE_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// The state database (SQLite; created if missing). Jobs survive a restart.
+    #[arg(long, env = "PASTICHE_DB", default_value = "pastiche-state.db")]
+    db: PathBuf,
+    /// A lease not renewed within this long is given to another worker (e.g. 30s, 500ms).
+    #[arg(long, env = "PASTICHE_LEASE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    lease_timeout: Duration,
+    /// Attempts per task when a job does not say.
+    #[arg(long, env = "PASTICHE_MAX_ATTEMPTS", default_value_t = 3)]
+    max_attempts: u32,
+    /// A worker that failed this many tasks of a job gets no more of it.
+    #[arg(long, env = "PASTICHE_BLOCKLIST_AFTER", default_value_t = 3)]
+    blocklist_after: u32,
+    /// text or json.
+    #[arg(long, env = "PASTICHE_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    pastiche_coordinator::init_logging(&args.log_format);
+    let config = CoordinatorConfig {
+        scheduler: SchedulerConfig {
+            lease_timeout: args.lease_timeout,
+            blocklist_after: args.blocklist_after,
+        },
+        default_max_attempts: args.max_attempts,
+    };
+    let coordinator = Coordinator::open(Some(&args.db), config)
+        .with_context(|| format!("opening the state database {}", args.db.display()))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, db = %args.db.display(), "coordinator serving");
+    server::serve(
+        coordinator,
+        listener,
+        pastiche_coordinator::shutdown_signal(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))?;
+    tracing::info!("coordinator stopped");
+    Ok(())
+}

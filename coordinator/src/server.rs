@@ -1,0 +1,39 @@
+//! Serving the coordinator: its two services, gRPC health checking and reflection
+//! (so that grpcurl works), on a listener the caller bound.
+
+use std::sync::Arc;
+
+use pastiche_proto::pb::farm_server::FarmServer;
+use pastiche_proto::pb::workers_server::WorkersServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::service::{Coordinator, FarmService, WorkersService};
+
+/// Serves until `shutdown` resolves. Tests bind `127.0.0.1:0` and pass the listener.
+pub async fn serve(
+    coordinator: Arc<Coordinator>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<FarmServer<FarmService>>().await;
+    health.set_serving::<WorkersServer<WorkersService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pastiche_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reaper = coordinator.spawn_lease_reaper();
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            FarmServer::new(FarmService(Arc::clone(&coordinator)))
+                .max_decoding_message_size(256 << 20),
+        )
+        .add_service(WorkersServer::new(WorkersService(coordinator)))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    reaper.abort();
+    Ok(result?)
+}

@@ -1,0 +1,638 @@
+//! The coordinator's gRPC services over the scheduler core and its database: `Farm`
+//! for users, `Workers` for workers.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::Stream;
+use pastiche_proto::pb;
+use pastiche_proto::pb::farm_server::Farm;
+use pastiche_proto::pb::workers_server::Workers;
+use pastiche_spec::{parse_grid, task_id, Backbone};
+use tokio::sync::{broadcast, mpsc, Notify};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::error::CoordinatorError;
+use crate::scheduler::{Counts, Event, HeartbeatReply, JobSpec, Scheduler, SchedulerConfig};
+use crate::state::{JobRecord, State, TaskRecord};
+
+/// Longest a lease request is held open waiting for work.
+const MAX_LEASE_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    pub scheduler: SchedulerConfig,
+    /// Attempts per task when a submission does not say.
+    pub default_max_attempts: u32,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            scheduler: SchedulerConfig::default(),
+            default_max_attempts: 3,
+        }
+    }
+}
+
+struct Inner {
+    scheduler: Scheduler,
+    state: State,
+    jobs: HashMap<String, JobRecord>,
+}
+
+/// A job event on its way to the watchers of that job.
+#[derive(Clone)]
+struct Broadcast {
+    job: String,
+    event: pb::JobEvent,
+    finished: bool,
+}
+
+pub struct Coordinator {
+    inner: Mutex<Inner>,
+    config: CoordinatorConfig,
+    /// Woken whenever a task may have become available to lease.
+    work: Notify,
+    events: broadcast::Sender<Broadcast>,
+    next_worker: AtomicU64,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The content digest an input key carries (`inputs/<sha256>.<ext>`), or the key
+/// itself for inputs that are not content-addressed.
+fn digest_of(key: &str) -> &str {
+    key.strip_prefix("inputs/")
+        .and_then(|name| name.split('.').next())
+        .filter(|digest| digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or(key)
+}
+
+/// Job ids go into object keys: lowercase letters, digits and dashes only.
+fn job_id_for(name: &str, grid: &str, submitted_at: i64, seq: u64) -> String {
+    let mut slug: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    slug.truncate(40);
+    let slug = slug.trim_matches('-');
+    let slug = if slug.is_empty() { "job" } else { slug };
+    let salt = pastiche_spec::sha256_hex(format!("{grid}\n{submitted_at}\n{seq}").as_bytes());
+    format!("{slug}-{}", &salt[..8])
+}
+
+impl Coordinator {
+    /// Opens (or creates) the state database and restores every job in it.
+    pub fn open(
+        db: Option<&Path>,
+        config: CoordinatorConfig,
+    ) -> Result<Arc<Self>, CoordinatorError> {
+        let state = match db {
+            Some(path) => State::open(path)?,
+            None => State::in_memory()?,
+        };
+        let now = Instant::now();
+        let mut scheduler = Scheduler::new(config.scheduler);
+        let mut jobs = HashMap::new();
+        for stored in state.load(now)? {
+            scheduler.restore(stored.spec(), stored.job.cancelled, &stored.states, now)?;
+            jobs.insert(stored.job.id.clone(), stored.job);
+        }
+        if !jobs.is_empty() {
+            tracing::info!(jobs = jobs.len(), "restored jobs from the state database");
+        }
+        let (events, _) = broadcast::channel(4096);
+        Ok(Arc::new(Coordinator {
+            inner: Mutex::new(Inner {
+                scheduler,
+                state,
+                jobs,
+            }),
+            config,
+            work: Notify::new(),
+            events,
+            next_worker: AtomicU64::new(1),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Persists what the scheduler did, then tells watchers and waiting workers.
+    fn commit(&self, inner: &mut Inner) -> Result<(), CoordinatorError> {
+        let events = inner.scheduler.take_events();
+        inner.state.apply(&events)?;
+        let mut wake = false;
+        for event in &events {
+            let (job, ended) = match event {
+                Event::TaskRequeued {
+                    job, task, reason, ..
+                } => {
+                    wake = true;
+                    (job, Some((task.as_str(), "requeued", reason.as_str())))
+                }
+                Event::TaskDone { job, task, .. } => (job, Some((task.as_str(), "done", ""))),
+                Event::TaskFailed {
+                    job, task, error, ..
+                } => (job, Some((task.as_str(), "failed", error.as_str()))),
+                Event::TaskCancelled { job, task } => (job, Some((task.as_str(), "cancelled", ""))),
+                Event::JobFinished { job, .. } | Event::JobCancelled { job } => (job, None),
+                Event::JobSubmitted { job, .. } => {
+                    wake = true;
+                    (job, None)
+                }
+                Event::TaskLeased { job, .. } | Event::WorkerBlocklisted { job, .. } => (job, None),
+            };
+            let Ok(status) = job_status(inner, job) else {
+                continue;
+            };
+            let finished = status.state != pb::JobState::Running as i32;
+            let event = pb::JobEvent {
+                status: Some(status),
+                event: ended.map(|(task, outcome, message)| {
+                    pb::job_event::Event::TaskEnded(pb::TaskEnded {
+                        task_id: task.to_owned(),
+                        outcome: outcome.to_owned(),
+                        message: message.to_owned(),
+                    })
+                }),
+            };
+            let _ = self.events.send(Broadcast {
+                job: job.clone(),
+                event,
+                finished,
+            });
+        }
+        if wake {
+            self.work.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Expands and records a grid; its tasks are leasable once this returns.
+    pub fn submit(
+        &self,
+        request: pb::SubmitJobRequest,
+    ) -> Result<pb::SubmitJobResponse, CoordinatorError> {
+        let grid_name = if request.grid_name.is_empty() {
+            "grid.toml"
+        } else {
+            &request.grid_name
+        };
+        let grid = parse_grid(Path::new(grid_name), &request.grid_toml)
+            .map_err(|e| CoordinatorError::BadGrid(e.to_string()))?;
+        let weights_of = |b: Backbone| grid.weights.get(&b).cloned().unwrap_or_default();
+        let mut seen = std::collections::HashSet::new();
+        let tasks: Vec<TaskRecord> = grid
+            .tasks
+            .iter()
+            .filter_map(|t| {
+                let weights = weights_of(t.params.backbone);
+                let id = task_id(
+                    &t.params,
+                    &[
+                        ("content", digest_of(&t.content)),
+                        ("style", digest_of(&t.style)),
+                        ("weights", &weights),
+                    ],
+                );
+                seen.insert(id.clone()).then(|| TaskRecord {
+                    id,
+                    params: t.params.clone(),
+                    content_key: t.content.clone(),
+                    style_key: t.style.clone(),
+                    weights,
+                })
+            })
+            .collect();
+        let submitted_at = unix_now();
+        let seq = self.next_worker.fetch_add(1, Ordering::Relaxed);
+        let job = JobRecord {
+            id: job_id_for(&grid.name, &request.grid_toml, submitted_at, seq),
+            name: grid.name.clone(),
+            priority: request.priority,
+            max_attempts: if request.max_attempts == 0 {
+                self.config.default_max_attempts
+            } else {
+                request.max_attempts
+            },
+            grid_toml: request.grid_toml,
+            submitted_at,
+            cancelled: false,
+        };
+        let spec = JobSpec {
+            id: job.id.clone(),
+            priority: job.priority,
+            max_attempts: job.max_attempts,
+            tasks: tasks.iter().map(|t| t.id.clone()).collect(),
+        };
+        let mut inner = self.lock();
+        inner.state.insert_job(&job, &tasks)?;
+        inner.scheduler.submit(spec)?;
+        inner.jobs.insert(job.id.clone(), job.clone());
+        self.commit(&mut inner)?;
+        tracing::info!(job = %job.id, tasks = tasks.len(), "job submitted");
+        Ok(pb::SubmitJobResponse {
+            job_id: job.id,
+            tasks: tasks.len() as u32,
+        })
+    }
+
+    pub fn status(&self, job: &str) -> Result<pb::JobStatus, CoordinatorError> {
+        job_status(&self.lock(), job)
+    }
+
+    /// Requeues tasks whose leases ran out; called periodically.
+    pub fn expire_leases(&self, now: Instant) -> Result<usize, CoordinatorError> {
+        let mut inner = self.lock();
+        let expired = inner.scheduler.expire_leases(now);
+        if expired > 0 {
+            tracing::warn!(expired, "leases expired; tasks requeued");
+            self.commit(&mut inner)?;
+        }
+        Ok(expired)
+    }
+
+    /// Runs [`expire_leases`](Self::expire_leases) every quarter lease until the
+    /// process ends.
+    pub fn spawn_lease_reaper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let coordinator = Arc::clone(self);
+        let period = (self.config.scheduler.lease_timeout / 4).max(Duration::from_millis(50));
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            loop {
+                ticks.tick().await;
+                if let Err(err) = coordinator.expire_leases(Instant::now()) {
+                    tracing::error!(error = %err, "expiring leases failed");
+                }
+            }
+        })
+    }
+
+    fn try_lease(&self, worker: &str) -> Result<Option<pb::TaskAssignment>, CoordinatorError> {
+        let mut inner = self.lock();
+        let Some(lease) = inner.scheduler.lease(worker, Instant::now()) else {
+            return Ok(None);
+        };
+        let record = inner
+            .state
+            .task(&lease.job, &lease.task)?
+            .expect("scheduled tasks are stored");
+        let weights = record.weights.clone();
+        self.commit(&mut inner)?;
+        Ok(Some(pb::TaskAssignment {
+            job_id: lease.job,
+            task_id: lease.task,
+            attempt: lease.attempt,
+            params: Some((&record.params).into()),
+            content_key: record.content_key,
+            style_key: record.style_key,
+            weights,
+            lease_timeout_ms: self.config.scheduler.lease_timeout.as_millis() as u32,
+        }))
+    }
+}
+
+fn job_status(inner: &Inner, job: &str) -> Result<pb::JobStatus, CoordinatorError> {
+    let record = inner
+        .jobs
+        .get(job)
+        .ok_or_else(|| CoordinatorError::UnknownJob(job.to_owned()))?;
+    let counts = inner.scheduler.counts(job)?;
+    let state = if !counts.finished() {
+        pb::JobState::Running
+    } else if record.cancelled || inner.scheduler.is_cancelled(job)? {
+        pb::JobState::Cancelled
+    } else if counts.failed > 0 {
+        pb::JobState::Failed
+    } else {
+        pb::JobState::Done
+    };
+    Ok(pb::JobStatus {
+        job_id: record.id.clone(),
+        name: record.name.clone(),
+        state: state.into(),
+        counts: Some(counts_to_pb(counts)),
+        priority: record.priority,
+        submitted_at: record.submitted_at,
+    })
+}
+
+fn counts_to_pb(c: Counts) -> pb::TaskCounts {
+    pb::TaskCounts {
+        queued: c.queued as u32,
+        running: c.running as u32,
+        done: c.done as u32,
+        failed: c.failed as u32,
+        cancelled: c.cancelled as u32,
+    }
+}
+
+/// Runs blocking coordinator work (SQLite) off the async runtime's threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CoordinatorError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("coordinator task failed: {e}")))?
+        .map_err(Status::from)
+}
+
+/// The user-facing service.
+#[derive(Clone)]
+pub struct FarmService(pub Arc<Coordinator>);
+
+#[tonic::async_trait]
+impl Farm for FarmService {
+    async fn submit_job(
+        &self,
+        request: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let coordinator = Arc::clone(&self.0);
+        let request = request.into_inner();
+        blocking(move || coordinator.submit(request))
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::JobStatus>, Status> {
+        Ok(Response::new(self.0.status(&request.into_inner().job_id)?))
+    }
+
+    async fn list_jobs(
+        &self,
+        _: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let inner = self.0.lock();
+        let jobs = inner
+            .scheduler
+            .jobs()
+            .map(|spec| job_status(&inner, &spec.id))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Response::new(pb::ListJobsResponse { jobs }))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let job = request.into_inner().job_id;
+        let coordinator = Arc::clone(&self.0);
+        blocking(move || {
+            let mut inner = coordinator.lock();
+            if !inner.jobs.contains_key(&job) {
+                return Err(CoordinatorError::UnknownJob(job));
+            }
+            inner.scheduler.cancel(&job)?;
+            if let Some(record) = inner.jobs.get_mut(&job) {
+                record.cancelled = true;
+            }
+            coordinator.commit(&mut inner)?;
+            tracing::info!(%job, "job cancelled");
+            Ok(pb::CancelJobResponse {})
+        })
+        .await
+        .map(Response::new)
+    }
+
+    type WatchJobStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
+
+    async fn watch_job(
+        &self,
+        request: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let job = request.into_inner().job_id;
+        // Subscribe before reading the status, so that nothing falls in between.
+        let mut events = self.0.events.subscribe();
+        let status = self.0.status(&job)?;
+        let (tx, rx) = mpsc::channel(256);
+        let coordinator = Arc::clone(&self.0);
+        tokio::spawn(async move {
+            let finished = status.state != pb::JobState::Running as i32;
+            let first = pb::JobEvent {
+                status: Some(status),
+                event: None,
+            };
+            if tx.send(Ok(first)).await.is_err() || finished {
+                return;
+            }
+            loop {
+                match events.recv().await {
+                    Ok(b) if b.job == job => {
+                        if tx.send(Ok(b.event)).await.is_err() || b.finished {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Too slow for every event: send where the job stands.
+                        let Ok(status) = coordinator.status(&job) else {
+                            return;
+                        };
+                        let finished = status.state != pb::JobState::Running as i32;
+                        let event = pb::JobEvent {
+                            status: Some(status),
+                            event: None,
+                        };
+                        if tx.send(Ok(event)).await.is_err() || finished {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// The worker-facing service.
+#[derive(Clone)]
+pub struct WorkersService(pub Arc<Coordinator>);
+
+#[tonic::async_trait]
+impl Workers for WorkersService {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let request = request.into_inner();
+        if request.name.trim().is_empty() {
+            return Err(CoordinatorError::BadRequest("a worker needs a name".into()).into());
+        }
+        // Unique per registration: a restarted worker is a new worker, and the
+        // leases of its previous life expire.
+        let n = self.0.next_worker.fetch_add(1, Ordering::Relaxed);
+        let worker_id = format!("{}#{n}", request.name.trim());
+        tracing::info!(
+            worker = %worker_id,
+            device = %request.device,
+            device_name = %request.device_name,
+            memory = request.device_memory_bytes,
+            "worker registered"
+        );
+        Ok(Response::new(pb::RegisterResponse {
+            worker_id,
+            lease_timeout_ms: self.0.config.scheduler.lease_timeout.as_millis() as u32,
+        }))
+    }
+
+    async fn lease(
+        &self,
+        request: Request<pb::LeaseRequest>,
+    ) -> Result<Response<pb::LeaseResponse>, Status> {
+        let request = request.into_inner();
+        if request.worker_id.is_empty() {
+            return Err(CoordinatorError::BadRequest("lease without a worker id".into()).into());
+        }
+        let wait = Duration::from_millis(request.wait_ms.into()).min(MAX_LEASE_WAIT);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Register for a wake-up before looking, so none is missed in between.
+            let notified = self.0.work.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let coordinator = Arc::clone(&self.0);
+            let worker = request.worker_id.clone();
+            if let Some(task) = blocking(move || coordinator.try_lease(&worker)).await? {
+                return Ok(Response::new(pb::LeaseResponse { task: Some(task) }));
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Response::new(pb::LeaseResponse { task: None }));
+            }
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let r = request.into_inner();
+        let reply = {
+            let mut inner = self.0.lock();
+            let reply = inner.scheduler.heartbeat(
+                &r.job_id,
+                &r.task_id,
+                r.attempt,
+                &r.worker_id,
+                Instant::now(),
+            );
+            if reply == HeartbeatReply::Continue && r.iterations > 0 {
+                if let Ok(status) = job_status(&inner, &r.job_id) {
+                    let progress = pb::TaskProgress {
+                        task_id: r.task_id.clone(),
+                        worker_id: r.worker_id.clone(),
+                        iteration: r.iteration,
+                        iterations: r.iterations,
+                        latest: r.latest,
+                    };
+                    let _ = self.0.events.send(Broadcast {
+                        job: r.job_id.clone(),
+                        event: pb::JobEvent {
+                            status: Some(status),
+                            event: Some(pb::job_event::Event::Progress(progress)),
+                        },
+                        finished: false,
+                    });
+                }
+            }
+            reply
+        };
+        let directive = match reply {
+            HeartbeatReply::Continue => pb::Directive::Continue,
+            HeartbeatReply::Cancel => pb::Directive::Cancel,
+            HeartbeatReply::Stale => pb::Directive::Stale,
+        };
+        Ok(Response::new(pb::HeartbeatResponse {
+            directive: directive.into(),
+        }))
+    }
+
+    async fn complete(
+        &self,
+        request: Request<pb::CompleteRequest>,
+    ) -> Result<Response<pb::CompleteResponse>, Status> {
+        let r = request.into_inner();
+        let coordinator = Arc::clone(&self.0);
+        blocking(move || {
+            let mut inner = coordinator.lock();
+            let accepted = inner.scheduler.complete(&r.job_id, &r.task_id, r.attempt, &r.worker_id);
+            coordinator.commit(&mut inner)?;
+            if !accepted {
+                tracing::info!(job = %r.job_id, task = %r.task_id, attempt = r.attempt, worker = %r.worker_id, "stale completion ignored");
+            }
+            Ok(pb::CompleteResponse { accepted })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn fail(
+        &self,
+        request: Request<pb::FailRequest>,
+    ) -> Result<Response<pb::FailResponse>, Status> {
+        let r = request.into_inner();
+        let coordinator = Arc::clone(&self.0);
+        blocking(move || {
+            let mut inner = coordinator.lock();
+            let accepted = inner
+                .scheduler
+                .fail(&r.job_id, &r.task_id, r.attempt, &r.worker_id, r.retryable, &r.error);
+            coordinator.commit(&mut inner)?;
+            if accepted {
+                tracing::warn!(job = %r.job_id, task = %r.task_id, attempt = r.attempt, worker = %r.worker_id, retryable = r.retryable, error = %r.error, "task failed");
+            }
+            Ok(pb::FailResponse { accepted })
+        })
+        .await
+        .map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_come_from_content_addressed_keys_only() {
+        let sha = "a".repeat(64);
+        assert_eq!(digest_of(&format!("inputs/{sha}.png")), sha);
+        assert_eq!(digest_of("s3://bucket/photo.png"), "s3://bucket/photo.png");
+        assert_eq!(digest_of("inputs/short.png"), "inputs/short.png");
+    }
+
+    #[test]
+    fn job_ids_are_safe_object_key_segments() {
+        let id = job_id_for("../../etc/Seed Study!", "grid", 1, 2);
+        assert!(id.starts_with("etc-seed-study-"), "{id}");
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+            "{id}"
+        );
+        assert_ne!(id, job_id_for("../../etc/Seed Study!", "grid", 1, 3));
+        assert!(job_id_for("///", "g", 0, 0).starts_with("job-"));
+    }
+}

@@ -1,0 +1,443 @@
+//! Durable coordinator state in an embedded SQLite database: jobs, tasks with their
+//! current state and attempt, and the event log. The scheduler's events are applied
+//! here in one transaction per request, before the request is answered, so a
+//! coordinator killed at any moment restarts where its last answer left off.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use pastiche_spec::RenderParams;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::scheduler::{Event, JobSpec, TaskState};
+
+#[derive(Debug, thiserror::Error)]
+#[error("state database: {0}")]
+pub struct StateError(#[from] rusqlite::Error);
+
+/// What a task needs besides its state: what to render, from which inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    pub id: String,
+    pub params: RenderParams,
+    pub content_key: String,
+    pub style_key: String,
+    /// The backbone's weights (a path or URL), empty for random weights.
+    pub weights: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub id: String,
+    pub name: String,
+    pub priority: i32,
+    pub max_attempts: u32,
+    pub grid_toml: String,
+    /// Seconds since the Unix epoch.
+    pub submitted_at: i64,
+    pub cancelled: bool,
+}
+
+/// A job as it was stored, with every task's last state.
+pub struct StoredJob {
+    pub job: JobRecord,
+    pub tasks: Vec<TaskRecord>,
+    pub states: HashMap<String, TaskState>,
+}
+
+pub struct State {
+    conn: Connection,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           TEXT NOT NULL UNIQUE,
+    name         TEXT NOT NULL,
+    priority     INTEGER NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    grid_toml    TEXT NOT NULL,
+    submitted_at INTEGER NOT NULL,
+    cancelled    INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    job_id      TEXT NOT NULL,
+    task_id     TEXT NOT NULL,
+    position    INTEGER NOT NULL,
+    params      TEXT NOT NULL,
+    content_key TEXT NOT NULL,
+    style_key   TEXT NOT NULL,
+    weights     TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    worker      TEXT,
+    error       TEXT,
+    PRIMARY KEY (job_id, task_id)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id  TEXT NOT NULL,
+    at      INTEGER NOT NULL,
+    kind    TEXT NOT NULL,
+    task_id TEXT,
+    attempt INTEGER,
+    worker  TEXT,
+    message TEXT
+);
+";
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl State {
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        Self::init(Connection::open(path)?)
+    }
+
+    pub fn in_memory() -> Result<Self, StateError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, StateError> {
+        // WAL: readers never block the writer; NORMAL: a commit survives a crash of
+        // the process (not necessarily of the machine), which is the failure here.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(State { conn })
+    }
+
+    pub fn insert_job(&mut self, job: &JobRecord, tasks: &[TaskRecord]) -> Result<(), StateError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO jobs (id, name, priority, max_attempts, grid_toml, submitted_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![job.id, job.name, job.priority, job.max_attempts, job.grid_toml, job.submitted_at],
+        )?;
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO tasks (job_id, task_id, position, params, content_key, style_key, weights, state, attempt)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', 1)",
+            )?;
+            for (position, task) in tasks.iter().enumerate() {
+                let params = serde_json::to_string(&task.params).expect("params serialise");
+                insert.execute(params![
+                    job.id,
+                    task.id,
+                    position as i64,
+                    params,
+                    task.content_key,
+                    task.style_key,
+                    task.weights
+                ])?;
+            }
+        }
+        tx.execute(
+            "INSERT INTO events (job_id, at, kind, message) VALUES (?1, ?2, 'submitted', ?3)",
+            params![job.id, unix_now(), format!("{} tasks", tasks.len())],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records the scheduler's events: the tasks' new states and the log.
+    pub fn apply(&mut self, events: &[Event]) -> Result<(), StateError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        let at = unix_now();
+        for event in events {
+            let set = |state: &str,
+                       attempt: u32,
+                       worker: Option<&str>,
+                       error: Option<&str>,
+                       job: &str,
+                       task: &str| {
+                tx.execute(
+                    "UPDATE tasks SET state = ?1, attempt = ?2, worker = ?3, error = ?4 WHERE job_id = ?5 AND task_id = ?6",
+                    params![state, attempt, worker, error, job, task],
+                )
+            };
+            let log = |job: &str,
+                       kind: &str,
+                       task: Option<&str>,
+                       attempt: Option<u32>,
+                       worker: Option<&str>,
+                       message: Option<&str>| {
+                tx.execute(
+                    "INSERT INTO events (job_id, at, kind, task_id, attempt, worker, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![job, at, kind, task, attempt, worker, message],
+                )
+            };
+            match event {
+                Event::JobSubmitted { .. } => {} // written by insert_job
+                Event::TaskLeased {
+                    job,
+                    task,
+                    attempt,
+                    worker,
+                } => {
+                    set("running", *attempt, Some(worker), None, job, task)?;
+                    log(
+                        job,
+                        "leased",
+                        Some(task),
+                        Some(*attempt),
+                        Some(worker),
+                        None,
+                    )?;
+                }
+                Event::TaskRequeued {
+                    job,
+                    task,
+                    attempt,
+                    reason,
+                } => {
+                    set("queued", *attempt, None, Some(reason), job, task)?;
+                    log(
+                        job,
+                        "requeued",
+                        Some(task),
+                        Some(*attempt),
+                        None,
+                        Some(reason),
+                    )?;
+                }
+                Event::TaskDone {
+                    job,
+                    task,
+                    attempt,
+                    worker,
+                } => {
+                    set("done", *attempt, Some(worker), None, job, task)?;
+                    log(job, "done", Some(task), Some(*attempt), Some(worker), None)?;
+                }
+                Event::TaskFailed {
+                    job,
+                    task,
+                    attempt,
+                    error,
+                } => {
+                    set("failed", *attempt, None, Some(error), job, task)?;
+                    log(job, "failed", Some(task), Some(*attempt), None, Some(error))?;
+                }
+                Event::TaskCancelled { job, task } => {
+                    tx.execute(
+                        "UPDATE tasks SET state = 'cancelled' WHERE job_id = ?1 AND task_id = ?2",
+                        params![job, task],
+                    )?;
+                    log(job, "cancelled", Some(task), None, None, None)?;
+                }
+                Event::WorkerBlocklisted { job, worker } => {
+                    log(job, "blocklisted", None, None, Some(worker), None)?;
+                }
+                Event::JobCancelled { job } => {
+                    tx.execute("UPDATE jobs SET cancelled = 1 WHERE id = ?1", params![job])?;
+                    log(job, "job-cancelled", None, None, None, None)?;
+                }
+                Event::JobFinished { job, counts } => {
+                    let summary = format!(
+                        "{} done, {} failed, {} cancelled",
+                        counts.done, counts.failed, counts.cancelled
+                    );
+                    log(job, "finished", None, None, None, Some(&summary))?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn task(&self, job: &str, task: &str) -> Result<Option<TaskRecord>, StateError> {
+        self.conn
+            .query_row(
+                "SELECT task_id, params, content_key, style_key, weights FROM tasks WHERE job_id = ?1 AND task_id = ?2",
+                params![job, task],
+                task_from_row,
+            )
+            .optional()
+            .map_err(StateError::from)
+    }
+
+    pub fn job(&self, job: &str) -> Result<Option<JobRecord>, StateError> {
+        self.conn
+            .query_row(
+                "SELECT id, name, priority, max_attempts, grid_toml, submitted_at, cancelled FROM jobs WHERE id = ?1",
+                params![job],
+                job_from_row,
+            )
+            .optional()
+            .map_err(StateError::from)
+    }
+
+    /// Every job in submission order, with its tasks and their states, for a
+    /// restarted coordinator. Running tasks come back with `lease_until = now`;
+    /// the scheduler gives them a fresh lease.
+    pub fn load(&self, now: Instant) -> Result<Vec<StoredJob>, StateError> {
+        let mut jobs_stmt = self.conn.prepare(
+            "SELECT id, name, priority, max_attempts, grid_toml, submitted_at, cancelled FROM jobs ORDER BY seq",
+        )?;
+        let jobs: Vec<JobRecord> = jobs_stmt
+            .query_map([], job_from_row)?
+            .collect::<Result<_, _>>()?;
+        let mut tasks_stmt = self.conn.prepare(
+            "SELECT task_id, params, content_key, style_key, weights, state, attempt, worker, error
+             FROM tasks WHERE job_id = ?1 ORDER BY position",
+        )?;
+        let mut stored = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let mut tasks = Vec::new();
+            let mut states = HashMap::new();
+            let rows = tasks_stmt.query_map(params![job.id], |row| {
+                let record = task_from_row(row)?;
+                let state: String = row.get(5)?;
+                let attempt: u32 = row.get(6)?;
+                let worker: Option<String> = row.get(7)?;
+                let error: Option<String> = row.get(8)?;
+                let state = match state.as_str() {
+                    "running" => TaskState::Running {
+                        attempt,
+                        worker: worker.unwrap_or_default(),
+                        lease_until: now,
+                        cancel_requested: false,
+                    },
+                    "done" => TaskState::Done {
+                        attempt,
+                        worker: worker.unwrap_or_default(),
+                    },
+                    "failed" => TaskState::Failed {
+                        attempt,
+                        error: error.unwrap_or_default(),
+                    },
+                    "cancelled" => TaskState::Cancelled,
+                    _ => TaskState::Queued { attempt },
+                };
+                Ok((record, state))
+            })?;
+            for row in rows {
+                let (record, state) = row?;
+                states.insert(record.id.clone(), state);
+                tasks.push(record);
+            }
+            stored.push(StoredJob { job, tasks, states });
+        }
+        Ok(stored)
+    }
+}
+
+fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
+    Ok(JobRecord {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        priority: row.get(2)?,
+        max_attempts: row.get(3)?,
+        grid_toml: row.get(4)?,
+        submitted_at: row.get(5)?,
+        cancelled: row.get::<_, i64>(6)? != 0,
+    })
+}
+
+fn task_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
+    let params: String = row.get(1)?;
+    let params = serde_json::from_str(&params).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok(TaskRecord {
+        id: row.get(0)?,
+        params,
+        content_key: row.get(2)?,
+        style_key: row.get(3)?,
+        weights: row.get(4)?,
+    })
+}
+
+impl StoredJob {
+    pub fn spec(&self) -> JobSpec {
+        JobSpec {
+            id: self.job.id.clone(),
+            priority: self.job.priority,
+            max_attempts: self.job.max_attempts,
+            tasks: self.tasks.iter().map(|t| t.id.clone()).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::{Scheduler, SchedulerConfig};
+    use pastiche_spec::Backbone;
+
+    fn task(id: &str) -> TaskRecord {
+        TaskRecord {
+            id: id.into(),
+            params: RenderParams::new(Backbone::Vgg16),
+            content_key: "inputs/c.png".into(),
+            style_key: "inputs/s.png".into(),
+            weights: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_reopened_database_restores_the_scheduler_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let job = JobRecord {
+            id: "j".into(),
+            name: "study".into(),
+            priority: 1,
+            max_attempts: 3,
+            grid_toml: "content = \"c\"".into(),
+            submitted_at: 5,
+            cancelled: false,
+        };
+        let tasks = [task("a"), task("b"), task("c")];
+        let now = Instant::now();
+        {
+            let mut state = State::open(&path).unwrap();
+            state.insert_job(&job, &tasks).unwrap();
+            let mut scheduler = Scheduler::new(SchedulerConfig::default());
+            scheduler
+                .submit(JobSpec {
+                    id: "j".into(),
+                    priority: 1,
+                    max_attempts: 3,
+                    tasks: vec!["a".into(), "b".into(), "c".into()],
+                })
+                .unwrap();
+            let a = scheduler.lease("w1", now).unwrap();
+            scheduler.lease("w2", now).unwrap();
+            scheduler.complete("j", &a.task, a.attempt, "w1");
+            state.apply(&scheduler.take_events()).unwrap();
+        } // the coordinator dies here
+
+        let state = State::open(&path).unwrap();
+        let stored = state.load(now).unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].job, job);
+        assert_eq!(stored[0].tasks, tasks);
+        assert_eq!(
+            stored[0].states["a"],
+            TaskState::Done {
+                attempt: 1,
+                worker: "w1".into()
+            }
+        );
+        assert!(
+            matches!(&stored[0].states["b"], TaskState::Running { attempt: 1, worker, .. } if worker == "w2")
+        );
+        assert_eq!(stored[0].states["c"], TaskState::Queued { attempt: 1 });
+
+        let mut scheduler = Scheduler::new(SchedulerConfig::default());
+        scheduler
+            .restore(stored[0].spec(), false, &stored[0].states, now)
+            .unwrap();
+        assert_eq!(scheduler.lease("w3", now).unwrap().task, "c");
+        assert_eq!(state.task("j", "b").unwrap().unwrap(), tasks[1]);
+        assert_eq!(state.job("nope").unwrap(), None);
+    }
+}

@@ -1,0 +1,386 @@
+//! The coordinator over real sockets: its services on 127.0.0.1:0, driven by tonic
+//! clients as the CLI and the workers drive them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pastiche_coordinator::scheduler::SchedulerConfig;
+use pastiche_coordinator::server::serve;
+use pastiche_coordinator::service::{Coordinator, CoordinatorConfig};
+use pastiche_proto::pb;
+use pastiche_proto::pb::farm_client::FarmClient;
+use pastiche_proto::pb::workers_client::WorkersClient;
+use tonic::transport::Channel;
+
+const GRID: &str = r#"
+name = "tiny"
+content = ["inputs/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.png"]
+style = ["inputs/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb.jpg"]
+[grid]
+size = [32, 48]
+iterations = 3
+"#;
+
+struct Running {
+    farm: FarmClient<Channel>,
+    workers: WorkersClient<Channel>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+async fn start(coordinator: Arc<Coordinator>) -> Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        serve(coordinator, listener, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    let url = format!("http://{addr}");
+    Running {
+        farm: FarmClient::connect(url.clone()).await.unwrap(),
+        workers: WorkersClient::connect(url).await.unwrap(),
+        stop,
+        server,
+    }
+}
+
+impl Running {
+    async fn shutdown(self) {
+        drop((self.farm, self.workers));
+        let _ = self.stop.send(());
+        self.server.await.unwrap();
+    }
+}
+
+fn config(lease: Duration) -> CoordinatorConfig {
+    CoordinatorConfig {
+        scheduler: SchedulerConfig {
+            lease_timeout: lease,
+            blocklist_after: 3,
+        },
+        default_max_attempts: 3,
+    }
+}
+
+async fn register(workers: &mut WorkersClient<Channel>, name: &str) -> String {
+    workers
+        .register(pb::RegisterRequest {
+            name: name.into(),
+            device: "cpu".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .worker_id
+}
+
+async fn lease(
+    workers: &mut WorkersClient<Channel>,
+    worker: &str,
+    wait_ms: u32,
+) -> Option<pb::TaskAssignment> {
+    workers
+        .lease(pb::LeaseRequest {
+            worker_id: worker.into(),
+            wait_ms,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+}
+
+async fn submit(farm: &mut FarmClient<Channel>, grid: &str) -> pb::SubmitJobResponse {
+    farm.submit_job(pb::SubmitJobRequest {
+        grid_toml: grid.into(),
+        grid_name: "tiny.toml".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+#[tokio::test]
+async fn a_job_runs_to_completion_and_its_watchers_see_it() {
+    let coordinator = Coordinator::open(None, config(Duration::from_secs(30))).unwrap();
+    let mut farm_side = start(coordinator).await;
+    let job = submit(&mut farm_side.farm, GRID).await;
+    assert_eq!(job.tasks, 2);
+    assert!(job.job_id.starts_with("tiny-"));
+
+    let mut watch = farm_side
+        .farm
+        .watch_job(pb::WatchJobRequest {
+            job_id: job.job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status.unwrap().counts.unwrap().queued, 2);
+
+    let worker = register(&mut farm_side.workers, "w").await;
+    for _ in 0..2 {
+        let task = lease(&mut farm_side.workers, &worker, 1000).await.unwrap();
+        let params: pastiche_spec::RenderParams = task.params.clone().unwrap().try_into().unwrap();
+        assert_eq!(params.iterations, 3);
+        assert!(task.content_key.starts_with("inputs/"));
+        let reply = farm_side
+            .workers
+            .heartbeat(pb::HeartbeatRequest {
+                worker_id: worker.clone(),
+                job_id: task.job_id.clone(),
+                task_id: task.task_id.clone(),
+                attempt: task.attempt,
+                iteration: 1,
+                iterations: 3,
+                latest: None,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(reply.directive, pb::Directive::Continue as i32);
+        let done = farm_side
+            .workers
+            .complete(pb::CompleteRequest {
+                worker_id: worker.clone(),
+                job_id: task.job_id,
+                task_id: task.task_id,
+                attempt: task.attempt,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(done.accepted);
+    }
+    assert!(lease(&mut farm_side.workers, &worker, 10).await.is_none());
+
+    // The stream shows progress and both endings, and closes when the job is done.
+    let mut ended = 0;
+    let mut progress = 0;
+    let mut last = None;
+    while let Some(event) = watch.message().await.unwrap() {
+        match event.event {
+            Some(pb::job_event::Event::TaskEnded(e)) => {
+                assert_eq!(e.outcome, "done");
+                ended += 1;
+            }
+            Some(pb::job_event::Event::Progress(p)) => {
+                assert_eq!((p.iteration, p.iterations), (1, 3));
+                progress += 1;
+            }
+            None => {}
+        }
+        last = event.status;
+    }
+    assert_eq!((ended, progress), (2, 2));
+    let last = last.unwrap();
+    assert_eq!(last.state, pb::JobState::Done as i32);
+    assert_eq!(last.counts.unwrap().done, 2);
+    farm_side.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_expired_lease_goes_to_another_worker_and_the_first_is_told_it_is_stale() {
+    let coordinator = Coordinator::open(None, config(Duration::from_millis(300))).unwrap();
+    let mut c = start(coordinator).await;
+    submit(
+        &mut c.farm,
+        "content = \"c.png\"\nstyle = \"s.png\"\n[grid]\nsize = 32\n",
+    )
+    .await;
+    let dead = register(&mut c.workers, "dead").await;
+    let alive = register(&mut c.workers, "alive").await;
+    let first = lease(&mut c.workers, &dead, 1000).await.unwrap();
+    // `dead` never reports again; `alive` waits in a long poll until the lease
+    // expires and the task is requeued.
+    let second = lease(&mut c.workers, &alive, 20_000)
+        .await
+        .expect("the task is re-leased");
+    assert_eq!(second.task_id, first.task_id);
+    assert_eq!(second.attempt, first.attempt + 1);
+    let stale = c
+        .workers
+        .heartbeat(pb::HeartbeatRequest {
+            worker_id: dead.clone(),
+            job_id: first.job_id.clone(),
+            task_id: first.task_id.clone(),
+            attempt: first.attempt,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stale.directive, pb::Directive::Stale as i32);
+    let late = c
+        .workers
+        .complete(pb::CompleteRequest {
+            worker_id: dead,
+            job_id: first.job_id.clone(),
+            task_id: first.task_id.clone(),
+            attempt: first.attempt,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!late.accepted);
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn cancelling_tells_the_running_worker_and_drops_the_rest() {
+    let coordinator = Coordinator::open(None, config(Duration::from_secs(30))).unwrap();
+    let mut c = start(coordinator).await;
+    let job = submit(&mut c.farm, GRID).await;
+    let worker = register(&mut c.workers, "w").await;
+    let task = lease(&mut c.workers, &worker, 1000).await.unwrap();
+    c.farm
+        .cancel_job(pb::CancelJobRequest {
+            job_id: job.job_id.clone(),
+        })
+        .await
+        .unwrap();
+    let reply = c
+        .workers
+        .heartbeat(pb::HeartbeatRequest {
+            worker_id: worker.clone(),
+            job_id: task.job_id.clone(),
+            task_id: task.task_id.clone(),
+            attempt: task.attempt,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.directive, pb::Directive::Cancel as i32);
+    assert!(
+        lease(&mut c.workers, &worker, 10).await.is_none(),
+        "nothing left to take"
+    );
+    c.workers
+        .fail(pb::FailRequest {
+            worker_id: worker,
+            job_id: task.job_id,
+            task_id: task.task_id,
+            attempt: task.attempt,
+            retryable: false,
+            error: "cancelled".into(),
+        })
+        .await
+        .unwrap();
+    let status = c
+        .farm
+        .get_job(pb::GetJobRequest { job_id: job.job_id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.state, pb::JobState::Cancelled as i32);
+    assert_eq!(status.counts.unwrap().cancelled, 2);
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restarted_coordinator_carries_on_from_its_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let (job, worker, running) = {
+        let coordinator = Coordinator::open(Some(&db), config(Duration::from_secs(30))).unwrap();
+        let mut c = start(coordinator).await;
+        let job = submit(&mut c.farm, GRID).await;
+        let worker = register(&mut c.workers, "w").await;
+        let done = lease(&mut c.workers, &worker, 1000).await.unwrap();
+        c.workers
+            .complete(pb::CompleteRequest {
+                worker_id: worker.clone(),
+                job_id: done.job_id,
+                task_id: done.task_id,
+                attempt: done.attempt,
+            })
+            .await
+            .unwrap();
+        let running = lease(&mut c.workers, &worker, 1000).await.unwrap();
+        c.shutdown().await;
+        (job, worker, running)
+    };
+    let coordinator = Coordinator::open(Some(&db), config(Duration::from_secs(30))).unwrap();
+    let mut c = start(coordinator).await;
+    let status = c
+        .farm
+        .get_job(pb::GetJobRequest {
+            job_id: job.job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let counts = status.counts.unwrap();
+    assert_eq!(
+        (counts.done, counts.running),
+        (1, 1),
+        "finished stays finished, running is re-adopted"
+    );
+    // The worker that was rendering carries on and finishes.
+    let done = c
+        .workers
+        .complete(pb::CompleteRequest {
+            worker_id: worker,
+            job_id: running.job_id,
+            task_id: running.task_id,
+            attempt: running.attempt,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(done.accepted);
+    let status = c
+        .farm
+        .get_job(pb::GetJobRequest { job_id: job.job_id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.state, pb::JobState::Done as i32);
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_statuses() {
+    let coordinator = Coordinator::open(None, config(Duration::from_secs(30))).unwrap();
+    let mut c = start(coordinator).await;
+    let err = c
+        .farm
+        .submit_job(pb::SubmitJobRequest {
+            grid_toml: "content = \"c.png\"\nstyle = \"s.png\"\n[grid]\nsizee = 32\n".into(),
+            grid_name: "typo.toml".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("typo.toml:4") && err.message().contains("sizee"),
+        "{}",
+        err.message()
+    );
+    let err = c
+        .farm
+        .get_job(pb::GetJobRequest {
+            job_id: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let err = c
+        .farm
+        .cancel_job(pb::CancelJobRequest {
+            job_id: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    c.shutdown().await;
+}
