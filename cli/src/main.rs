@@ -1,5 +1,7 @@
 //! `pastiche`: neural style transfer from the command line.
 
+mod farm;
+mod local;
 mod logging;
 mod render;
 
@@ -24,6 +26,36 @@ struct Cli {
 enum Command {
     /// Render one pastiche on this machine.
     Render(render::RenderArgs),
+    /// Run a grid on this machine: a coordinator and workers in this process.
+    Local(local::LocalArgs),
+    /// Submit a grid to a coordinator (uploading its local inputs to the store).
+    Submit(farm::SubmitArgs),
+    /// Follow a job until it ends.
+    Watch(farm::JobArgs),
+    /// Jobs and their tasks' states.
+    Status(farm::StatusArgs),
+    /// Cancel a job: queued tasks at once, running ones within an iteration.
+    Cancel(farm::JobArgs),
+    /// Download a job's results from the store.
+    Results(farm::ResultsArgs),
+}
+
+async fn run_farm_command(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Render(_) => unreachable!("rendered without a runtime"),
+        Command::Local(args) => local::run(args).await,
+        Command::Submit(args) => {
+            let job = farm::submit(&args).await?;
+            if args.watch {
+                farm::watch(&args.connection, &job).await?;
+            }
+            Ok(())
+        }
+        Command::Watch(args) => farm::watch(&args.connection, &args.job).await,
+        Command::Status(args) => farm::status(&args).await,
+        Command::Cancel(args) => farm::cancel(&args).await,
+        Command::Results(args) => farm::results(&args).await,
+    }
 }
 
 fn main() -> ExitCode {
@@ -32,6 +64,9 @@ fn main() -> ExitCode {
     logging::init(&cli.log);
     let result = match cli.command {
         Command::Render(args) => render::run(args),
+        farm_command => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(run_farm_command(farm_command))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -100,16 +100,21 @@ pub fn tensor_to_rgb(image: &Tensor) -> Result<RgbImage> {
     Ok(RgbImage::from_raw(w as u32, h as u32, raw).expect("buffer sized from the tensor"))
 }
 
-/// Writes `image` as a PNG, whole or not at all (see [`write_atomically`]).
-pub fn save_png(image: &Tensor, path: &Path) -> Result<()> {
+/// `image` encoded as a PNG file.
+pub fn png_bytes(image: &Tensor) -> Result<Vec<u8>> {
     let rgb = tensor_to_rgb(image)?;
     let mut png = Vec::new();
     rgb.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
         .map_err(|e| EngineError::Write {
-            path: path.to_owned(),
+            path: "pastiche.png".into(),
             source: std::io::Error::other(e),
         })?;
-    write_atomically(path, &png)
+    Ok(png)
+}
+
+/// Writes `image` as a PNG, whole or not at all (see [`write_atomically`]).
+pub fn save_png(image: &Tensor, path: &Path) -> Result<()> {
+    write_atomically(path, &png_bytes(image)?)
 }
 
 /// Writes to a temporary file beside `path` and renames it into place, so a reader

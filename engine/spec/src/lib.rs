@@ -7,8 +7,11 @@
 
 mod grid;
 mod layers;
+pub mod layout;
 mod losses;
 mod params;
+#[cfg(feature = "store")]
+pub mod store;
 
 pub use grid::{
     parse_grid, read_grid, sha256_hex, task_id, Grid, GridError, GridTask, MAX_GRID_TASKS,

@@ -1,0 +1,325 @@
+//! The farm commands: submit, watch, status, cancel, results, local.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use pastiche_proto::pb;
+use pastiche_proto::pb::farm_client::FarmClient;
+use pastiche_spec::layout;
+use pastiche_spec::store::Store;
+use tonic::transport::Channel;
+
+#[derive(Args, Clone)]
+pub struct Connection {
+    /// The coordinator, as http://host:port.
+    #[arg(
+        long,
+        env = "PASTICHE_COORDINATOR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub coordinator: String,
+}
+
+#[derive(Args, Clone)]
+pub struct StoreArg {
+    /// Where inputs and results live: a directory or s3://bucket/prefix (the
+    /// workers' --store).
+    #[arg(long, env = "PASTICHE_STORE", default_value = "pastiche-results")]
+    pub store: String,
+}
+
+#[derive(Args)]
+pub struct SubmitArgs {
+    /// The grid file (TOML).
+    pub grid: PathBuf,
+    #[command(flatten)]
+    pub connection: Connection,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Higher runs first.
+    #[arg(long, default_value_t = 0)]
+    pub priority: i32,
+    /// Attempts per task [default: the coordinator's].
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Follow the job until it ends.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+#[derive(Args)]
+pub struct JobArgs {
+    pub job: String,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// One job [default: every job].
+    pub job: Option<String>,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+#[derive(Args)]
+pub struct ResultsArgs {
+    pub job: String,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Directory to download into (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub async fn connect(connection: &Connection) -> Result<FarmClient<Channel>> {
+    let url = &connection.coordinator;
+    let endpoint = Channel::from_shared(url.clone())
+        .with_context(|| format!("bad coordinator address '{url}'"))?
+        .connect_timeout(Duration::from_secs(5));
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {url}"))?;
+    Ok(FarmClient::new(channel).max_decoding_message_size(64 << 20))
+}
+
+/// gRPC statuses as plain errors ("no job 'x'" rather than a status dump).
+fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", status.message())
+}
+
+/// Uploads a grid's local inputs (content-addressed) and rewrites the grid to name
+/// them by object key; paths are relative to the grid file.
+pub async fn upload_inputs(grid_path: &Path, text: &str, store: &Store) -> Result<String> {
+    let base = grid_path.parent().unwrap_or(Path::new("."));
+    let mut table: toml::Table = text
+        .parse()
+        .with_context(|| format!("reading {}", grid_path.display()))?;
+    let mut uploaded: BTreeMap<String, String> = BTreeMap::new();
+    async fn key_for(
+        entry: &str,
+        base: &Path,
+        store: &Store,
+        uploaded: &mut BTreeMap<String, String>,
+    ) -> Result<String> {
+        if entry.starts_with("s3://") || entry.starts_with("inputs/") {
+            return Ok(entry.to_owned());
+        }
+        if let Some(key) = uploaded.get(entry) {
+            return Ok(key.clone());
+        }
+        let path = base.join(entry);
+        let key = store
+            .put_input(&path)
+            .await
+            .with_context(|| format!("uploading {}", path.display()))?;
+        uploaded.insert(entry.to_owned(), key.clone());
+        Ok(key)
+    }
+    for field in ["content", "style"] {
+        let entries: Vec<String> = match table.get(field) {
+            Some(toml::Value::String(s)) => vec![s.clone()],
+            Some(toml::Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            _ => continue, // the coordinator's parser says what is wrong
+        };
+        let mut keys = Vec::new();
+        for entry in &entries {
+            keys.push(toml::Value::String(
+                key_for(entry, base, store, &mut uploaded).await?,
+            ));
+        }
+        table.insert(field.into(), toml::Value::Array(keys));
+    }
+    if let Some(toml::Value::Table(weights)) = table.get_mut("weights") {
+        for (_, value) in weights.iter_mut() {
+            if let toml::Value::String(location) = value {
+                *location = key_for(location, base, store, &mut uploaded).await?;
+            }
+        }
+    }
+    Ok(toml::to_string(&table)?)
+}
+
+pub async fn submit(args: &SubmitArgs) -> Result<String> {
+    let text = std::fs::read_to_string(&args.grid)
+        .with_context(|| format!("cannot read {}", args.grid.display()))?;
+    // Checked here first, so that a bad grid uploads nothing.
+    pastiche_spec::parse_grid(&args.grid, &text)?;
+    let store = Store::open(&args.store.store)?;
+    let mut farm = connect(&args.connection).await?;
+    let grid = upload_inputs(&args.grid, &text, &store).await?;
+    let name = args
+        .grid
+        .file_name()
+        .map_or("grid.toml".into(), |n| n.to_string_lossy().into_owned());
+    let reply = farm
+        .submit_job(pb::SubmitJobRequest {
+            grid_toml: grid.clone(),
+            grid_name: name,
+            priority: args.priority,
+            max_attempts: args.max_attempts.unwrap_or(0),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    store
+        .put(&layout::job_grid_key(&reply.job_id)?, grid)
+        .await?;
+    eprintln!("submitted job {} ({} tasks)", reply.job_id, reply.tasks);
+    println!("{}", reply.job_id);
+    Ok(reply.job_id)
+}
+
+fn state_name(state: i32) -> &'static str {
+    match pb::JobState::try_from(state).unwrap_or(pb::JobState::Unspecified) {
+        pb::JobState::Running => "running",
+        pb::JobState::Done => "done",
+        pb::JobState::Failed => "failed",
+        pb::JobState::Cancelled => "cancelled",
+        pb::JobState::Unspecified => "unknown",
+    }
+}
+
+/// Follows a job until it ends, with a progress bar on a terminal. Fails if the
+/// job ended with failed or cancelled tasks.
+pub async fn watch(connection: &Connection, job: &str) -> Result<()> {
+    let mut farm = connect(connection).await?;
+    let mut events = farm
+        .watch_job(pb::WatchJobRequest {
+            job_id: job.to_owned(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} tasks  {per_sec}  eta {eta}  {msg}",
+        )
+        .expect("valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(250));
+    let mut last = None;
+    let mut latest_losses = String::new();
+    while let Some(event) = events.message().await.map_err(status_error)? {
+        if let Some(pb::job_event::Event::Progress(p)) = &event.event {
+            if let Some(l) = &p.latest {
+                latest_losses = format!(
+                    "  {} it {}/{}: content {:.3e} style {:.3e}",
+                    &p.task_id[..8.min(p.task_id.len())],
+                    p.iteration,
+                    p.iterations,
+                    l.content,
+                    l.style
+                );
+            }
+        }
+        if let Some(pb::job_event::Event::TaskEnded(e)) = &event.event {
+            if e.outcome == "failed" {
+                bar.suspend(|| eprintln!("task {} failed: {}", e.task_id, e.message));
+            }
+        }
+        if let Some(status) = event.status {
+            let c = status.counts.unwrap_or_default();
+            let total = c.queued + c.running + c.done + c.failed + c.cancelled;
+            bar.set_length(total.into());
+            bar.set_position((c.done + c.failed + c.cancelled).into());
+            bar.set_message(format!(
+                "running {}  failed {}{latest_losses}",
+                c.running, c.failed
+            ));
+            last = Some(status);
+        }
+    }
+    bar.finish_and_clear();
+    let status = last.context("the coordinator sent nothing")?;
+    let c = status.counts.unwrap_or_default();
+    let state = state_name(status.state);
+    eprintln!(
+        "job {} {state}: {} done, {} failed, {} cancelled",
+        status.job_id, c.done, c.failed, c.cancelled
+    );
+    if state != "done" {
+        bail!("job {} ended {state}", status.job_id);
+    }
+    Ok(())
+}
+
+pub async fn status(args: &StatusArgs) -> Result<()> {
+    let mut farm = connect(&args.connection).await?;
+    let jobs = match &args.job {
+        Some(job) => vec![farm
+            .get_job(pb::GetJobRequest {
+                job_id: job.clone(),
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner()],
+        None => {
+            farm.list_jobs(pb::ListJobsRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .jobs
+        }
+    };
+    println!(
+        "{:<32} {:<10} {:>7} {:>7} {:>7} {:>7} {:>9}",
+        "JOB", "STATE", "QUEUED", "RUNNING", "DONE", "FAILED", "CANCELLED"
+    );
+    for job in jobs {
+        let c = job.counts.unwrap_or_default();
+        println!(
+            "{:<32} {:<10} {:>7} {:>7} {:>7} {:>7} {:>9}",
+            job.job_id,
+            state_name(job.state),
+            c.queued,
+            c.running,
+            c.done,
+            c.failed,
+            c.cancelled
+        );
+    }
+    Ok(())
+}
+
+pub async fn cancel(args: &JobArgs) -> Result<()> {
+    let mut farm = connect(&args.connection).await?;
+    farm.cancel_job(pb::CancelJobRequest {
+        job_id: args.job.clone(),
+    })
+    .await
+    .map_err(status_error)?;
+    eprintln!("cancelled job {}", args.job);
+    Ok(())
+}
+
+/// Downloads everything under `jobs/<job>/` into `out`.
+pub async fn results(args: &ResultsArgs) -> Result<()> {
+    let store = Store::open(&args.store.store)?;
+    let prefix = layout::job_prefix(&args.job)?;
+    let keys = store.list(&prefix).await?;
+    if keys.is_empty() {
+        bail!("no results for job '{}' in {}", args.job, store.root());
+    }
+    for key in &keys {
+        let relative = &key[prefix.len()..];
+        let target = args.out.join(relative);
+        let bytes = store.get(key).await?;
+        pastiche_engine::image_io::write_atomically(&target, &bytes)?;
+    }
+    eprintln!(
+        "downloaded {} files into {}",
+        keys.len(),
+        args.out.display()
+    );
+    Ok(())
+}

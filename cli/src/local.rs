@@ -1,0 +1,110 @@
+//! `pastiche local`: a coordinator and N workers in this process, on this machine,
+//! with results in a local directory and state in an embedded database.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use pastiche_coordinator::service::{Coordinator, CoordinatorConfig};
+use pastiche_worker::WorkerConfig;
+
+use crate::farm::{self, Connection, StoreArg, SubmitArgs};
+
+#[derive(Args)]
+pub struct LocalArgs {
+    /// The grid file (TOML).
+    pub grid: PathBuf,
+    /// Workers to run; each takes a GPU in turn, or the CPU if there is none.
+    #[arg(long, env = "PASTICHE_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// The state database: run the same command again after a crash and the grid
+    /// carries on where it stopped.
+    #[arg(long, env = "PASTICHE_DB", default_value = "pastiche-state.db")]
+    pub db: PathBuf,
+    /// Device for every worker (cpu, cuda:N) [default: GPUs in turn, else cpu].
+    #[arg(long, env = "PASTICHE_DEVICE")]
+    pub device: Option<String>,
+}
+
+pub async fn run(args: LocalArgs) -> Result<()> {
+    anyhow::ensure!(args.workers >= 1, "--workers must be at least 1");
+    // Refuse a bad grid before starting anything.
+    let text = std::fs::read_to_string(&args.grid)
+        .with_context(|| format!("cannot read {}", args.grid.display()))?;
+    pastiche_spec::parse_grid(&args.grid, &text)?;
+
+    let coordinator = Coordinator::open(Some(&args.db), CoordinatorConfig::default())
+        .with_context(|| format!("opening {}", args.db.display()))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(pastiche_coordinator::server::serve(
+        coordinator,
+        listener,
+        async {
+            let _ = server_stopped.await;
+        },
+    ));
+
+    let gpus = pastiche_engine::tch::Cuda::device_count() as usize;
+    let (stop_workers, stopped) = tokio::sync::watch::channel(false);
+    let mut workers = tokio::task::JoinSet::new();
+    for i in 0..args.workers {
+        let device = args.device.clone().unwrap_or_else(|| {
+            if gpus > 0 {
+                format!("cuda:{}", i % gpus)
+            } else {
+                "cpu".into()
+            }
+        });
+        let config = WorkerConfig {
+            coordinator: url.clone(),
+            store: args.store.store.clone(),
+            name: format!("local/{i}/{device}"),
+            device,
+            stand_in: false,
+        };
+        let mut stopped = stopped.clone();
+        workers.spawn(async move {
+            pastiche_worker::run(config, async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            })
+            .await
+        });
+    }
+
+    let connection = Connection { coordinator: url };
+    let outcome = async {
+        let job = farm::submit(&SubmitArgs {
+            grid: args.grid.clone(),
+            connection: connection.clone(),
+            store: args.store.clone(),
+            priority: 0,
+            max_attempts: None,
+            watch: false,
+        })
+        .await?;
+        tokio::select! {
+            watched = farm::watch(&connection, &job) => watched.map(|()| job),
+            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; run the same command to carry on"),
+        }
+    }
+    .await;
+
+    let _ = stop_workers.send(true);
+    while let Some(worker) = workers.join_next().await {
+        if let Ok(Err(err)) = worker {
+            tracing::warn!(error = %format!("{err:#}"), "worker ended with an error");
+        }
+    }
+    let _ = stop_server.send(());
+    let _ = server.await;
+    let job = outcome?;
+    eprintln!(
+        "results: {}/jobs/{job}/tasks/",
+        args.store.store.trim_end_matches('/')
+    );
+    Ok(())
+}

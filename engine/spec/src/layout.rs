@@ -1,0 +1,86 @@
+//! Where things live under a farm's storage root (a local directory or
+//! `s3://bucket/prefix`):
+//!
+//! ```text
+//! inputs/<sha256>.<ext>                   content-addressed uploads from the CLI
+//! jobs/<job>/job.toml                     the grid as submitted
+//! jobs/<job>/tasks/<task>/pastiche.png    the result
+//! jobs/<job>/tasks/<task>/losses.csv      iteration,content,style,tv,total
+//! jobs/<job>/tasks/<task>/task.json       parameters, timings, worker, device, attempt
+//! jobs/<job>/report/                      contact sheet, loss plots, summary table
+//! ```
+//!
+//! Job and task ids become path segments, so they are checked here: nothing built
+//! from user input can climb out of its prefix.
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a valid id (lowercase letters, digits, '-' and '_' only)")]
+pub struct BadId(pub String);
+
+/// Ids are one path segment of safe characters.
+pub fn check_id(id: &str) -> Result<&str, BadId> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(id)
+    } else {
+        Err(BadId(id.to_owned()))
+    }
+}
+
+/// `inputs/<sha256>.<ext>`, the extension lowercased and limited to safe characters.
+pub fn input_key(sha256: &str, extension: &str) -> String {
+    let ext: String = extension
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if ext.is_empty() {
+        format!("inputs/{sha256}")
+    } else {
+        format!("inputs/{sha256}.{ext}")
+    }
+}
+
+pub fn job_prefix(job: &str) -> Result<String, BadId> {
+    Ok(format!("jobs/{}/", check_id(job)?))
+}
+
+pub fn job_grid_key(job: &str) -> Result<String, BadId> {
+    Ok(format!("{}job.toml", job_prefix(job)?))
+}
+
+pub fn task_prefix(job: &str, task: &str) -> Result<String, BadId> {
+    Ok(format!("{}tasks/{}/", job_prefix(job)?, check_id(task)?))
+}
+
+/// The three objects every finished task has.
+pub const TASK_OUTPUTS: [&str; 3] = ["pastiche.png", "losses.csv", "task.json"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_layout() {
+        assert_eq!(
+            task_prefix("study-1a2b", "00ff").unwrap(),
+            "jobs/study-1a2b/tasks/00ff/"
+        );
+        assert_eq!(job_grid_key("j").unwrap(), "jobs/j/job.toml");
+        assert_eq!(input_key("ab12", "JPG"), "inputs/ab12.jpg");
+        assert_eq!(input_key("ab12", "../x"), "inputs/ab12.x");
+    }
+
+    #[test]
+    fn ids_cannot_escape_their_prefix() {
+        for bad in ["../../x", "a/b", "", ".", "..", "A", "a b", "a\0b"] {
+            assert!(job_prefix(bad).is_err(), "{bad:?} accepted");
+            assert!(task_prefix("j", bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

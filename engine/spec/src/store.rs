@@ -1,0 +1,237 @@
+//! The farm's object storage: a local directory or `s3://bucket/prefix`, through
+//! `object_store`. Keys are relative to the root, as `layout` builds them.
+//!
+//! S3 settings come from the usual variables: AWS_ACCESS_KEY_ID,
+//! AWS_SECRET_ACCESS_KEY, AWS_REGION or AWS_DEFAULT_REGION, and AWS_ENDPOINT_URL
+//! (or AWS_ENDPOINT) for S3-compatible servers, which are addressed path-style;
+//! an `http://` endpoint is allowed.
+//!
+//! Writes are whole or absent: the local store writes a temporary file and renames
+//! it, and an S3 PUT is atomic.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::layout;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("bad store location '{url}': {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("{key} is not in the store {root}")]
+    NotFound { root: String, key: String },
+    #[error("store {root}: {key}: {source}")]
+    Io {
+        root: String,
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    LocalFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    root: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.root)
+    }
+}
+
+impl Store {
+    /// `s3://bucket[/prefix]`, `file:///dir`, or a directory path (created if missing).
+    pub fn open(url: &str) -> Result<Store, StoreError> {
+        let bad = |reason: String| StoreError::BadUrl {
+            url: url.to_owned(),
+            reason,
+        };
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad("no bucket".into()));
+            }
+            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let endpoint = std::env::var("AWS_ENDPOINT_URL")
+                .or_else(|_| std::env::var("AWS_ENDPOINT"))
+                .ok();
+            if let Some(endpoint) = endpoint {
+                builder = builder
+                    .with_endpoint(&endpoint)
+                    .with_allow_http(endpoint.starts_with("http://"));
+            }
+            if std::env::var_os("AWS_REGION").is_none()
+                && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+            {
+                builder = builder.with_region("us-east-1");
+            }
+            let s3 = builder.build().map_err(|e| bad(e.to_string()))?;
+            return Ok(Store {
+                inner: Arc::new(s3),
+                prefix: ObjectPath::from(prefix.trim_matches('/')),
+                root: url.trim_end_matches('/').to_owned(),
+            });
+        }
+        if url.contains("://") && !url.starts_with("file://") {
+            return Err(bad("expected a directory, file:// or s3://".into()));
+        }
+        let dir = url.strip_prefix("file://").unwrap_or(url);
+        std::fs::create_dir_all(dir).map_err(|e| bad(e.to_string()))?;
+        let local = LocalFileSystem::new_with_prefix(dir).map_err(|e| bad(e.to_string()))?;
+        Ok(Store {
+            inner: Arc::new(local),
+            prefix: ObjectPath::default(),
+            root: dir.to_owned(),
+        })
+    }
+
+    /// Where this store is, as given.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> ObjectPath {
+        let mut path = self.prefix.clone();
+        for part in key.split('/').filter(|p| !p.is_empty()) {
+            path = path.join(part);
+        }
+        path
+    }
+
+    fn io(&self, key: &str, source: object_store::Error) -> StoreError {
+        match source {
+            object_store::Error::NotFound { .. } => StoreError::NotFound {
+                root: self.root.clone(),
+                key: key.to_owned(),
+            },
+            source => StoreError::Io {
+                root: self.root.clone(),
+                key: key.to_owned(),
+                source,
+            },
+        }
+    }
+
+    pub async fn put(&self, key: &str, bytes: impl Into<Bytes>) -> Result<(), StoreError> {
+        self.inner
+            .put(&self.path(key), PutPayload::from(bytes.into()))
+            .await
+            .map(drop)
+            .map_err(|e| self.io(key, e))
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        let result = self
+            .inner
+            .get(&self.path(key))
+            .await
+            .map_err(|e| self.io(key, e))?;
+        result.bytes().await.map_err(|e| self.io(key, e))
+    }
+
+    pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        match self.inner.head(&self.path(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.io(key, e)),
+        }
+    }
+
+    /// Keys under `prefix`, relative to the root, sorted.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let base = self.path(prefix);
+        let skip = self.prefix.as_ref().len();
+        let mut keys: Vec<String> = self
+            .inner
+            .list(Some(&base))
+            .map_ok(|meta| {
+                let full = meta.location.as_ref();
+                full[skip..].trim_start_matches('/').to_owned()
+            })
+            .try_collect()
+            .await
+            .map_err(|e| self.io(prefix, e))?;
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Uploads a local file under its content address (once: an input already
+    /// there is not sent again) and returns its key.
+    pub async fn put_input(&self, path: &Path) -> Result<String, StoreError> {
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| StoreError::LocalFile {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        let key = layout::input_key(&crate::sha256_hex(&bytes), extension);
+        if !self.exists(&key).await? {
+            self.put(&key, bytes).await?;
+        }
+        Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_local_store_round_trips_lists_and_addresses_inputs_by_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("root").to_str().unwrap()).unwrap();
+        store.put("jobs/j/job.toml", "name = 'j'").await.unwrap();
+        assert_eq!(store.get("jobs/j/job.toml").await.unwrap(), "name = 'j'");
+        assert!(matches!(
+            store.get("jobs/j/none").await,
+            Err(StoreError::NotFound { .. })
+        ));
+
+        let photo = dir.path().join("Photo.JPG");
+        std::fs::write(&photo, b"pixels").unwrap();
+        let key = store.put_input(&photo).await.unwrap();
+        assert_eq!(key, format!("inputs/{}.jpg", crate::sha256_hex(b"pixels")));
+        assert_eq!(
+            store.put_input(&photo).await.unwrap(),
+            key,
+            "same content, same key"
+        );
+        assert_eq!(
+            store.list("").await.unwrap(),
+            vec![key, "jobs/j/job.toml".to_string()]
+        );
+        assert!(store.exists("jobs/j/job.toml").await.unwrap());
+
+        let err = store
+            .put_input(&dir.path().join("missing.png"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("missing.png"));
+    }
+
+    #[test]
+    fn bad_locations_are_refused() {
+        assert!(Store::open("s3://").is_err());
+        assert!(Store::open("ftp://host/x")
+            .unwrap_err()
+            .to_string()
+            .contains("ftp://host/x"));
+    }
+}

@@ -1,0 +1,100 @@
+//! The thread that owns the device: renders run here, one at a time, so libtorch
+//! never blocks the async runtime. Loaded backbones are kept for the next task.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use pastiche_engine::spec::{Backbone, LossRecord, RenderParams};
+use pastiche_engine::{render, tch, EngineError, FeatureNet, Prepared};
+use tokio::sync::{oneshot, watch};
+
+/// One render to do.
+pub struct RenderJob {
+    pub params: RenderParams,
+    pub content: PathBuf,
+    pub style: PathBuf,
+    pub weights: Option<PathBuf>,
+    /// Set to stop the render within one iteration.
+    pub cancel: Arc<AtomicBool>,
+    /// The latest (iteration, losses), for heartbeats.
+    pub progress: watch::Sender<Option<(u32, LossRecord)>>,
+    pub reply: oneshot::Sender<Result<RenderOutput, EngineError>>,
+}
+
+pub struct RenderOutput {
+    pub png: Vec<u8>,
+    pub losses_csv: String,
+    pub losses: Vec<LossRecord>,
+    pub elapsed: Duration,
+}
+
+#[derive(Clone)]
+pub struct EngineThread {
+    jobs: mpsc::Sender<RenderJob>,
+}
+
+impl EngineThread {
+    /// Starts the thread for `device` (`cpu`, `cuda:N`, `auto`), failing if the
+    /// device is not there.
+    pub fn start(device: &str) -> Result<(EngineThread, String), EngineError> {
+        let device = pastiche_engine::parse_device(device)?;
+        let name = pastiche_engine::device_name(device);
+        let (jobs, inbox) = mpsc::channel::<RenderJob>();
+        std::thread::Builder::new()
+            .name(format!("engine-{name}"))
+            .spawn(move || {
+                let mut nets: HashMap<(Backbone, Option<PathBuf>), FeatureNet> = HashMap::new();
+                for job in inbox {
+                    let result = run(&mut nets, device, &job);
+                    let _ = job.reply.send(result);
+                }
+            })
+            .expect("spawn the engine thread");
+        Ok((EngineThread { jobs }, name))
+    }
+
+    pub fn submit(&self, job: RenderJob) {
+        if let Err(mpsc::SendError(job)) = self.jobs.send(job) {
+            let _ = job.reply.send(Err(EngineError::Device(
+                "engine thread".into(),
+                " (it stopped)",
+            )));
+        }
+    }
+}
+
+fn run(
+    nets: &mut HashMap<(Backbone, Option<PathBuf>), FeatureNet>,
+    device: tch::Device,
+    job: &RenderJob,
+) -> Result<RenderOutput, EngineError> {
+    let key = (job.params.backbone, job.weights.clone());
+    if !nets.contains_key(&key) {
+        // One backbone on the device at a time: the next task most likely uses it too.
+        nets.clear();
+        let net = FeatureNet::load(job.params.backbone, job.weights.as_deref(), device)?;
+        nets.insert(key.clone(), net);
+    }
+    let net = &nets[&key];
+    let prepared = Prepared::new(net, &job.params, &job.content, &job.style)?;
+    let rendered = render(net, &job.params, prepared, &mut |progress| {
+        let _ = job
+            .progress
+            .send(Some((progress.iteration, progress.latest)));
+        if job.cancel.load(Ordering::Relaxed) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    Ok(RenderOutput {
+        png: pastiche_engine::image_io::png_bytes(&rendered.image)?,
+        losses_csv: rendered.losses_csv(),
+        losses: rendered.losses.clone(),
+        elapsed: rendered.elapsed,
+    })
+}

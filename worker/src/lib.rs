@@ -1,0 +1,394 @@
+//! A farm worker: one process, one device. It registers with the coordinator,
+//! leases a task, renders it on its engine thread while heartbeating the latest
+//! losses, stores `pastiche.png`, `losses.csv` and `task.json`, and only then
+//! reports the task complete.
+
+pub mod engine_thread;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use engine_thread::{EngineThread, RenderJob, RenderOutput};
+use pastiche_engine::spec::layout;
+use pastiche_engine::spec::{LossRecord, RenderParams};
+use pastiche_proto::pb;
+use pastiche_proto::pb::workers_client::WorkersClient;
+use pastiche_spec::store::Store;
+use tokio::sync::{oneshot, watch};
+use tonic::transport::Channel;
+
+/// How long a lease request waits for work before asking again.
+const LEASE_WAIT_MS: u32 = 20_000;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// `http://host:port` of the coordinator.
+    pub coordinator: String,
+    pub store: String,
+    /// `cpu`, `cuda:N` or `auto`.
+    pub device: String,
+    /// Stable name (the coordinator adds a per-registration suffix).
+    pub name: String,
+    /// Benchmarks only: do no torch work, store placeholder outputs at once.
+    pub stand_in: bool,
+}
+
+/// What renders a task: the engine, or the benchmark stand-in.
+enum Renderer {
+    Engine(EngineThread),
+    StandIn,
+}
+
+struct Worker {
+    client: WorkersClient<Channel>,
+    store: Store,
+    renderer: Renderer,
+    device_name: String,
+    id: String,
+    lease_timeout: Duration,
+    scratch: tempfile::TempDir,
+}
+
+/// How a task ended, as far as this worker is concerned.
+enum Outcome {
+    Rendered(RenderOutput),
+    Failed {
+        retryable: bool,
+        error: String,
+    },
+    /// The job was cancelled while rendering.
+    Cancelled,
+    /// The lease went to another worker: store nothing, report nothing.
+    Stale,
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Runs until `shutdown` resolves. A task in progress is then given back (reported
+/// as a retryable failure) so that another worker picks it up at once.
+pub async fn run(
+    config: WorkerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let store = Store::open(&config.store)?;
+    let (renderer, device_name) = if config.stand_in {
+        (Renderer::StandIn, "stand-in".to_owned())
+    } else {
+        let (engine, name) = EngineThread::start(&config.device)?;
+        (Renderer::Engine(engine), name)
+    };
+    let channel = Channel::from_shared(config.coordinator.clone())
+        .with_context(|| format!("bad coordinator address '{}'", config.coordinator))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy();
+    let mut client = WorkersClient::new(channel);
+    let registered = register(&mut client, &config, &device_name).await?;
+    tracing::info!(worker = %registered.worker_id, device = %device_name, "worker registered");
+    let mut worker = Worker {
+        lease_timeout: Duration::from_millis(registered.lease_timeout_ms.max(100).into()),
+        id: registered.worker_id,
+        client,
+        store,
+        renderer,
+        device_name,
+        scratch: tempfile::tempdir().context("creating a scratch directory")?,
+    };
+    tokio::pin!(shutdown);
+    loop {
+        let lease = tokio::select! {
+            _ = &mut shutdown => break,
+            lease = worker.client.lease(pb::LeaseRequest { worker_id: worker.id.clone(), wait_ms: LEASE_WAIT_MS }) => lease,
+        };
+        let task = match lease {
+            Ok(reply) => match reply.into_inner().task {
+                Some(task) => task,
+                None => continue,
+            },
+            Err(status) => {
+                // The coordinator restarting, or briefly unreachable: try again.
+                tracing::warn!(error = %status.message(), code = ?status.code(), "lease failed; retrying");
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        let finished = tokio::select! {
+            _ = worker.work_on(task.clone()) => true,
+            _ = &mut shutdown => false,
+        };
+        if !finished {
+            // Give the task back (dropping the render cancels nothing on the engine
+            // thread, but the process is about to end): the next worker gets it
+            // without waiting for the lease to expire.
+            worker
+                .report_failure(&task, true, "the worker shut down")
+                .await;
+            break;
+        }
+    }
+    tracing::info!(worker = %worker.id, "worker stopped");
+    Ok(())
+}
+
+async fn register(
+    client: &mut WorkersClient<Channel>,
+    config: &WorkerConfig,
+    device_name: &str,
+) -> Result<pb::RegisterResponse> {
+    let request = pb::RegisterRequest {
+        name: config.name.clone(),
+        device: config.device.clone(),
+        device_name: device_name.to_owned(),
+        device_memory_bytes: 0,
+    };
+    // A coordinator that is starting (or restarting) is waited for.
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1.. {
+        match client.register(request.clone()).await {
+            Ok(reply) => return Ok(reply.into_inner()),
+            Err(status) if attempt < 10 && status.code() == tonic::Code::Unavailable => {
+                tracing::warn!(coordinator = %config.coordinator, "coordinator unavailable; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(status) => {
+                anyhow::bail!(
+                    "cannot register with the coordinator at {}: {}",
+                    config.coordinator,
+                    status.message()
+                )
+            }
+        }
+    }
+    unreachable!()
+}
+
+impl Worker {
+    async fn work_on(&mut self, task: pb::TaskAssignment) {
+        let started = unix_now();
+        tracing::info!(job = %task.job_id, task = %task.task_id, attempt = task.attempt, "task leased");
+        let outcome = match self.render(&task).await {
+            Ok(outcome) => outcome,
+            Err(err) => Outcome::Failed {
+                retryable: true,
+                error: format!("{err:#}"),
+            },
+        };
+        match outcome {
+            Outcome::Rendered(output) => match self.store_outputs(&task, &output, started).await {
+                Ok(()) => self.report_complete(&task).await,
+                Err(err) => {
+                    self.report_failure(&task, true, &format!("storing the results: {err:#}"))
+                        .await
+                }
+            },
+            Outcome::Failed { retryable, error } => {
+                self.report_failure(&task, retryable, &error).await
+            }
+            Outcome::Cancelled => self.report_failure(&task, false, "cancelled").await,
+            Outcome::Stale => {
+                tracing::info!(job = %task.job_id, task = %task.task_id, "lease lost to another worker; result dropped")
+            }
+        }
+    }
+
+    async fn render(&mut self, task: &pb::TaskAssignment) -> Result<Outcome> {
+        let params: RenderParams = task
+            .params
+            .clone()
+            .context("task without parameters")?
+            .try_into()?;
+        let engine = match &self.renderer {
+            Renderer::StandIn => return Ok(Outcome::Rendered(stand_in_output(&params))),
+            Renderer::Engine(engine) => engine.clone(),
+        };
+        let content = self.fetch(&task.content_key).await?;
+        let style = self.fetch(&task.style_key).await?;
+        let weights = match task.weights.as_str() {
+            "" => None,
+            w if w.starts_with("inputs/") || w.starts_with("s3://") => Some(self.fetch(w).await?),
+            local => Some(PathBuf::from(local)),
+        };
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (progress_tx, progress) = watch::channel(None);
+        let (reply, mut result) = oneshot::channel();
+        engine.submit(RenderJob {
+            params: params.clone(),
+            content,
+            style,
+            weights,
+            cancel: Arc::clone(&cancel),
+            progress: progress_tx,
+            reply,
+        });
+
+        // Heartbeat while the engine works: renew the lease, report the losses, and
+        // learn whether to stop.
+        let mut beats = tokio::time::interval(self.lease_timeout / 3);
+        beats.tick().await;
+        let mut stop: Option<Outcome> = None;
+        loop {
+            tokio::select! {
+                finished = &mut result => {
+                    let finished = finished.map_err(|_| anyhow::anyhow!("the engine thread stopped"))?;
+                    return Ok(match (stop, finished) {
+                        (Some(why), _) => why,
+                        (None, Ok(output)) => Outcome::Rendered(output),
+                        (None, Err(err)) => Outcome::Failed { retryable: err.is_retryable(), error: err.to_string() },
+                    });
+                }
+                _ = beats.tick(), if stop.is_none() => {
+                    let latest: Option<(u32, LossRecord)> = *progress.borrow();
+                    let request = pb::HeartbeatRequest {
+                        worker_id: self.id.clone(),
+                        job_id: task.job_id.clone(),
+                        task_id: task.task_id.clone(),
+                        attempt: task.attempt,
+                        iteration: latest.map_or(0, |(i, _)| i),
+                        iterations: params.iterations,
+                        latest: latest.map(|(_, l)| (&l).into()),
+                    };
+                    match self.client.heartbeat(request).await.map(|r| r.into_inner().directive()) {
+                        Ok(pb::Directive::Cancel) => stop = Some(Outcome::Cancelled),
+                        Ok(pb::Directive::Stale) => stop = Some(Outcome::Stale),
+                        Ok(_) => {}
+                        Err(status) => tracing::warn!(error = %status.message(), "heartbeat failed"),
+                    }
+                    if stop.is_some() {
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Downloads an input into the scratch directory (once per worker).
+    async fn fetch(&self, key: &str) -> Result<PathBuf> {
+        let local = self.scratch.path().join(key.replace(['/', ':'], "_"));
+        if !local.exists() {
+            let bytes = match key.strip_prefix("s3://") {
+                Some(_) => {
+                    let (root, object) = key.rsplit_once('/').context("bad weights URL")?;
+                    Store::open(root)?.get(object).await?
+                }
+                None => self.store.get(key).await?,
+            };
+            write_file(&local, &bytes).await?;
+        }
+        Ok(local)
+    }
+
+    async fn store_outputs(
+        &self,
+        task: &pb::TaskAssignment,
+        output: &RenderOutput,
+        started: f64,
+    ) -> Result<()> {
+        let prefix = layout::task_prefix(&task.job_id, &task.task_id)?;
+        let record = serde_json::json!({
+            "job": task.job_id,
+            "task": task.task_id,
+            "attempt": task.attempt,
+            "params": task.params.clone().map(RenderParams::try_from).transpose()?,
+            "inputs": {"content": task.content_key, "style": task.style_key, "weights": task.weights},
+            "worker": self.id,
+            "device": self.device_name,
+            "started_at": started,
+            "finished_at": unix_now(),
+            "render_seconds": output.elapsed.as_secs_f64(),
+            "losses": output.losses.last(),
+        });
+        // task.json last: its presence says the other two are there.
+        self.store
+            .put(&format!("{prefix}pastiche.png"), output.png.clone())
+            .await?;
+        self.store
+            .put(&format!("{prefix}losses.csv"), output.losses_csv.clone())
+            .await?;
+        self.store
+            .put(
+                &format!("{prefix}task.json"),
+                serde_json::to_vec_pretty(&record)?,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn report_complete(&mut self, task: &pb::TaskAssignment) {
+        let request = pb::CompleteRequest {
+            worker_id: self.id.clone(),
+            job_id: task.job_id.clone(),
+            task_id: task.task_id.clone(),
+            attempt: task.attempt,
+        };
+        match self.client.complete(request).await {
+            Ok(reply) if reply.get_ref().accepted => {
+                tracing::info!(job = %task.job_id, task = %task.task_id, "task done")
+            }
+            Ok(_) => {
+                tracing::info!(job = %task.job_id, task = %task.task_id, "completion was stale")
+            }
+            // The lease will expire and another worker redo the task; its outputs
+            // are the same objects.
+            Err(status) => tracing::warn!(error = %status.message(), "reporting completion failed"),
+        }
+    }
+
+    async fn report_failure(&mut self, task: &pb::TaskAssignment, retryable: bool, error: &str) {
+        tracing::warn!(job = %task.job_id, task = %task.task_id, retryable, %error, "task failed");
+        let request = pb::FailRequest {
+            worker_id: self.id.clone(),
+            job_id: task.job_id.clone(),
+            task_id: task.task_id.clone(),
+            attempt: task.attempt,
+            retryable,
+            error: error.to_owned(),
+        };
+        if let Err(status) = self.client.fail(request).await {
+            tracing::warn!(error = %status.message(), "reporting the failure failed");
+        }
+    }
+}
+
+async fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("part");
+    tokio::fs::write(&tmp, bytes).await?;
+    tokio::fs::rename(&tmp, path).await?;
+    Ok(())
+}
+
+/// The benchmark stand-in's outputs: a 1x1 PNG and a one-row loss log.
+fn stand_in_output(params: &RenderParams) -> RenderOutput {
+    const ONE_PIXEL_PNG: &[u8] = &[
+        0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44,
+        0x52, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x02, 0x00, 0x00, 0x00, 0x90,
+        0x77, 0x53, 0xde, 0x00, 0x00, 0x00, 0x0c, 0x49, 0x44, 0x41, 0x54, 0x08, 0xd7, 0x63, 0xf8,
+        0xcf, 0xc0, 0x00, 0x00, 0x03, 0x01, 0x01, 0x00, 0x18, 0xdd, 0x8d, 0xb0, 0x00, 0x00, 0x00,
+        0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+    ];
+    let record = LossRecord {
+        iteration: params.iterations,
+        content: 0.0,
+        style: 0.0,
+        tv: 0.0,
+        total: 0.0,
+    };
+    RenderOutput {
+        png: ONE_PIXEL_PNG.to_vec(),
+        losses_csv: format!(
+            "{}\n{}\n",
+            pastiche_engine::spec::LOSSES_CSV_HEADER,
+            record.to_csv_row()
+        ),
+        losses: vec![record],
+        elapsed: Duration::ZERO,
+    }
+}

@@ -1,0 +1,152 @@
+//! `pastiche-worker`: renders tasks leased from a coordinator on one device, or
+//! with `--gpus all`, starts and watches one such process per visible GPU.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use pastiche_worker::WorkerConfig;
+
+#[derive(Parser)]
+#[command(name = "pastiche-worker", version, about)]
+struct Args {
+    /// The coordinator, as http://host:port.
+    #[arg(
+        long,
+        env = "PASTICHE_COORDINATOR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    coordinator: String,
+    /// Where results go: a directory or s3://bucket/prefix (the coordinator's users
+    /// upload inputs to the same place).
+    #[arg(long, env = "PASTICHE_STORE", default_value = "pastiche-results")]
+    store: String,
+    /// cpu, cuda:N or auto.
+    #[arg(
+        long,
+        env = "PASTICHE_DEVICE",
+        default_value = "auto",
+        conflicts_with = "gpus"
+    )]
+    device: String,
+    /// `all`: one worker process per visible GPU, each pinned with
+    /// CUDA_VISIBLE_DEVICES, restarted if it dies.
+    #[arg(long, env = "PASTICHE_GPUS")]
+    gpus: Option<String>,
+    /// This worker's name [default: host name and device].
+    #[arg(long, env = "PASTICHE_WORKER_NAME")]
+    name: Option<String>,
+    /// Benchmarks only: do no torch work and store placeholder outputs.
+    #[arg(long, hide = true)]
+    stand_in: bool,
+    /// text or json.
+    #[arg(long, env = "PASTICHE_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "worker".into())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    pastiche_engine::tune_allocator();
+    let args = Args::parse();
+    init_logging(&args.log_format);
+    if let Some(gpus) = &args.gpus {
+        anyhow::ensure!(gpus == "all", "--gpus takes `all`, not '{gpus}'");
+        return launch_per_gpu(&args).await;
+    }
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}/{}", host_name(), args.device));
+    pastiche_worker::run(
+        WorkerConfig {
+            coordinator: args.coordinator,
+            store: args.store,
+            device: args.device,
+            name,
+            stand_in: args.stand_in,
+        },
+        shutdown_signal(),
+    )
+    .await
+}
+
+/// One child per GPU, each seeing only its own; a child that dies is restarted.
+async fn launch_per_gpu(args: &Args) -> Result<()> {
+    let count = pastiche_engine::tch::Cuda::device_count();
+    anyhow::ensure!(
+        count > 0,
+        "--gpus all: this process sees no GPU (is this a `cuda` build?)"
+    );
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let base = args.name.clone().unwrap_or_else(host_name);
+    let mut children = tokio::task::JoinSet::new();
+    for gpu in 0..count {
+        let mut command = tokio::process::Command::new(&exe);
+        command
+            .args([
+                "--coordinator",
+                &args.coordinator,
+                "--store",
+                &args.store,
+                "--device",
+                "cuda:0",
+            ])
+            .args([
+                "--name",
+                &format!("{base}/gpu{gpu}"),
+                "--log-format",
+                &args.log_format,
+            ])
+            .env("CUDA_VISIBLE_DEVICES", gpu.to_string())
+            .kill_on_drop(true);
+        children.spawn(async move {
+            loop {
+                let status = command.status().await;
+                match status {
+                    Ok(s) if s.success() => return,
+                    Ok(s) => tracing::error!(gpu, status = %s, "worker died; restarting"),
+                    Err(e) => tracing::error!(gpu, error = %e, "cannot start a worker; retrying"),
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        });
+    }
+    tracing::info!(gpus = count, "started one worker per GPU");
+    tokio::select! {
+        _ = shutdown_signal() => {
+            // Dropping the set kills the children (kill_on_drop).
+            tracing::info!("stopping the workers");
+        }
+        _ = async { while children.join_next().await.is_some() {} } => {}
+    }
+    Ok(())
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
