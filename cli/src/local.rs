@@ -65,6 +65,7 @@ pub async fn run(args: LocalArgs) -> Result<()> {
             name: format!("local/{i}/{device}"),
             device,
             stand_in: false,
+            connect_timeout: std::time::Duration::from_secs(10),
         };
         let mut stopped = stopped.clone();
         workers.spawn(async move {

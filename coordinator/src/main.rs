@@ -50,7 +50,10 @@ async fn main() -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, db = %args.db.display(), "coordinator serving");
+    let addr = listener.local_addr()?;
+    tracing::info!(listen = %addr, db = %args.db.display(), "coordinator serving");
+    // For scripts and tests that asked for port 0: the address actually bound.
+    println!("listening on {addr}");
     server::serve(
         coordinator,
         listener,

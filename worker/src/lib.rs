@@ -34,6 +34,8 @@ pub struct WorkerConfig {
     pub name: String,
     /// Benchmarks only: do no torch work, store placeholder outputs at once.
     pub stand_in: bool,
+    /// How long to wait for an unreachable coordinator at start-up.
+    pub connect_timeout: Duration,
 }
 
 /// What renders a task: the engine, or the benchmark stand-in.
@@ -149,12 +151,16 @@ async fn register(
         device_name: device_name.to_owned(),
         device_memory_bytes: 0,
     };
-    // A coordinator that is starting (or restarting) is waited for.
+    // A coordinator that is starting (or restarting) is waited for, up to a point.
+    let deadline = tokio::time::Instant::now() + config.connect_timeout;
     let mut delay = Duration::from_millis(200);
-    for attempt in 1.. {
+    loop {
         match client.register(request.clone()).await {
             Ok(reply) => return Ok(reply.into_inner()),
-            Err(status) if attempt < 10 && status.code() == tonic::Code::Unavailable => {
+            Err(status)
+                if status.code() == tonic::Code::Unavailable
+                    && tokio::time::Instant::now() + delay < deadline =>
+            {
                 tracing::warn!(coordinator = %config.coordinator, "coordinator unavailable; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
@@ -168,7 +174,6 @@ async fn register(
             }
         }
     }
-    unreachable!()
 }
 
 impl Worker {

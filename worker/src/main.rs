@@ -7,6 +7,19 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use pastiche_worker::WorkerConfig;
 
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, scale) = match text.strip_suffix("ms") {
+        Some(n) => (n, 0.001),
+        None => (text.strip_suffix('s').unwrap_or(text), 1.0),
+    };
+    number
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(|v| Duration::from_secs_f64(v * scale))
+        .ok_or_else(|| format!("'{text}' is not a duration (e.g. 60s, 500ms)"))
+}
+
 #[derive(Parser)]
 #[command(name = "pastiche-worker", version, about)]
 struct Args {
@@ -36,6 +49,9 @@ struct Args {
     /// This worker's name [default: host name and device].
     #[arg(long, env = "PASTICHE_WORKER_NAME")]
     name: Option<String>,
+    /// How long to wait at start-up for a coordinator that cannot be reached.
+    #[arg(long, env = "PASTICHE_CONNECT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    connect_timeout: Duration,
     /// Benchmarks only: do no torch work and store placeholder outputs.
     #[arg(long, hide = true)]
     stand_in: bool,
@@ -70,6 +86,7 @@ async fn main() -> Result<()> {
             device: args.device,
             name,
             stand_in: args.stand_in,
+            connect_timeout: args.connect_timeout,
         },
         shutdown_signal(),
     )

@@ -1,0 +1,1 @@
+//! Only tests live in this package (tests/tests/*.rs).

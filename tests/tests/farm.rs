@@ -1,0 +1,516 @@
+//! The farm as users run it: the real `pastiche-coordinator`, `pastiche-worker` and
+//! `pastiche` binaries, on 127.0.0.1, with a local store; faults injected with
+//! SIGKILL. `cargo test --workspace` builds the binaries.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use pastiche_proto::pb;
+use pastiche_proto::pb::farm_client::FarmClient;
+
+fn bin(name: &str) -> PathBuf {
+    // target/debug/deps/farm-<hash> -> target/debug/<name>
+    let dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test --workspace`, which builds it",
+        path.display()
+    );
+    path
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .canonicalize()
+        .unwrap()
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    fn kill9(&mut self) {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+struct CoordinatorProc {
+    proc: Proc,
+    addr: String,
+}
+
+fn start_coordinator(db: &Path, listen: &str, lease_timeout: &str) -> CoordinatorProc {
+    let mut child = Command::new(bin("pastiche-coordinator"))
+        .args(["--listen", listen, "--lease-timeout", lease_timeout])
+        .arg("--db")
+        .arg(db)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected coordinator output: {first:?}"))
+        .to_owned();
+    CoordinatorProc {
+        proc: Proc(child),
+        addr,
+    }
+}
+
+impl CoordinatorProc {
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+fn start_worker(coordinator: &str, store: &Path, name: &str) -> Proc {
+    Proc(
+        Command::new(bin("pastiche-worker"))
+            .args([
+                "--coordinator",
+                coordinator,
+                "--device",
+                "cpu",
+                "--name",
+                name,
+            ])
+            .arg("--store")
+            .arg(store)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn pastiche(args: &[&str]) -> Output {
+    Command::new(bin("pastiche"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn write_grid(dir: &Path, name: &str, grid: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let examples = examples();
+    let text = format!(
+        "name = \"{name}\"\ncontent = \"{}\"\nstyle = \"{}\"\n{grid}",
+        examples.join("chelsea.png").display(),
+        examples.join("starry_night.jpg").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn submit(url: &str, store: &Path, grid: &Path) -> String {
+    let output = pastiche(&[
+        "submit",
+        grid.to_str().unwrap(),
+        "--coordinator",
+        url,
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "submit failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// Waits (on the job's event stream, not a timer) until a task reports progress.
+async fn wait_for_progress(url: &str, job: &str) -> String {
+    let mut farm = FarmClient::connect(url.to_owned()).await.unwrap();
+    let mut events = farm
+        .watch_job(pb::WatchJobRequest { job_id: job.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(event) = events.message().await.unwrap() {
+        if let Some(pb::job_event::Event::Progress(p)) = event.event {
+            return p.task_id;
+        }
+    }
+    panic!("the job ended before any progress");
+}
+
+/// Waits until some task of the job has ended as `outcome`.
+async fn wait_for_task_end(url: &str, job: &str, outcome: &str) {
+    let mut farm = FarmClient::connect(url.to_owned()).await.unwrap();
+    let mut events = farm
+        .watch_job(pb::WatchJobRequest { job_id: job.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(event) = events.message().await.unwrap() {
+        let ended = matches!(&event.event, Some(pb::job_event::Event::TaskEnded(e)) if e.outcome == outcome);
+        let counted = event
+            .status
+            .and_then(|s| s.counts)
+            .is_some_and(|c| outcome == "done" && c.done > 0);
+        if ended || counted {
+            return;
+        }
+    }
+    panic!("the job ended without a task {outcome}");
+}
+
+fn task_dirs(store: &Path, job: &str) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(store.join("jobs").join(job).join("tasks"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+fn task_json(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("task.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_grid_on_real_binaries_gives_what_pastiche_render_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let coordinator = start_coordinator(&dir.path().join("state.db"), "127.0.0.1:0", "30s");
+    let _workers = [
+        start_worker(&coordinator.url(), &store, "w1"),
+        start_worker(&coordinator.url(), &store, "w2"),
+    ];
+    let grid = write_grid(
+        dir.path(),
+        "pair",
+        "[grid]\nsize = [32, 40]\niterations = 4\nlog_every = 2\n",
+    );
+    let output = pastiche(&[
+        "submit",
+        grid.to_str().unwrap(),
+        "--coordinator",
+        &coordinator.url(),
+        "--store",
+        store.to_str().unwrap(),
+        "--watch",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let job = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+
+    let out = dir.path().join("results");
+    let output = pastiche(&[
+        "results",
+        &job,
+        "--store",
+        store.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(out.join("job.toml").exists());
+    let tasks: Vec<PathBuf> = std::fs::read_dir(out.join("tasks"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    for task in tasks {
+        let json = task_json(&task);
+        let size = json["params"]["size"].as_u64().unwrap() as u32;
+        let image = image::open(task.join("pastiche.png")).unwrap().to_rgb8();
+        assert_eq!(image.width().max(image.height()), size);
+
+        // The same render, by hand.
+        let alone = dir.path().join(format!("alone-{size}"));
+        let output = pastiche(&[
+            "render",
+            "--content",
+            examples().join("chelsea.png").to_str().unwrap(),
+            "--style",
+            examples().join("starry_night.jpg").to_str().unwrap(),
+            "--out",
+            alone.join("p.png").to_str().unwrap(),
+            "--losses",
+            alone.join("l.csv").to_str().unwrap(),
+            "--size",
+            &size.to_string(),
+            "--iterations",
+            "4",
+            "--log-every",
+            "2",
+            "--device",
+            "cpu",
+        ]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let farm_losses = std::fs::read_to_string(task.join("losses.csv")).unwrap();
+        let alone_losses = std::fs::read_to_string(alone.join("l.csv")).unwrap();
+        for (a, b) in farm_losses.lines().zip(alone_losses.lines()).skip(1) {
+            let a: Vec<f64> = a.split(',').map(|v| v.parse().unwrap()).collect();
+            let b: Vec<f64> = b.split(',').map(|v| v.parse().unwrap()).collect();
+            for (x, y) in a.iter().zip(&b) {
+                assert!(
+                    (x - y).abs() <= 1e-5 * y.abs().max(1e-12),
+                    "farm {a:?} vs render {b:?}"
+                );
+            }
+        }
+        assert_eq!(farm_losses.lines().count(), 3, "header, iterations 2 and 4");
+        let by_hand = image::open(alone.join("p.png")).unwrap().to_rgb8();
+        let worst = image
+            .as_raw()
+            .iter()
+            .zip(by_hand.as_raw())
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        assert!(worst <= 1, "farm and render differ by {worst} levels");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_of_a_killed_worker_is_finished_by_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let coordinator = start_coordinator(&dir.path().join("state.db"), "127.0.0.1:0", "1s");
+    let mut doomed = start_worker(&coordinator.url(), &store, "doomed");
+    let grid = write_grid(dir.path(), "long", "[grid]\nsize = 48\niterations = 40\n");
+    let job = submit(&coordinator.url(), &store, &grid);
+    wait_for_progress(&coordinator.url(), &job).await;
+    doomed.kill9();
+    let _rescuer = start_worker(&coordinator.url(), &store, "rescuer");
+    let output = pastiche(&["watch", &job, "--coordinator", &coordinator.url()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tasks = task_dirs(&store, &job);
+    assert_eq!(tasks.len(), 1);
+    let json = task_json(&tasks[0]);
+    assert!(
+        json["worker"].as_str().unwrap().starts_with("rescuer"),
+        "{json}"
+    );
+    assert_eq!(json["attempt"], 2);
+    for output in pastiche_spec::layout::TASK_OUTPUTS {
+        assert!(tasks[0].join(output).exists(), "{output} missing");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_coordinator_killed_mid_grid_and_restarted_finishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let db = dir.path().join("state.db");
+    let mut coordinator = start_coordinator(&db, "127.0.0.1:0", "2s");
+    let url = coordinator.url();
+    let addr = coordinator.addr.clone();
+    let _worker = start_worker(&url, &store, "steady");
+    let grid = write_grid(
+        dir.path(),
+        "three",
+        "[grid]\nsize = [32, 36, 40]\niterations = 12\n",
+    );
+    let job = submit(&url, &store, &grid);
+    wait_for_task_end(&url, &job, "done").await;
+    coordinator.proc.kill9();
+    // Same address, same database: the worker reconnects by itself.
+    let restarted = start_coordinator(&db, &addr, "2s");
+    let output = pastiche(&["watch", &job, "--coordinator", &restarted.url()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tasks = task_dirs(&store, &job);
+    assert_eq!(tasks.len(), 3);
+    for task in tasks {
+        for output in pastiche_spec::layout::TASK_OUTPUTS {
+            assert!(
+                task.join(output).exists(),
+                "{output} missing in {}",
+                task.display()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_job_stops_its_workers_who_then_take_new_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let coordinator = start_coordinator(&dir.path().join("state.db"), "127.0.0.1:0", "1s");
+    let _worker = start_worker(&coordinator.url(), &store, "w");
+    let long = write_grid(
+        dir.path(),
+        "endless",
+        "[grid]\nsize = 48\niterations = 100000\nseed = [1, 2]\n",
+    );
+    let job = submit(&coordinator.url(), &store, &long);
+    wait_for_progress(&coordinator.url(), &job).await;
+    let output = pastiche(&["cancel", &job, "--coordinator", &coordinator.url()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = pastiche(&["watch", &job, "--coordinator", &coordinator.url()]);
+    assert!(!output.status.success(), "a cancelled job's watch fails");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cancelled"));
+    // The worker is free again: a new job gets done.
+    let short = write_grid(dir.path(), "short", "[grid]\nsize = 32\niterations = 2\n");
+    let next = submit(&coordinator.url(), &store, &short);
+    let output = pastiche(&["watch", &next, "--coordinator", &coordinator.url()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !store.join("jobs").join(&job).join("tasks").exists(),
+        "a cancelled render stores nothing"
+    );
+}
+
+#[test]
+fn bad_input_fails_clearly_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let coordinator = start_coordinator(&dir.path().join("state.db"), "127.0.0.1:0", "30s");
+    let url = coordinator.url();
+    let malformed = dir.path().join("malformed.toml");
+    std::fs::write(&malformed, "content = \"a.png\"\nstyle = [\"b.png\"\n").unwrap();
+    let unknown_key = write_grid(dir.path(), "typo", "[grid]\nsize = 32\nstlye_weight = 5\n");
+    let missing_image = dir.path().join("missing.toml");
+    std::fs::write(
+        &missing_image,
+        "content = \"nowhere.png\"\nstyle = \"nowhere.jpg\"\n",
+    )
+    .unwrap();
+    let good = write_grid(dir.path(), "good", "[grid]\nsize = 32\n");
+    let free_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nowhere = format!("http://127.0.0.1:{free_port}");
+    let store_arg = store.to_str().unwrap();
+
+    let cases: Vec<(&str, Vec<&str>, String)> = vec![
+        (
+            "malformed grid",
+            vec![
+                "submit",
+                malformed.to_str().unwrap(),
+                "--coordinator",
+                &url,
+                "--store",
+                store_arg,
+            ],
+            "malformed.toml:2".into(),
+        ),
+        (
+            "unknown key",
+            vec![
+                "submit",
+                unknown_key.to_str().unwrap(),
+                "--coordinator",
+                &url,
+                "--store",
+                store_arg,
+            ],
+            "stlye_weight".into(),
+        ),
+        (
+            "missing image",
+            vec![
+                "submit",
+                missing_image.to_str().unwrap(),
+                "--coordinator",
+                &url,
+                "--store",
+                store_arg,
+            ],
+            "nowhere.png".into(),
+        ),
+        (
+            "unreachable coordinator",
+            vec![
+                "submit",
+                good.to_str().unwrap(),
+                "--coordinator",
+                &nowhere,
+                "--store",
+                store_arg,
+            ],
+            nowhere.clone(),
+        ),
+        (
+            "unknown job",
+            vec!["status", "no-such-job", "--coordinator", &url],
+            "no-such-job".into(),
+        ),
+        (
+            "cancel unknown job",
+            vec!["cancel", "no-such-job", "--coordinator", &url],
+            "no-such-job".into(),
+        ),
+        (
+            "results of unknown job",
+            vec!["results", "no-such-job", "--store", store_arg, "--out", "x"],
+            "no-such-job".into(),
+        ),
+        (
+            "job id escaping the store",
+            vec!["results", "../../etc", "--store", store_arg, "--out", "x"],
+            "not a valid id".into(),
+        ),
+    ];
+    for (what, args, needle) in cases {
+        let output = pastiche(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{what}: succeeded");
+        assert!(
+            stderr.contains(&needle),
+            "{what}: '{needle}' not in: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+    }
+    let stored: Vec<_> = std::fs::read_dir(&store)
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(stored.is_empty(), "bad submissions stored {stored:?}");
+}
