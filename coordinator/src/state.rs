@@ -13,8 +13,12 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::scheduler::{Event, JobSpec, TaskState};
 
 #[derive(Debug, thiserror::Error)]
-#[error("state database: {0}")]
-pub struct StateError(#[from] rusqlite::Error);
+pub enum StateError {
+    #[error("state database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot create {0}: {1}")]
+    Directory(String, std::io::Error),
+}
 
 /// What a task needs besides its state: what to render, from which inputs.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,7 +98,12 @@ fn unix_now() -> i64 {
 }
 
 impl State {
+    /// Opens or creates the database at `path` (and its directory).
     pub fn open(path: &Path) -> Result<Self, StateError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StateError::Directory(dir.display().to_string(), e))?;
+        }
         Self::init(Connection::open(path)?)
     }
 

@@ -67,7 +67,15 @@ impl Store {
             if bucket.is_empty() {
                 return Err(bad("no bucket".into()));
             }
-            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            // A down endpoint should fail a command in seconds, not minutes.
+            let retry = object_store::RetryConfig {
+                max_retries: 3,
+                retry_timeout: std::time::Duration::from_secs(15),
+                ..Default::default()
+            };
+            let mut builder = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry);
             let endpoint = std::env::var("AWS_ENDPOINT_URL")
                 .or_else(|_| std::env::var("AWS_ENDPOINT"))
                 .ok();
