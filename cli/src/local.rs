@@ -64,7 +64,7 @@ pub async fn run(args: LocalArgs) -> Result<()> {
             store: args.store.store.clone(),
             name: format!("local/{i}/{device}"),
             device,
-            stand_in: false,
+            stand_in: None,
             connect_timeout: std::time::Duration::from_secs(10),
         };
         let mut stopped = stopped.clone();

@@ -189,24 +189,53 @@ struct Job {
     /// Tasks waiting for a worker, in order.
     queue: VecDeque<TaskId>,
     states: HashMap<TaskId, TaskState>,
+    /// Tasks per state, kept in step with `states` by `set_state`.
+    counts: Counts,
     /// Failed attempts per worker.
     failures_by_worker: HashMap<WorkerId, u32>,
     blocklist: HashSet<WorkerId>,
 }
 
+impl Counts {
+    fn slot(&mut self, state: &TaskState) -> &mut usize {
+        match state {
+            TaskState::Queued { .. } => &mut self.queued,
+            TaskState::Running { .. } => &mut self.running,
+            TaskState::Done { .. } => &mut self.done,
+            TaskState::Failed { .. } => &mut self.failed,
+            TaskState::Cancelled => &mut self.cancelled,
+        }
+    }
+}
+
 impl Job {
     fn counts(&self) -> Counts {
-        let mut counts = Counts::default();
-        for state in self.states.values() {
-            match state {
-                TaskState::Queued { .. } => counts.queued += 1,
-                TaskState::Running { .. } => counts.running += 1,
-                TaskState::Done { .. } => counts.done += 1,
-                TaskState::Failed { .. } => counts.failed += 1,
-                TaskState::Cancelled => counts.cancelled += 1,
+        self.counts
+    }
+
+    /// Every change of a task's state goes through here, so the counts stay exact
+    /// without scanning the tasks (grids have 100,000 of them).
+    fn set_state(&mut self, task: &str, new: TaskState) {
+        *self.counts.slot(&new) += 1;
+        match self.states.get_mut(task) {
+            Some(old) => {
+                *self.counts.slot(old) -= 1;
+                *old = new;
+            }
+            None => {
+                self.states.insert(task.to_owned(), new);
             }
         }
-        counts
+    }
+
+    fn cancel_requested(&self, task: &str) -> bool {
+        matches!(
+            self.states.get(task),
+            Some(TaskState::Running {
+                cancel_requested: true,
+                ..
+            })
+        )
     }
 }
 
@@ -289,14 +318,22 @@ impl Scheduler {
         if spec.tasks.is_empty() {
             return Err(SchedulerError::EmptyJob(spec.id));
         }
-        let mut states = HashMap::new();
-        let mut queue = VecDeque::new();
+        let mut job = Job {
+            spec: spec.clone(),
+            cancelled: false,
+            finished: false,
+            queue: VecDeque::new(),
+            states: HashMap::with_capacity(spec.tasks.len()),
+            counts: Counts::default(),
+            failures_by_worker: HashMap::new(),
+            blocklist: HashSet::new(),
+        };
         for task in &spec.tasks {
             let state = prior(task).unwrap_or(TaskState::Queued { attempt: 1 });
             if matches!(state, TaskState::Queued { .. }) {
-                queue.push_back(task.clone());
+                job.queue.push_back(task.clone());
             }
-            states.insert(task.clone(), state);
+            job.set_state(task, state);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -304,20 +341,9 @@ impl Scheduler {
             .insert((-i64::from(spec.priority), seq), spec.id.clone());
         self.events.push(Event::JobSubmitted {
             job: spec.id.clone(),
-            tasks: states.len(),
+            tasks: job.states.len(),
         });
-        self.jobs.insert(
-            spec.id.clone(),
-            Job {
-                spec,
-                cancelled: false,
-                finished: false,
-                queue,
-                states,
-                failures_by_worker: HashMap::new(),
-                blocklist: HashSet::new(),
-            },
-        );
+        self.jobs.insert(spec.id, job);
         Ok(())
     }
 
@@ -332,16 +358,18 @@ impl Scheduler {
             let Some(task) = job.queue.pop_front() else {
                 continue;
             };
-            let state = job.states.get_mut(&task).expect("queued tasks exist");
-            let TaskState::Queued { attempt } = *state else {
+            let Some(&TaskState::Queued { attempt }) = job.states.get(&task) else {
                 unreachable!("only queued tasks are in the queue")
             };
-            *state = TaskState::Running {
-                attempt,
-                worker: worker.to_owned(),
-                lease_until,
-                cancel_requested: false,
-            };
+            job.set_state(
+                &task,
+                TaskState::Running {
+                    attempt,
+                    worker: worker.to_owned(),
+                    lease_until,
+                    cancel_requested: false,
+                },
+            );
             self.events.push(Event::TaskLeased {
                 job: job_id.clone(),
                 task: task.clone(),
@@ -411,28 +439,24 @@ impl Scheduler {
         let Some(job) = self.jobs.get_mut(job_id) else {
             return false;
         };
-        let Some(state) = Self::current(job, task, attempt, worker) else {
+        if Self::current(job, task, attempt, worker).is_none() {
             return false;
-        };
-        let cancelled = matches!(
-            state,
-            TaskState::Running {
-                cancel_requested: true,
-                ..
-            }
-        );
-        if cancelled {
+        }
+        if job.cancel_requested(task) {
             // Finished anyway; the job no longer wants it.
-            *state = TaskState::Cancelled;
+            job.set_state(task, TaskState::Cancelled);
             self.events.push(Event::TaskCancelled {
                 job: job_id.to_owned(),
                 task: task.to_owned(),
             });
         } else {
-            *state = TaskState::Done {
-                attempt,
-                worker: worker.to_owned(),
-            };
+            job.set_state(
+                task,
+                TaskState::Done {
+                    attempt,
+                    worker: worker.to_owned(),
+                },
+            );
             self.events.push(Event::TaskDone {
                 job: job_id.to_owned(),
                 task: task.to_owned(),
@@ -458,17 +482,11 @@ impl Scheduler {
         let Some(job) = self.jobs.get_mut(job_id) else {
             return false;
         };
-        let Some(state) = Self::current(job, task, attempt, worker) else {
+        if Self::current(job, task, attempt, worker).is_none() {
             return false;
-        };
-        if matches!(
-            state,
-            TaskState::Running {
-                cancel_requested: true,
-                ..
-            }
-        ) {
-            *state = TaskState::Cancelled;
+        }
+        if job.cancel_requested(task) {
+            job.set_state(task, TaskState::Cancelled);
             self.events.push(Event::TaskCancelled {
                 job: job_id.to_owned(),
                 task: task.to_owned(),
@@ -497,11 +515,13 @@ impl Scheduler {
         error: &str,
     ) {
         let job = self.jobs.get_mut(job_id).expect("caller checked");
-        let state = job.states.get_mut(task).expect("caller checked");
         if retryable && attempt < job.spec.max_attempts {
-            *state = TaskState::Queued {
-                attempt: attempt + 1,
-            };
+            job.set_state(
+                task,
+                TaskState::Queued {
+                    attempt: attempt + 1,
+                },
+            );
             job.queue.push_back(task.to_owned());
             self.events.push(Event::TaskRequeued {
                 job: job_id.to_owned(),
@@ -515,10 +535,13 @@ impl Scheduler {
             } else {
                 error.to_owned()
             };
-            *state = TaskState::Failed {
-                attempt,
-                error: error.clone(),
-            };
+            job.set_state(
+                task,
+                TaskState::Failed {
+                    attempt,
+                    error: error.clone(),
+                },
+            );
             self.events.push(Event::TaskFailed {
                 job: job_id.to_owned(),
                 task: task.to_owned(),
@@ -551,7 +574,7 @@ impl Scheduler {
         for (job_id, task, attempt, cancel_requested) in &expired {
             if *cancel_requested {
                 let job = self.jobs.get_mut(job_id).expect("listed above");
-                job.states.insert(task.clone(), TaskState::Cancelled);
+                job.set_state(task, TaskState::Cancelled);
                 self.events.push(Event::TaskCancelled {
                     job: job_id.clone(),
                     task: task.clone(),
@@ -584,7 +607,7 @@ impl Scheduler {
             job: job_id.to_owned(),
         });
         for task in std::mem::take(&mut job.queue) {
-            job.states.insert(task.clone(), TaskState::Cancelled);
+            job.set_state(&task, TaskState::Cancelled);
             self.events.push(Event::TaskCancelled {
                 job: job_id.to_owned(),
                 task,

@@ -166,10 +166,11 @@ impl State {
                        error: Option<&str>,
                        job: &str,
                        task: &str| {
-                tx.execute(
+                // Cached: this runs twice per task, on the scheduling path.
+                tx.prepare_cached(
                     "UPDATE tasks SET state = ?1, attempt = ?2, worker = ?3, error = ?4 WHERE job_id = ?5 AND task_id = ?6",
-                    params![state, attempt, worker, error, job, task],
-                )
+                )?
+                .execute(params![state, attempt, worker, error, job, task])
             };
             let log = |job: &str,
                        kind: &str,
@@ -177,10 +178,10 @@ impl State {
                        attempt: Option<u32>,
                        worker: Option<&str>,
                        message: Option<&str>| {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO events (job_id, at, kind, task_id, attempt, worker, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![job, at, kind, task, attempt, worker, message],
-                )
+                )?
+                .execute(params![job, at, kind, task, attempt, worker, message])
             };
             match event {
                 Event::JobSubmitted { .. } => {} // written by insert_job
@@ -263,11 +264,10 @@ impl State {
 
     pub fn task(&self, job: &str, task: &str) -> Result<Option<TaskRecord>, StateError> {
         self.conn
-            .query_row(
+            .prepare_cached(
                 "SELECT task_id, params, content_key, style_key, weights FROM tasks WHERE job_id = ?1 AND task_id = ?2",
-                params![job, task],
-                task_from_row,
-            )
+            )?
+            .query_row(params![job, task], task_from_row)
             .optional()
             .map_err(StateError::from)
     }

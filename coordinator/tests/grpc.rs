@@ -402,11 +402,17 @@ async fn health_checking_and_reflection_are_served() {
         let _ = stopped.await;
     }));
 
-    let channel = tonic::transport::Channel::from_shared(url).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut health = HealthClient::new(channel.clone());
     for service in ["pastiche.v1.Farm", "pastiche.v1.Workers"] {
         let reply = health
-            .check(HealthCheckRequest { service: service.into() })
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .unwrap()
             .into_inner();
@@ -429,7 +435,10 @@ async fn health_checking_and_reflection_are_served() {
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(&"pastiche.v1.Farm".to_string()), "{names:?}");
-    assert!(names.contains(&"pastiche.v1.Workers".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"pastiche.v1.Workers".to_string()),
+        "{names:?}"
+    );
 
     let _ = stop.send(());
     server.await.unwrap().unwrap();

@@ -32,8 +32,9 @@ pub struct WorkerConfig {
     pub device: String,
     /// Stable name (the coordinator adds a per-registration suffix).
     pub name: String,
-    /// Benchmarks only: do no torch work, store placeholder outputs at once.
-    pub stand_in: bool,
+    /// Benchmarks only: do no torch work; each task takes this long, then stores
+    /// placeholder outputs.
+    pub stand_in: Option<Duration>,
     /// How long to wait for an unreachable coordinator at start-up.
     pub connect_timeout: Duration,
 }
@@ -41,7 +42,7 @@ pub struct WorkerConfig {
 /// What renders a task: the engine, or the benchmark stand-in.
 enum Renderer {
     Engine(EngineThread),
-    StandIn,
+    StandIn(Duration),
 }
 
 struct Worker {
@@ -80,11 +81,12 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let store = Store::open(&config.store)?;
-    let (renderer, device_name) = if config.stand_in {
-        (Renderer::StandIn, "stand-in".to_owned())
-    } else {
-        let (engine, name) = EngineThread::start(&config.device)?;
-        (Renderer::Engine(engine), name)
+    let (renderer, device_name) = match config.stand_in {
+        Some(duration) => (Renderer::StandIn(duration), "stand-in".to_owned()),
+        None => {
+            let (engine, name) = EngineThread::start(&config.device)?;
+            (Renderer::Engine(engine), name)
+        }
     };
     let channel = Channel::from_shared(config.coordinator.clone())
         .with_context(|| format!("bad coordinator address '{}'", config.coordinator))?
@@ -212,7 +214,10 @@ impl Worker {
             .context("task without parameters")?
             .try_into()?;
         let engine = match &self.renderer {
-            Renderer::StandIn => return Ok(Outcome::Rendered(stand_in_output(&params))),
+            Renderer::StandIn(duration) => {
+                tokio::time::sleep(*duration).await;
+                return Ok(Outcome::Rendered(stand_in_output(&params)));
+            }
             Renderer::Engine(engine) => engine.clone(),
         };
         let content = self.fetch(&task.content_key).await?;

@@ -52,9 +52,10 @@ struct Args {
     /// How long to wait at start-up for a coordinator that cannot be reached.
     #[arg(long, env = "PASTICHE_CONNECT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     connect_timeout: Duration,
-    /// Benchmarks only: do no torch work and store placeholder outputs.
+    /// Benchmarks only: do no torch work; each task takes this many milliseconds and
+    /// stores placeholder outputs.
     #[arg(long, hide = true)]
-    stand_in: bool,
+    stand_in_ms: Option<u64>,
     /// text or json.
     #[arg(long, env = "PASTICHE_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -85,7 +86,7 @@ async fn main() -> Result<()> {
             store: args.store,
             device: args.device,
             name,
-            stand_in: args.stand_in,
+            stand_in: args.stand_in_ms.map(Duration::from_millis),
             connect_timeout: args.connect_timeout,
         },
         shutdown_signal(),

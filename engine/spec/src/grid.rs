@@ -166,7 +166,7 @@ impl Ctx<'_> {
     }
 
     /// One value or a list of them, each converted by `parse`.
-    fn axis<T>(
+    fn axis<T: fmt::Debug>(
         &self,
         key: &str,
         value: &Option<Spanned<Value>>,
@@ -184,12 +184,21 @@ impl Ctx<'_> {
             Value::Array(items) => items.iter().collect(),
             single => vec![single],
         };
-        items
+        let values = items
             .into_iter()
             .map(|item| parse(item).map_err(|m| self.error(key, Some(value.span()), m)))
-            .collect::<Result<Vec<T>, _>>()
-            .map(Some)
+            .collect::<Result<Vec<T>, _>>()?;
+        Ok(Some(distinct(values)))
     }
+}
+
+/// `values` without repeats, in first-seen order: a value listed twice is one point.
+fn distinct<T: fmt::Debug>(values: Vec<T>) -> Vec<T> {
+    let mut seen = std::collections::HashSet::new();
+    values
+        .into_iter()
+        .filter(|v| seen.insert(format!("{v:?}")))
+        .collect()
 }
 
 fn parse_str<T: std::str::FromStr>(value: &Value) -> Result<T, String>
@@ -286,8 +295,10 @@ pub fn parse_grid(file: &Path, text: &str) -> Result<Grid, GridError> {
             .unwrap_or_else(|| "grid".into()),
     };
     let contents = parse_strings(raw.content.get_ref())
+        .map(distinct)
         .map_err(|m| ctx.error("content", Some(raw.content.span()), m))?;
     let styles = parse_strings(raw.style.get_ref())
+        .map(distinct)
         .map_err(|m| ctx.error("style", Some(raw.style.span()), m))?;
     let mut weights = BTreeMap::new();
     for (backbone, location) in &raw.weights {
@@ -415,20 +426,17 @@ pub fn parse_grid(file: &Path, text: &str) -> Result<Grid, GridError> {
         }
     }
 
+    // Every axis holds distinct values (see `axis`), so every combination is a
+    // distinct render: no need to compare the (possibly 100,000) tasks.
     let mut tasks = Vec::with_capacity(points);
-    let mut seen = std::collections::HashSet::new();
     for content in &contents {
         for style in &styles {
             for params in &params_points {
-                let task = GridTask {
+                tasks.push(GridTask {
                     content: content.clone(),
                     style: style.clone(),
                     params: params.clone(),
-                };
-                // A point listed twice (the same value twice in a list) is one render.
-                if seen.insert(task_key(&task)) {
-                    tasks.push(task);
-                }
+                });
             }
         }
     }
@@ -464,11 +472,6 @@ fn key_of(error: &ParamError, params: &RenderParams) -> String {
         ParamError::UnknownOptimizer(_) => "grid.optimizer".into(),
         ParamError::UnknownLineSearch(_) => "grid.line_search".into(),
     }
-}
-
-fn task_key(task: &GridTask) -> String {
-    let params = serde_json::to_string(&task.params).expect("params serialise");
-    format!("{}\n{}\n{}", task.content, task.style, params)
 }
 
 /// Reads and expands the grid file at `path`.
