@@ -1,5 +1,4 @@
 use clap::{Args, ValueEnum};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum LogFormat {
@@ -20,15 +19,6 @@ pub struct LogArgs {
     log_format: LogFormat,
 }
 
-/// Logs go to stderr so that stdout stays free for results.
 pub fn init(args: &LogArgs) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    match args.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    pastiche_proto::runtime::init_logging(matches!(args.log_format, LogFormat::Json));
 }

@@ -37,7 +37,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    pastiche_coordinator::init_logging(&args.log_format);
+    pastiche_proto::runtime::init_logging(args.log_format == "json");
     let config = CoordinatorConfig {
         scheduler: SchedulerConfig {
             lease_timeout: args.lease_timeout,
@@ -57,7 +57,7 @@ async fn main() -> Result<()> {
     server::serve(
         coordinator,
         listener,
-        pastiche_coordinator::shutdown_signal(),
+        pastiche_proto::runtime::shutdown_signal(),
     )
     .await
     .map_err(|e| anyhow::anyhow!(e))?;

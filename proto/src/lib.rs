@@ -2,6 +2,7 @@
 //! one place where it meets the domain types of `pastiche-spec`.
 
 mod convert;
+pub mod runtime;
 
 /// Generated from pastiche.proto.
 pub mod pb {

@@ -8,37 +8,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use pastiche_farm_tests::{bin, repo, Proc};
 use std::time::{Duration, Instant};
 
 use pastiche_proto::pb;
 use pastiche_proto::pb::farm_client::FarmClient;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn release_dir() -> PathBuf {
-    std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
 
 fn build_binaries() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -60,7 +36,7 @@ fn build_binaries() {
 }
 
 fn coordinator(dir: &Path) -> (Proc, String) {
-    let mut child = Command::new(release_dir().join("pastiche-coordinator"))
+    let mut child = Command::new(bin("pastiche-coordinator"))
         .args(["--listen", "127.0.0.1:0", "--lease-timeout", "30s"])
         .arg("--db")
         .arg(dir.join("state.db"))
@@ -84,7 +60,7 @@ fn workers(url: &str, store: &Path, count: usize, task_ms: u64) -> Vec<Proc> {
     (0..count)
         .map(|i| {
             Proc(
-                Command::new(release_dir().join("pastiche-worker"))
+                Command::new(bin("pastiche-worker"))
                     .args(["--coordinator", url, "--name", &format!("bench{i}")])
                     .args([
                         "--stand-in-ms",
@@ -126,7 +102,7 @@ fn write_grid(dir: &Path, name: &str, seeds: usize, sizes: usize) -> PathBuf {
 }
 
 fn pastiche(args: &[&str]) -> String {
-    let output = Command::new(release_dir().join("pastiche"))
+    let output = Command::new(bin("pastiche"))
         .args(args)
         .env("RUST_LOG", "warn")
         .output()

@@ -4,51 +4,15 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
+
+use pastiche_farm_tests::{bin, free_port, repo, Proc};
 
 use pastiche_proto::pb;
 use pastiche_proto::pb::farm_client::FarmClient;
 
-fn bin(name: &str) -> PathBuf {
-    // target/debug/deps/farm-<hash> -> target/debug/<name>
-    let dir = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_owned();
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo test --workspace`, which builds it",
-        path.display()
-    );
-    path
-}
-
 fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples")
-        .canonicalize()
-        .unwrap()
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    fn kill9(&mut self) {
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGKILL) };
-        let _ = self.0.wait();
-    }
+    repo().join("examples")
 }
 
 struct CoordinatorProc {
@@ -421,12 +385,7 @@ fn bad_input_fails_clearly_and_stores_nothing() {
     )
     .unwrap();
     let good = write_grid(dir.path(), "good", "[grid]\nsize = 32\n");
-    let free_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let nowhere = format!("http://127.0.0.1:{free_port}");
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
     let store_arg = store.to_str().unwrap();
 
     let cases: Vec<(&str, Vec<&str>, String)> = vec![

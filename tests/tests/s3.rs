@@ -1,37 +1,15 @@
 //! The farm against a real S3-compatible server: SeaweedFS (`weed mini`, installed
 //! by `scripts/setup.sh --test`) on loopback ports chosen free.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
+
+use pastiche_farm_tests::{bin, free_port, repo};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const ACCESS_KEY: &str = "pastiche-test";
 const SECRET_KEY: &str = "pastiche-test-secret";
-
-fn bin(name: &str) -> PathBuf {
-    let dir = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_owned();
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo test --workspace`",
-        path.display()
-    );
-    path
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
 
 fn weed() -> PathBuf {
     let path = std::env::var_os("PASTICHE_WEED")
@@ -43,14 +21,6 @@ fn weed() -> PathBuf {
         path.display()
     );
     path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Seaweed {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use pastiche_proto::runtime::shutdown_signal;
 use pastiche_worker::WorkerConfig;
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -71,7 +72,7 @@ fn host_name() -> String {
 async fn main() -> Result<()> {
     pastiche_engine::tune_allocator();
     let args = Args::parse();
-    init_logging(&args.log_format);
+    pastiche_proto::runtime::init_logging(args.log_format == "json");
     if let Some(gpus) = &args.gpus {
         anyhow::ensure!(gpus == "all", "--gpus takes `all`, not '{gpus}'");
         return launch_per_gpu(&args).await;
@@ -144,27 +145,4 @@ async fn launch_per_gpu(args: &Args) -> Result<()> {
         _ = async { while children.join_next().await.is_some() {} } => {}
     }
     Ok(())
-}
-
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("install a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
