@@ -473,3 +473,43 @@ fn bad_input_fails_clearly_and_stores_nothing() {
         .unwrap_or_default();
     assert!(stored.is_empty(), "bad submissions stored {stored:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_stopped_with_sigterm_gives_its_task_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    // A lease far longer than the test: only a give-back can requeue the task.
+    let coordinator = start_coordinator(&dir.path().join("state.db"), "127.0.0.1:0", "10m");
+    let mut worker = start_worker(&coordinator.url(), &store, "leaving");
+    let grid = write_grid(
+        dir.path(),
+        "handover",
+        "[grid]\nsize = 48\niterations = 100000\n",
+    );
+    let job = submit(&coordinator.url(), &store, &grid);
+    wait_for_progress(&coordinator.url(), &job).await;
+    // Safety: signalling our own child by pid.
+    unsafe { libc::kill(worker.0.id() as i32, libc::SIGTERM) };
+    let status = worker.0.wait().unwrap();
+    assert!(
+        status.success(),
+        "a SIGTERMed worker exits cleanly: {status}"
+    );
+    let mut farm = FarmClient::connect(coordinator.url()).await.unwrap();
+    let job_status = farm
+        .get_job(pb::GetJobRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let counts = job_status.counts.unwrap();
+    assert_eq!(
+        (counts.queued, counts.running),
+        (1, 0),
+        "the task is back in the queue"
+    );
+    farm.cancel_job(pb::CancelJobRequest { job_id: job })
+        .await
+        .unwrap();
+}

@@ -242,7 +242,9 @@ impl Worker {
 
         // Heartbeat while the engine works: renew the lease, report the losses, and
         // learn whether to stop.
-        let mut beats = tokio::time::interval(self.lease_timeout / 3);
+        // Often enough to renew the lease with room to spare, and for watchers to
+        // see the losses move.
+        let mut beats = tokio::time::interval((self.lease_timeout / 3).min(Duration::from_secs(2)));
         beats.tick().await;
         let mut stop: Option<Outcome> = None;
         loop {
