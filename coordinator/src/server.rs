@@ -7,6 +7,7 @@ use pastiche_proto::pb::farm_server::FarmServer;
 use pastiche_proto::pb::workers_server::WorkersServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 
 use crate::service::{Coordinator, FarmService, WorkersService};
 
@@ -24,6 +25,13 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let reaper = coordinator.spawn_lease_reaper();
+    // Small request/response pairs on long-lived connections: without TCP_NODELAY,
+    // Nagle's algorithm holds each reply back waiting for the peer's ACK.
+    let incoming = TcpListenerStream::new(listener).map(|stream| {
+        let stream = stream?;
+        stream.set_nodelay(true)?;
+        Ok::<_, std::io::Error>(stream)
+    });
     let result = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
@@ -32,7 +40,7 @@ pub async fn serve(
                 .max_decoding_message_size(256 << 20),
         )
         .add_service(WorkersServer::new(WorkersService(coordinator)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     reaper.abort();
     Ok(result?)
