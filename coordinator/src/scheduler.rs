@@ -444,28 +444,35 @@ impl Scheduler {
         }
         if job.cancel_requested(task) {
             // Finished anyway; the job no longer wants it.
-            job.set_state(task, TaskState::Cancelled);
-            self.events.push(Event::TaskCancelled {
-                job: job_id.to_owned(),
-                task: task.to_owned(),
-            });
-        } else {
-            job.set_state(
-                task,
-                TaskState::Done {
-                    attempt,
-                    worker: worker.to_owned(),
-                },
-            );
-            self.events.push(Event::TaskDone {
-                job: job_id.to_owned(),
-                task: task.to_owned(),
+            self.end_cancelled(job_id, task);
+            return true;
+        }
+        job.set_state(
+            task,
+            TaskState::Done {
                 attempt,
                 worker: worker.to_owned(),
-            });
-        }
+            },
+        );
+        self.events.push(Event::TaskDone {
+            job: job_id.to_owned(),
+            task: task.to_owned(),
+            attempt,
+            worker: worker.to_owned(),
+        });
         self.finish_if_done(job_id);
         true
+    }
+
+    /// Ends a running task of a cancelled job, however its worker last reported.
+    fn end_cancelled(&mut self, job_id: &str, task: &str) {
+        let job = self.jobs.get_mut(job_id).expect("caller checked");
+        job.set_state(task, TaskState::Cancelled);
+        self.events.push(Event::TaskCancelled {
+            job: job_id.to_owned(),
+            task: task.to_owned(),
+        });
+        self.finish_if_done(job_id);
     }
 
     /// A worker gave up on `attempt`. Retryable failures go back to the queue while
@@ -486,12 +493,7 @@ impl Scheduler {
             return false;
         }
         if job.cancel_requested(task) {
-            job.set_state(task, TaskState::Cancelled);
-            self.events.push(Event::TaskCancelled {
-                job: job_id.to_owned(),
-                task: task.to_owned(),
-            });
-            self.finish_if_done(job_id);
+            self.end_cancelled(job_id, task);
             return true;
         }
         let failures = job.failures_by_worker.entry(worker.to_owned()).or_default();
@@ -573,13 +575,7 @@ impl Scheduler {
         }
         for (job_id, task, attempt, cancel_requested) in &expired {
             if *cancel_requested {
-                let job = self.jobs.get_mut(job_id).expect("listed above");
-                job.set_state(task, TaskState::Cancelled);
-                self.events.push(Event::TaskCancelled {
-                    job: job_id.clone(),
-                    task: task.clone(),
-                });
-                self.finish_if_done(job_id);
+                self.end_cancelled(job_id, task);
             } else {
                 self.retry_or_fail(
                     job_id,

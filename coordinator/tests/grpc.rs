@@ -95,6 +95,45 @@ async fn lease(
         .task
 }
 
+/// A heartbeat without progress; returns the directive.
+async fn heartbeat(
+    workers: &mut WorkersClient<Channel>,
+    worker: &str,
+    task: &pb::TaskAssignment,
+) -> i32 {
+    workers
+        .heartbeat(pb::HeartbeatRequest {
+            worker_id: worker.into(),
+            job_id: task.job_id.clone(),
+            task_id: task.task_id.clone(),
+            attempt: task.attempt,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .directive
+}
+
+/// Reports `task` complete; returns whether the report was accepted.
+async fn complete(
+    workers: &mut WorkersClient<Channel>,
+    worker: &str,
+    task: &pb::TaskAssignment,
+) -> bool {
+    workers
+        .complete(pb::CompleteRequest {
+            worker_id: worker.into(),
+            job_id: task.job_id.clone(),
+            task_id: task.task_id.clone(),
+            attempt: task.attempt,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .accepted
+}
+
 async fn submit(farm: &mut FarmClient<Channel>, grid: &str) -> pb::SubmitJobResponse {
     farm.submit_job(pb::SubmitJobRequest {
         grid_toml: grid.into(),
@@ -146,18 +185,7 @@ async fn a_job_runs_to_completion_and_its_watchers_see_it() {
             .unwrap()
             .into_inner();
         assert_eq!(reply.directive, pb::Directive::Continue as i32);
-        let done = farm_side
-            .workers
-            .complete(pb::CompleteRequest {
-                worker_id: worker.clone(),
-                job_id: task.job_id,
-                task_id: task.task_id,
-                attempt: task.attempt,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(done.accepted);
+        assert!(complete(&mut farm_side.workers, &worker, &task).await);
     }
     assert!(lease(&mut farm_side.workers, &worker, 10).await.is_none());
 
@@ -205,31 +233,11 @@ async fn an_expired_lease_goes_to_another_worker_and_the_first_is_told_it_is_sta
         .expect("the task is re-leased");
     assert_eq!(second.task_id, first.task_id);
     assert_eq!(second.attempt, first.attempt + 1);
-    let stale = c
-        .workers
-        .heartbeat(pb::HeartbeatRequest {
-            worker_id: dead.clone(),
-            job_id: first.job_id.clone(),
-            task_id: first.task_id.clone(),
-            attempt: first.attempt,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(stale.directive, pb::Directive::Stale as i32);
-    let late = c
-        .workers
-        .complete(pb::CompleteRequest {
-            worker_id: dead,
-            job_id: first.job_id.clone(),
-            task_id: first.task_id.clone(),
-            attempt: first.attempt,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(!late.accepted);
+    assert_eq!(
+        heartbeat(&mut c.workers, &dead, &first).await,
+        pb::Directive::Stale as i32
+    );
+    assert!(!complete(&mut c.workers, &dead, &first).await);
     c.shutdown().await;
 }
 
@@ -246,19 +254,10 @@ async fn cancelling_tells_the_running_worker_and_drops_the_rest() {
         })
         .await
         .unwrap();
-    let reply = c
-        .workers
-        .heartbeat(pb::HeartbeatRequest {
-            worker_id: worker.clone(),
-            job_id: task.job_id.clone(),
-            task_id: task.task_id.clone(),
-            attempt: task.attempt,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(reply.directive, pb::Directive::Cancel as i32);
+    assert_eq!(
+        heartbeat(&mut c.workers, &worker, &task).await,
+        pb::Directive::Cancel as i32
+    );
     assert!(
         lease(&mut c.workers, &worker, 10).await.is_none(),
         "nothing left to take"
@@ -295,15 +294,7 @@ async fn a_restarted_coordinator_carries_on_from_its_database() {
         let job = submit(&mut c.farm, GRID).await;
         let worker = register(&mut c.workers, "w").await;
         let done = lease(&mut c.workers, &worker, 1000).await.unwrap();
-        c.workers
-            .complete(pb::CompleteRequest {
-                worker_id: worker.clone(),
-                job_id: done.job_id,
-                task_id: done.task_id,
-                attempt: done.attempt,
-            })
-            .await
-            .unwrap();
+        assert!(complete(&mut c.workers, &worker, &done).await);
         let running = lease(&mut c.workers, &worker, 1000).await.unwrap();
         c.shutdown().await;
         (job, worker, running)
@@ -325,18 +316,7 @@ async fn a_restarted_coordinator_carries_on_from_its_database() {
         "finished stays finished, running is re-adopted"
     );
     // The worker that was rendering carries on and finishes.
-    let done = c
-        .workers
-        .complete(pb::CompleteRequest {
-            worker_id: worker,
-            job_id: running.job_id,
-            task_id: running.task_id,
-            attempt: running.attempt,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(done.accepted);
+    assert!(complete(&mut c.workers, &worker, &running).await);
     let status = c
         .farm
         .get_job(pb::GetJobRequest { job_id: job.job_id })
