@@ -31,6 +31,16 @@ pub fn repo() -> PathBuf {
         .unwrap()
 }
 
+/// The stdout of a command that must have succeeded (its stderr in the failure).
+pub fn succeeded(output: std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -436,12 +436,9 @@ impl Scheduler {
     /// A worker finished `attempt` and its outputs are stored. Returns false for a
     /// stale report, which changes nothing.
     pub fn complete(&mut self, job_id: &str, task: &str, attempt: u32, worker: &str) -> bool {
-        let Some(job) = self.jobs.get_mut(job_id) else {
+        let Some(job) = self.current_job(job_id, task, attempt, worker) else {
             return false;
         };
-        if Self::current(job, task, attempt, worker).is_none() {
-            return false;
-        }
         if job.cancel_requested(task) {
             // Finished anyway; the job no longer wants it.
             self.end_cancelled(job_id, task);
@@ -462,6 +459,20 @@ impl Scheduler {
         });
         self.finish_if_done(job_id);
         true
+    }
+
+    /// The job of a report, if `attempt` by `worker` is still `task`'s current one;
+    /// `None` for a stale report (unknown job, older attempt, other worker).
+    fn current_job(
+        &mut self,
+        job_id: &str,
+        task: &str,
+        attempt: u32,
+        worker: &str,
+    ) -> Option<&mut Job> {
+        let job = self.jobs.get_mut(job_id)?;
+        Self::current(job, task, attempt, worker)?;
+        Some(job)
     }
 
     /// Ends a running task of a cancelled job, however its worker last reported.
@@ -486,19 +497,17 @@ impl Scheduler {
         retryable: bool,
         error: &str,
     ) -> bool {
-        let Some(job) = self.jobs.get_mut(job_id) else {
+        let blocklist_after = self.config.blocklist_after;
+        let Some(job) = self.current_job(job_id, task, attempt, worker) else {
             return false;
         };
-        if Self::current(job, task, attempt, worker).is_none() {
-            return false;
-        }
         if job.cancel_requested(task) {
             self.end_cancelled(job_id, task);
             return true;
         }
         let failures = job.failures_by_worker.entry(worker.to_owned()).or_default();
         *failures += 1;
-        if *failures >= self.config.blocklist_after && job.blocklist.insert(worker.to_owned()) {
+        if *failures >= blocklist_after && job.blocklist.insert(worker.to_owned()) {
             self.events.push(Event::WorkerBlocklisted {
                 job: job_id.to_owned(),
                 worker: worker.to_owned(),

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use pastiche_farm_tests::{bin, free_port, repo, Proc};
+use pastiche_farm_tests::{bin, free_port, repo, succeeded, Proc};
 
 use pastiche_proto::pb;
 use pastiche_proto::pb::farm_client::FarmClient;
@@ -91,20 +91,14 @@ fn write_grid(dir: &Path, name: &str, grid: &str) -> PathBuf {
 }
 
 fn submit(url: &str, store: &Path, grid: &Path) -> String {
-    let output = pastiche(&[
+    succeeded(pastiche(&[
         "submit",
         grid.to_str().unwrap(),
         "--coordinator",
         url,
         "--store",
         store.to_str().unwrap(),
-    ]);
-    assert!(
-        output.status.success(),
-        "submit failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    ]))
 }
 
 /// Waits (on the job's event stream, not a timer) until a task reports progress.
@@ -171,7 +165,7 @@ fn a_grid_on_real_binaries_gives_what_pastiche_render_gives() {
         "pair",
         "[grid]\nsize = [32, 40]\niterations = 4\nlog_every = 2\n",
     );
-    let output = pastiche(&[
+    let job = succeeded(pastiche(&[
         "submit",
         grid.to_str().unwrap(),
         "--coordinator",
@@ -179,28 +173,17 @@ fn a_grid_on_real_binaries_gives_what_pastiche_render_gives() {
         "--store",
         store.to_str().unwrap(),
         "--watch",
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let job = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    ]));
 
     let out = dir.path().join("results");
-    let output = pastiche(&[
+    succeeded(pastiche(&[
         "results",
         &job,
         "--store",
         store.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    ]));
     assert!(out.join("job.toml").exists());
     let tasks: Vec<PathBuf> = std::fs::read_dir(out.join("tasks"))
         .unwrap()
@@ -215,7 +198,7 @@ fn a_grid_on_real_binaries_gives_what_pastiche_render_gives() {
 
         // The same render, by hand.
         let alone = dir.path().join(format!("alone-{size}"));
-        let output = pastiche(&[
+        succeeded(pastiche(&[
             "render",
             "--content",
             examples().join("chelsea.png").to_str().unwrap(),
@@ -233,12 +216,7 @@ fn a_grid_on_real_binaries_gives_what_pastiche_render_gives() {
             "2",
             "--device",
             "cpu",
-        ]);
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        ]));
         let farm_losses = std::fs::read_to_string(task.join("losses.csv")).unwrap();
         let alone_losses = std::fs::read_to_string(alone.join("l.csv")).unwrap();
         for (a, b) in farm_losses.lines().zip(alone_losses.lines()).skip(1) {
@@ -275,12 +253,12 @@ async fn a_task_of_a_killed_worker_is_finished_by_another() {
     wait_for_progress(&coordinator.url(), &job).await;
     doomed.kill9();
     let _rescuer = start_worker(&coordinator.url(), &store, "rescuer");
-    let output = pastiche(&["watch", &job, "--coordinator", &coordinator.url()]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeeded(pastiche(&[
+        "watch",
+        &job,
+        "--coordinator",
+        &coordinator.url(),
+    ]));
     let tasks = task_dirs(&store, &job);
     assert_eq!(tasks.len(), 1);
     let json = task_json(&tasks[0]);
@@ -313,12 +291,12 @@ async fn a_coordinator_killed_mid_grid_and_restarted_finishes_it() {
     coordinator.proc.kill9();
     // Same address, same database: the worker reconnects by itself.
     let restarted = start_coordinator(&db, &addr, "2s");
-    let output = pastiche(&["watch", &job, "--coordinator", &restarted.url()]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeeded(pastiche(&[
+        "watch",
+        &job,
+        "--coordinator",
+        &restarted.url(),
+    ]));
     let tasks = task_dirs(&store, &job);
     assert_eq!(tasks.len(), 3);
     for task in tasks {
@@ -345,24 +323,24 @@ async fn a_cancelled_job_stops_its_workers_who_then_take_new_work() {
     );
     let job = submit(&coordinator.url(), &store, &long);
     wait_for_progress(&coordinator.url(), &job).await;
-    let output = pastiche(&["cancel", &job, "--coordinator", &coordinator.url()]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeeded(pastiche(&[
+        "cancel",
+        &job,
+        "--coordinator",
+        &coordinator.url(),
+    ]));
     let output = pastiche(&["watch", &job, "--coordinator", &coordinator.url()]);
     assert!(!output.status.success(), "a cancelled job's watch fails");
     assert!(String::from_utf8_lossy(&output.stderr).contains("cancelled"));
     // The worker is free again: a new job gets done.
     let short = write_grid(dir.path(), "short", "[grid]\nsize = 32\niterations = 2\n");
     let next = submit(&coordinator.url(), &store, &short);
-    let output = pastiche(&["watch", &next, "--coordinator", &coordinator.url()]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeeded(pastiche(&[
+        "watch",
+        &next,
+        "--coordinator",
+        &coordinator.url(),
+    ]));
     assert!(
         !store.join("jobs").join(&job).join("tasks").exists(),
         "a cancelled render stores nothing"

@@ -3,7 +3,7 @@
 
 use std::net::TcpStream;
 
-use pastiche_farm_tests::{bin, free_port, repo};
+use pastiche_farm_tests::{bin, free_port, repo, succeeded};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -113,7 +113,7 @@ fn a_grid_stores_its_results_in_s3_and_a_down_endpoint_fails_clearly() {
     )
     .unwrap();
     let db = dir.path().join("state.db");
-    let output = pastiche(
+    let job = succeeded(pastiche(
         &[
             "local",
             grid.to_str().unwrap(),
@@ -125,16 +125,10 @@ fn a_grid_stores_its_results_in_s3_and_a_down_endpoint_fails_clearly() {
             db.to_str().unwrap(),
         ],
         &endpoint,
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let job = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    ));
 
     let out = dir.path().join("results");
-    let output = pastiche(
+    succeeded(pastiche(
         &[
             "results",
             &job,
@@ -144,12 +138,7 @@ fn a_grid_stores_its_results_in_s3_and_a_down_endpoint_fails_clearly() {
             out.to_str().unwrap(),
         ],
         &endpoint,
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    ));
     assert!(std::fs::read_to_string(out.join("job.toml"))
         .unwrap()
         .contains("inputs/"));
@@ -188,7 +177,7 @@ fn a_grid_stores_its_results_in_s3_and_a_down_endpoint_fails_clearly() {
 
     let back = Seaweed::start(&dir.path().join("weed"), "pastiche");
     let again = dir.path().join("again");
-    let output = pastiche(
+    succeeded(pastiche(
         &[
             "results",
             &job,
@@ -198,12 +187,7 @@ fn a_grid_stores_its_results_in_s3_and_a_down_endpoint_fails_clearly() {
             again.to_str().unwrap(),
         ],
         &back.endpoint(),
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    ));
     for task in &tasks {
         let name = task.file_name().unwrap();
         for file in ["pastiche.png", "losses.csv", "task.json"] {
