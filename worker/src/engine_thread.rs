@@ -32,9 +32,9 @@ pub struct RenderOutput {
     pub elapsed: Duration,
 }
 
-#[derive(Clone)]
 pub struct EngineThread {
     jobs: mpsc::Sender<RenderJob>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl EngineThread {
@@ -44,7 +44,7 @@ impl EngineThread {
         let device = pastiche_engine::parse_device(device)?;
         let name = pastiche_engine::device_name(device);
         let (jobs, inbox) = mpsc::channel::<RenderJob>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(format!("engine-{name}"))
             .spawn(move || {
                 let mut nets: HashMap<(Backbone, Option<PathBuf>), FeatureNet> = HashMap::new();
@@ -54,7 +54,15 @@ impl EngineThread {
                 }
             })
             .expect("spawn the engine thread");
-        Ok((EngineThread { jobs }, name))
+        Ok((EngineThread { jobs, thread }, name))
+    }
+
+    /// Waits for the render in progress (cancel it first) and ends the thread.
+    /// A process must not exit while libtorch is still working on another thread:
+    /// its static destructors would pull memory from under it.
+    pub fn stop(self) {
+        drop(self.jobs);
+        let _ = self.thread.join();
     }
 
     pub fn submit(&self, job: RenderJob) {

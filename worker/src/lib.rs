@@ -53,6 +53,8 @@ struct Worker {
     id: String,
     lease_timeout: Duration,
     scratch: tempfile::TempDir,
+    /// The cancel flag of the render in progress, if any.
+    current_cancel: Option<Arc<AtomicBool>>,
 }
 
 /// How a task ended, as far as this worker is concerned.
@@ -103,6 +105,7 @@ pub async fn run(
         renderer,
         device_name,
         scratch: tempfile::tempdir().context("creating a scratch directory")?,
+        current_cancel: None,
     };
     tokio::pin!(shutdown);
     loop {
@@ -129,14 +132,20 @@ pub async fn run(
             _ = &mut shutdown => false,
         };
         if !finished {
-            // Give the task back (dropping the render cancels nothing on the engine
-            // thread, but the process is about to end): the next worker gets it
+            // Stop the render, and give the task back: the next worker gets it
             // without waiting for the lease to expire.
+            if let Some(cancel) = worker.current_cancel.take() {
+                cancel.store(true, Ordering::Relaxed);
+            }
             worker
                 .report_failure(&task, true, "the worker shut down")
                 .await;
             break;
         }
+    }
+    if let Renderer::Engine(engine) = worker.renderer {
+        // Within one iteration of the cancel above.
+        engine.stop();
     }
     tracing::info!(worker = %worker.id, "worker stopped");
     Ok(())
@@ -213,13 +222,10 @@ impl Worker {
             .clone()
             .context("task without parameters")?
             .try_into()?;
-        let engine = match &self.renderer {
-            Renderer::StandIn(duration) => {
-                tokio::time::sleep(*duration).await;
-                return Ok(Outcome::Rendered(stand_in_output(&params)));
-            }
-            Renderer::Engine(engine) => engine.clone(),
-        };
+        if let Renderer::StandIn(duration) = &self.renderer {
+            tokio::time::sleep(*duration).await;
+            return Ok(Outcome::Rendered(stand_in_output(&params)));
+        }
         let content = self.fetch(&task.content_key).await?;
         let style = self.fetch(&task.style_key).await?;
         let weights = match task.weights.as_str() {
@@ -228,8 +234,12 @@ impl Worker {
             local => Some(PathBuf::from(local)),
         };
         let cancel = Arc::new(AtomicBool::new(false));
+        self.current_cancel = Some(Arc::clone(&cancel));
         let (progress_tx, progress) = watch::channel(None);
         let (reply, mut result) = oneshot::channel();
+        let Renderer::Engine(engine) = &self.renderer else {
+            unreachable!("the stand-in returned above")
+        };
         engine.submit(RenderJob {
             params: params.clone(),
             content,
