@@ -16,7 +16,13 @@
 //! cartesian product of all lists times every content x style pair. For the layer
 //! keys a value is itself a set of layers, so a list of alternatives is a list of
 //! sets: `style_layers = "relu1_1,relu2_1"` is one set, `style_layers =
-//! ["relu1_1,relu2_1", ["relu1_1"]]` two.
+//! ["relu1_1,relu2_1", ["relu1_1"]]` two. `style_depth = [5, 8]` instead picks
+//! each backbone's first N convolutional stages (see [`Backbone::conv_layers`]);
+//! points that ask a backbone for more stages than it has are left out and
+//! counted in [`Grid::skipped`].
+//!
+//! `preview_every = K` (top level) asks workers to upload the current iterate of
+//! every task each K iterations; it is off by default.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -61,6 +67,7 @@ struct Axes {
     backbone: Option<Spanned<Value>>,
     content_layers: Option<Spanned<Value>>,
     style_layers: Option<Spanned<Value>>,
+    style_depth: Option<Spanned<Value>>,
     content_weight: Option<Spanned<Value>>,
     style_weight: Option<Spanned<Value>>,
     tv_weight: Option<Spanned<Value>>,
@@ -82,7 +89,9 @@ impl Axes {
         let axis = match key {
             "backbone" => &self.backbone,
             "content_layers" => &self.content_layers,
+            "style_layers" if self.style_depth.is_some() => &self.style_depth,
             "style_layers" => &self.style_layers,
+            "style_depth" => &self.style_depth,
             "content_weight" => &self.content_weight,
             "style_weight" => &self.style_weight,
             "tv_weight" => &self.tv_weight,
@@ -108,6 +117,7 @@ struct RawGrid {
     name: Option<Spanned<String>>,
     content: Spanned<Value>,
     style: Spanned<Value>,
+    preview_every: Option<Spanned<Value>>,
     #[serde(default)]
     grid: Axes,
     #[serde(default)]
@@ -133,6 +143,18 @@ pub struct Grid {
     pub weights: BTreeMap<Backbone, String>,
     /// Every render, content-major; each combination once.
     pub tasks: Vec<GridTask>,
+    /// Parameter points left out because a backbone has fewer convolutional
+    /// stages than `style_depth` asked for (per content x style pair).
+    pub skipped: usize,
+    /// Upload each task's current iterate every this many iterations (0: never).
+    pub preview_every: u32,
+}
+
+/// A `[grid]` choice of style layers: by name, or the first N conv stages.
+#[derive(Debug, Clone)]
+enum StyleChoice {
+    Layers(Vec<StyleLayer>),
+    Depth(usize),
 }
 
 /// More renders than this in one grid is surely a mistake (a list where a value was meant).
@@ -315,11 +337,31 @@ pub fn parse_grid(file: &Path, text: &str) -> Result<Grid, GridError> {
     let axes = &raw.grid;
     let backbones = ctx.axis("grid.backbone", &axes.backbone, parse_str::<Backbone>)?;
     let content_layers = ctx.axis("grid.content_layers", &axes.content_layers, parse_layer_set)?;
-    let style_layers = ctx.axis(
-        "grid.style_layers",
-        &axes.style_layers,
-        parse_style_layer_set,
-    )?;
+    let style_layers = match (&axes.style_layers, &axes.style_depth) {
+        (Some(_), Some(depth)) => {
+            return Err(ctx.error(
+                "grid.style_depth",
+                Some(depth.span()),
+                "give style_layers or style_depth, not both",
+            ))
+        }
+        (_, Some(_)) => ctx.axis(
+            "grid.style_depth",
+            &axes.style_depth,
+            |v| match parse_uint::<usize>(v)? {
+                0 => Err("a depth counts layers: at least 1".into()),
+                depth => Ok(StyleChoice::Depth(depth)),
+            },
+        )?,
+        _ => ctx.axis("grid.style_layers", &axes.style_layers, |v| {
+            parse_style_layer_set(v).map(StyleChoice::Layers)
+        })?,
+    };
+    let preview_every = match &raw.preview_every {
+        None => 0,
+        Some(value) => parse_uint::<u32>(value.get_ref())
+            .map_err(|m| ctx.error("preview_every", Some(value.span()), m))?,
+    };
     let content_weights = ctx.axis("grid.content_weight", &axes.content_weight, parse_f64)?;
     let style_weights = ctx.axis("grid.style_weight", &axes.style_weight, parse_f64)?;
     let tv_weights = ctx.axis("grid.tv_weight", &axes.tv_weight, parse_f64)?;
@@ -375,6 +417,7 @@ pub fn parse_grid(file: &Path, text: &str) -> Result<Grid, GridError> {
         })?;
 
     let mut params_points = Vec::new();
+    let mut skipped = 0;
     let mut index = [0usize; 16];
     loop {
         let backbone = pick(&backbones, index[0]).unwrap_or(Backbone::Vgg19);
@@ -382,8 +425,22 @@ pub fn parse_grid(file: &Path, text: &str) -> Result<Grid, GridError> {
         if let Some(layers) = pick(&content_layers, index[1]) {
             params.content_layers = layers;
         }
-        if let Some(layers) = pick(&style_layers, index[2]) {
-            params.style_layers = layers;
+        let mut in_backbone = true;
+        match pick(&style_layers, index[2]) {
+            Some(StyleChoice::Layers(layers)) => params.style_layers = layers,
+            Some(StyleChoice::Depth(depth)) => match backbone.first_conv_layers(depth) {
+                Some(layers) => {
+                    params.style_layers = layers
+                        .into_iter()
+                        .map(|name| StyleLayer {
+                            name: name.to_owned(),
+                            weight: 1.0,
+                        })
+                        .collect()
+                }
+                None => in_backbone = false,
+            },
+            None => {}
         }
         params.content_weight = pick(&content_weights, index[3]).unwrap_or(params.content_weight);
         params.style_weight = pick(&style_weights, index[4]).unwrap_or(params.style_weight);
@@ -406,7 +463,11 @@ pub fn parse_grid(file: &Path, text: &str) -> Result<Grid, GridError> {
             let span = axes.span_of(key.trim_start_matches("grid."));
             ctx.error(&key, span, format!("{e} (for {backbone})"))
         })?;
-        params_points.push(params);
+        if in_backbone {
+            params_points.push(params);
+        } else {
+            skipped += 1;
+        }
 
         // Odometer: the last axis turns fastest.
         let mut axis = lens.len();
@@ -426,6 +487,15 @@ pub fn parse_grid(file: &Path, text: &str) -> Result<Grid, GridError> {
         }
     }
 
+    let skipped = skipped * contents.len() * styles.len();
+    if params_points.is_empty() {
+        return Err(ctx.error(
+            "grid.style_depth",
+            axes.span_of("style_depth"),
+            "no backbone of the grid has that many convolutional stages \
+             (vgg16 has 13, vgg19 16, googlenet 12)",
+        ));
+    }
     // Every axis holds distinct values (see `axis`), so every combination is a
     // distinct render: no need to compare the (possibly 100,000) tasks.
     let mut tasks = Vec::with_capacity(points);
@@ -446,6 +516,8 @@ pub fn parse_grid(file: &Path, text: &str) -> Result<Grid, GridError> {
         styles,
         weights,
         tasks,
+        skipped,
+        preview_every,
     })
 }
 
@@ -583,6 +655,53 @@ content_layers = "relu4_2"
     }
 
     #[test]
+    fn style_layers_by_depth_where_the_backbone_has_them() {
+        let grid = parse(
+            r#"
+content = "c.jpg"
+style = ["s.jpg", "t.jpg"]
+preview_every = 10
+[grid]
+backbone = ["vgg16", "vgg19", "googlenet"]
+style_depth = [5, 13, 16]
+"#,
+        )
+        .unwrap();
+        // vgg16 lacks 16 stages, googlenet 13 and 16: 9 - 3 points, per style.
+        assert_eq!(grid.tasks.len(), 2 * 6);
+        assert_eq!(grid.skipped, 2 * 3);
+        assert_eq!(grid.preview_every, 10);
+        let deepest_vgg19 = grid
+            .tasks
+            .iter()
+            .filter(|t| t.params.backbone == Backbone::Vgg19)
+            .map(|t| t.params.style_layers.len())
+            .max();
+        assert_eq!(deepest_vgg19, Some(16));
+        let googlenet = grid
+            .tasks
+            .iter()
+            .find(|t| t.params.backbone == Backbone::GoogLeNet)
+            .unwrap();
+        let names: Vec<&str> = googlenet
+            .params
+            .style_layers
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["conv1", "conv2", "conv3", "inception3a", "inception3b"]
+        );
+        assert_eq!(
+            parse("content = \"c\"\nstyle = \"s\"\n")
+                .unwrap()
+                .preview_every,
+            0
+        );
+    }
+
+    #[test]
     fn a_repeated_point_is_one_task() {
         let grid = parse(
             "content = \"c.jpg\"\nstyle = [\"s.jpg\", \"s.jpg\"]\n[grid]\nsize = [64, 64, 128]\n",
@@ -603,6 +722,10 @@ content_layers = "relu4_2"
             ("style = \"s.jpg\"\n", "study.toml", "content"),
             ("content = \"c.jpg\"\nstyle = \"s.jpg\"\n[weights]\nresnet = \"r.safetensors\"\n", "study.toml:4: weights.resnet", "resnet"),
             ("content = \"c.jpg\"\nstyle = \"s.jpg\"\n[grid]\nsize = [64,\n", "study.toml:4", ""),
+            ("content = \"c.jpg\"\nstyle = \"s.jpg\"\n[grid]\nstyle_layers = \"relu1_1\"\nstyle_depth = 5\n", "study.toml:5: grid.style_depth", "not both"),
+            ("content = \"c.jpg\"\nstyle = \"s.jpg\"\n[grid]\nbackbone = \"vgg16\"\nstyle_depth = [14, 20]\n", "study.toml:5: grid.style_depth", "13"),
+            ("content = \"c.jpg\"\nstyle = \"s.jpg\"\n[grid]\nstyle_depth = 0\n", "study.toml:4: grid.style_depth", "at least 1"),
+            ("content = \"c.jpg\"\nstyle = \"s.jpg\"\npreview_every = -1\n", "study.toml:3: preview_every", "range"),
         ];
         for (text, location, needle) in cases {
             let err = parse(text).unwrap_err().to_string();

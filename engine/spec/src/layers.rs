@@ -95,6 +95,27 @@ impl Backbone {
             })
     }
 
+    /// One output per convolutional stage, in forward order: VGG's `relu*` layers
+    /// (13 for VGG16, 16 for VGG19), GoogLeNet's convolutions and inception blocks
+    /// (12). Style layers "by depth" are the first N of these.
+    pub fn conv_layers(self) -> Vec<&'static str> {
+        self.layers()
+            .iter()
+            .copied()
+            .filter(|l| match self {
+                Backbone::Vgg16 | Backbone::Vgg19 => l.starts_with("relu"),
+                Backbone::GoogLeNet => !l.starts_with("maxpool"),
+            })
+            .collect()
+    }
+
+    /// The first `depth` of [`conv_layers`](Self::conv_layers), or `None` when the
+    /// backbone has fewer.
+    pub fn first_conv_layers(self, depth: usize) -> Option<Vec<&'static str>> {
+        let layers = self.conv_layers();
+        (depth >= 1 && depth <= layers.len()).then(|| layers[..depth].to_vec())
+    }
+
     /// Gatys et al.'s choice for VGG; the GoogLeNet equivalents sit at the same scales.
     pub fn default_content_layers(self) -> &'static [&'static str] {
         match self {
@@ -160,6 +181,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn style_depth_counts_conv_stages() {
+        assert_eq!(Backbone::Vgg16.conv_layers().len(), 13);
+        assert_eq!(Backbone::Vgg19.conv_layers().len(), 16);
+        assert_eq!(Backbone::GoogLeNet.conv_layers().len(), 12);
+        assert_eq!(
+            Backbone::Vgg19.first_conv_layers(3).unwrap(),
+            ["relu1_1", "relu1_2", "relu2_1"]
+        );
+        assert_eq!(
+            Backbone::GoogLeNet.first_conv_layers(4).unwrap(),
+            ["conv1", "conv2", "conv3", "inception3a"]
+        );
+        assert!(Backbone::Vgg16.first_conv_layers(14).is_none());
+        assert!(Backbone::Vgg16.first_conv_layers(0).is_none());
     }
 
     #[test]
