@@ -49,6 +49,20 @@ pub struct SubmitArgs {
     /// Follow the job until it ends.
     #[arg(long)]
     pub watch: bool,
+    /// Store each task's current iterate as its preview.png every N iterations
+    /// [default: the grid's `preview_every`, else off].
+    #[arg(long, value_name = "N")]
+    pub preview_every: Option<u32>,
+}
+
+#[derive(Args)]
+pub struct WatchArgs {
+    pub job: String,
+    #[command(flatten)]
+    pub connection: Connection,
+    /// Where previews are printed to be (the workers' --store).
+    #[command(flatten)]
+    pub store: StoreArg,
 }
 
 #[derive(Args)]
@@ -166,6 +180,7 @@ pub async fn submit(args: &SubmitArgs) -> Result<String> {
             grid_name: name,
             priority: args.priority,
             max_attempts: args.max_attempts.unwrap_or(0),
+            preview_every: args.preview_every.unwrap_or(0),
         })
         .await
         .map_err(status_error)?
@@ -188,9 +203,19 @@ fn state_name(state: i32) -> &'static str {
     }
 }
 
-/// Follows a job until it ends, with a progress bar on a terminal. Fails if the
-/// job ended with failed or cancelled tasks.
-pub async fn watch(connection: &Connection, job: &str) -> Result<()> {
+/// Where an object of `store` is, for people: a path for a directory store.
+pub fn location(store: &str, key: &str) -> String {
+    if store.contains("://") {
+        format!("{}/{key}", store.trim_end_matches('/'))
+    } else {
+        Path::new(store).join(key).display().to_string()
+    }
+}
+
+/// Follows a job until it ends, with a progress bar on a terminal, and says where
+/// each new preview is (`store`: the workers' store). Fails if the job ended with
+/// failed or cancelled tasks.
+pub async fn watch(connection: &Connection, store: &str, job: &str) -> Result<()> {
     let mut farm = connect(connection).await?;
     let mut events = farm
         .watch_job(pb::WatchJobRequest {
@@ -209,8 +234,21 @@ pub async fn watch(connection: &Connection, job: &str) -> Result<()> {
     bar.enable_steady_tick(Duration::from_millis(250));
     let mut last = None;
     let mut latest_losses = String::new();
+    let mut previews: BTreeMap<String, u32> = BTreeMap::new();
     while let Some(event) = events.message().await.map_err(status_error)? {
         if let Some(pb::job_event::Event::Progress(p)) = &event.event {
+            let shown = previews.entry(p.task_id.clone()).or_default();
+            if p.preview_iteration > *shown && !p.preview_key.is_empty() {
+                *shown = p.preview_iteration;
+                bar.suspend(|| {
+                    eprintln!(
+                        "preview of task {} at iteration {}: {}",
+                        &p.task_id[..8.min(p.task_id.len())],
+                        p.preview_iteration,
+                        location(store, &p.preview_key)
+                    )
+                });
+            }
             if let Some(l) = &p.latest {
                 latest_losses = format!(
                     "  {} it {}/{}: content {:.3e} style {:.3e}",
@@ -223,6 +261,7 @@ pub async fn watch(connection: &Connection, job: &str) -> Result<()> {
             }
         }
         if let Some(pb::job_event::Event::TaskEnded(e)) = &event.event {
+            previews.remove(&e.task_id);
             if e.outcome == "failed" {
                 bar.suspend(|| eprintln!("task {} failed: {}", e.task_id, e.message));
             }

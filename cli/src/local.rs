@@ -26,6 +26,10 @@ pub struct LocalArgs {
     /// Device for every worker (cpu, cuda:N) [default: GPUs in turn, else cpu].
     #[arg(long, env = "PASTICHE_DEVICE")]
     pub device: Option<String>,
+    /// Store each task's current iterate as its preview.png every N iterations
+    /// [default: the grid's `preview_every`, else off].
+    #[arg(long, value_name = "N")]
+    pub preview_every: Option<u32>,
 }
 
 pub async fn run(args: LocalArgs) -> Result<()> {
@@ -85,10 +89,11 @@ pub async fn run(args: LocalArgs) -> Result<()> {
             priority: 0,
             max_attempts: None,
             watch: false,
+            preview_every: args.preview_every,
         })
         .await?;
         tokio::select! {
-            watched = farm::watch(&connection, &job) => watched.map(|()| job),
+            watched = farm::watch(&connection, &args.store.store, &job) => watched.map(|()| job),
             _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; run the same command to carry on"),
         }
     }

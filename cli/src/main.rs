@@ -31,7 +31,7 @@ enum Command {
     /// Submit a grid to a coordinator (uploading its local inputs to the store).
     Submit(farm::SubmitArgs),
     /// Follow a job until it ends.
-    Watch(farm::JobArgs),
+    Watch(farm::WatchArgs),
     /// Jobs and their tasks' states.
     Status(farm::StatusArgs),
     /// Cancel a job: queued tasks at once, running ones within an iteration.
@@ -47,11 +47,11 @@ async fn run_farm_command(command: Command) -> anyhow::Result<()> {
         Command::Submit(args) => {
             let job = farm::submit(&args).await?;
             if args.watch {
-                farm::watch(&args.connection, &job).await?;
+                farm::watch(&args.connection, &args.store.store, &job).await?;
             }
             Ok(())
         }
-        Command::Watch(args) => farm::watch(&args.connection, &args.job).await,
+        Command::Watch(args) => farm::watch(&args.connection, &args.store.store, &args.job).await,
         Command::Status(args) => farm::status(&args).await,
         Command::Cancel(args) => farm::cancel(&args).await,
         Command::Results(args) => farm::results(&args).await,

@@ -12,13 +12,15 @@ use futures::Stream;
 use pastiche_proto::pb;
 use pastiche_proto::pb::farm_server::Farm;
 use pastiche_proto::pb::workers_server::Workers;
-use pastiche_spec::{parse_grid, task_id, Backbone};
+use pastiche_spec::{layout, parse_grid, task_id, Backbone};
 use tokio::sync::{broadcast, mpsc, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::error::CoordinatorError;
-use crate::scheduler::{Counts, Event, HeartbeatReply, JobSpec, Scheduler, SchedulerConfig};
+use crate::scheduler::{
+    Counts, Event, HeartbeatReply, JobSpec, Scheduler, SchedulerConfig, TaskState,
+};
 use crate::state::{JobRecord, State, TaskRecord};
 
 /// Longest a lease request is held open waiting for work.
@@ -238,6 +240,10 @@ impl Coordinator {
             grid_toml: request.grid_toml,
             submitted_at,
             cancelled: false,
+            preview_every: match request.preview_every {
+                0 => grid.preview_every,
+                every => every,
+            },
         };
         let spec = JobSpec {
             id: job.id.clone(),
@@ -298,6 +304,7 @@ impl Coordinator {
             .task(&lease.job, &lease.task)?
             .expect("scheduled tasks are stored");
         let weights = record.weights.clone();
+        let preview_every = inner.jobs.get(&lease.job).map_or(0, |j| j.preview_every);
         self.commit(&mut inner)?;
         Ok(Some(pb::TaskAssignment {
             job_id: lease.job,
@@ -308,7 +315,41 @@ impl Coordinator {
             style_key: record.style_key,
             weights,
             lease_timeout_ms: self.config.scheduler.lease_timeout.as_millis() as u32,
+            preview_every,
         }))
+    }
+
+    /// Every task of `job` in grid order, with where it stands.
+    pub fn tasks(&self, job: &str) -> Result<Vec<pb::TaskInfo>, CoordinatorError> {
+        let inner = self.lock();
+        if !inner.jobs.contains_key(job) {
+            return Err(CoordinatorError::UnknownJob(job.to_owned()));
+        }
+        inner
+            .state
+            .tasks(job)?
+            .into_iter()
+            .map(|record| {
+                let (state, attempt, error) = match inner.scheduler.task_state(job, &record.id)? {
+                    TaskState::Queued { attempt } => (pb::TaskState::Queued, attempt - 1, ""),
+                    TaskState::Running { attempt, .. } => (pb::TaskState::Running, *attempt, ""),
+                    TaskState::Done { attempt, .. } => (pb::TaskState::Done, *attempt, ""),
+                    TaskState::Failed { attempt, error } => {
+                        (pb::TaskState::Failed, *attempt, error.as_str())
+                    }
+                    TaskState::Cancelled => (pb::TaskState::Cancelled, 0, ""),
+                };
+                Ok(pb::TaskInfo {
+                    state: state.into(),
+                    attempt,
+                    error: error.to_owned(),
+                    params: Some((&record.params).into()),
+                    task_id: record.id,
+                    content_key: record.content_key,
+                    style_key: record.style_key,
+                })
+            })
+            .collect()
     }
 }
 
@@ -466,6 +507,21 @@ impl Farm for FarmService {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+
+    type ListTasksStream = Pin<Box<dyn Stream<Item = Result<pb::TaskInfo, Status>> + Send>>;
+
+    async fn list_tasks(
+        &self,
+        request: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<Self::ListTasksStream>, Status> {
+        let job = request.into_inner().job_id;
+        let coordinator = Arc::clone(&self.0);
+        let tasks = blocking(move || coordinator.tasks(&job)).await?;
+        // A stream: a big grid's list is larger than one message may be.
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            tasks.into_iter().map(Ok),
+        ))))
+    }
 }
 
 /// The worker-facing service.
@@ -547,6 +603,11 @@ impl Workers for WorkersService {
                         iteration: r.iteration,
                         iterations: r.iterations,
                         latest: r.latest,
+                        preview_iteration: r.preview_iteration,
+                        preview_key: match r.preview_iteration {
+                            0 => String::new(),
+                            _ => layout::preview_key(&r.job_id, &r.task_id).unwrap_or_default(),
+                        },
                     };
                     let _ = self.0.events.send(Broadcast {
                         job: r.job_id.clone(),

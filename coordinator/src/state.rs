@@ -41,6 +41,8 @@ pub struct JobRecord {
     /// Seconds since the Unix epoch.
     pub submitted_at: i64,
     pub cancelled: bool,
+    /// Workers store a preview every this many iterations (0: never).
+    pub preview_every: u32,
 }
 
 /// A job as it was stored, with every task's last state.
@@ -63,7 +65,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     max_attempts INTEGER NOT NULL,
     grid_toml    TEXT NOT NULL,
     submitted_at INTEGER NOT NULL,
-    cancelled    INTEGER NOT NULL DEFAULT 0
+    cancelled    INTEGER NOT NULL DEFAULT 0,
+    preview_every INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS tasks (
     job_id      TEXT NOT NULL,
@@ -117,14 +120,15 @@ impl State {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(State { conn })
     }
 
     pub fn insert_job(&mut self, job: &JobRecord, tasks: &[TaskRecord]) -> Result<(), StateError> {
         let tx = self.conn.transaction()?;
         tx.execute(
-            "INSERT INTO jobs (id, name, priority, max_attempts, grid_toml, submitted_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![job.id, job.name, job.priority, job.max_attempts, job.grid_toml, job.submitted_at],
+            "INSERT INTO jobs (id, name, priority, max_attempts, grid_toml, submitted_at, preview_every) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![job.id, job.name, job.priority, job.max_attempts, job.grid_toml, job.submitted_at, job.preview_every],
         )?;
         {
             let mut insert = tx.prepare(
@@ -272,10 +276,22 @@ impl State {
             .map_err(StateError::from)
     }
 
+    /// A job's tasks in grid order.
+    pub fn tasks(&self, job: &str) -> Result<Vec<TaskRecord>, StateError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT task_id, params, content_key, style_key, weights FROM tasks
+             WHERE job_id = ?1 ORDER BY position",
+        )?;
+        let tasks = stmt
+            .query_map(params![job], task_from_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(tasks)
+    }
+
     pub fn job(&self, job: &str) -> Result<Option<JobRecord>, StateError> {
         self.conn
             .query_row(
-                "SELECT id, name, priority, max_attempts, grid_toml, submitted_at, cancelled FROM jobs WHERE id = ?1",
+                "SELECT id, name, priority, max_attempts, grid_toml, submitted_at, cancelled, preview_every FROM jobs WHERE id = ?1",
                 params![job],
                 job_from_row,
             )
@@ -288,7 +304,7 @@ impl State {
     /// the scheduler gives them a fresh lease.
     pub fn load(&self, now: Instant) -> Result<Vec<StoredJob>, StateError> {
         let mut jobs_stmt = self.conn.prepare(
-            "SELECT id, name, priority, max_attempts, grid_toml, submitted_at, cancelled FROM jobs ORDER BY seq",
+            "SELECT id, name, priority, max_attempts, grid_toml, submitted_at, cancelled, preview_every FROM jobs ORDER BY seq",
         )?;
         let jobs: Vec<JobRecord> = jobs_stmt
             .query_map([], job_from_row)?
@@ -338,6 +354,20 @@ impl State {
     }
 }
 
+/// Brings a database written by an earlier version up to [`SCHEMA`], so that an
+/// upgraded coordinator resumes the jobs it had.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_preview_every: bool = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = 'preview_every'",
+        [],
+        |row| row.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_preview_every {
+        conn.execute_batch("ALTER TABLE jobs ADD COLUMN preview_every INTEGER NOT NULL DEFAULT 0")?;
+    }
+    Ok(())
+}
+
 fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
     Ok(JobRecord {
         id: row.get(0)?,
@@ -347,6 +377,7 @@ fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
         grid_toml: row.get(4)?,
         submitted_at: row.get(5)?,
         cancelled: row.get::<_, i64>(6)? != 0,
+        preview_every: row.get(7)?,
     })
 }
 
@@ -392,6 +423,31 @@ mod tests {
     }
 
     #[test]
+    fn a_database_from_before_previews_is_migrated_and_keeps_its_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            let old_schema = SCHEMA.replace(
+                "cancelled    INTEGER NOT NULL DEFAULT 0,\n    preview_every INTEGER NOT NULL DEFAULT 0",
+                "cancelled    INTEGER NOT NULL DEFAULT 0",
+            );
+            assert_ne!(old_schema, SCHEMA);
+            conn.execute_batch(&old_schema).unwrap();
+            conn.execute(
+                "INSERT INTO jobs (id, name, priority, max_attempts, grid_toml, submitted_at) VALUES ('old', 'old', 0, 3, '', 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let state = State::open(&path).unwrap();
+        let job = state.job("old").unwrap().unwrap();
+        assert_eq!((job.id.as_str(), job.preview_every), ("old", 0));
+        drop(state);
+        State::open(&path).unwrap(); // migrating twice is a no-op
+    }
+
+    #[test]
     fn a_reopened_database_restores_the_scheduler_where_it_stopped() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
@@ -403,6 +459,7 @@ mod tests {
             grid_toml: "content = \"c\"".into(),
             submitted_at: 5,
             cancelled: false,
+            preview_every: 10,
         };
         let tasks = [task("a"), task("b"), task("c")];
         let now = Instant::now();
@@ -447,6 +504,7 @@ mod tests {
             .unwrap();
         assert_eq!(scheduler.lease("w3", now).unwrap().task, "c");
         assert_eq!(state.task("j", "b").unwrap().unwrap(), tasks[1]);
+        assert_eq!(state.tasks("j").unwrap(), tasks);
         assert_eq!(state.job("nope").unwrap(), None);
     }
 }

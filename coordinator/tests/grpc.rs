@@ -145,6 +145,49 @@ async fn submit(farm: &mut FarmClient<Channel>, grid: &str) -> pb::SubmitJobResp
     .into_inner()
 }
 
+async fn list_tasks(farm: &mut FarmClient<Channel>, job: &str) -> Vec<pb::TaskInfo> {
+    let mut stream = farm
+        .list_tasks(pb::ListTasksRequest { job_id: job.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut tasks = Vec::new();
+    while let Some(task) = stream.message().await.unwrap() {
+        tasks.push(task);
+    }
+    tasks
+}
+
+#[tokio::test]
+async fn previews_come_from_the_grid_unless_the_submission_says() {
+    let coordinator = Coordinator::open(None, config(Duration::from_secs(30))).unwrap();
+    let mut c = start(coordinator).await;
+    let grid = format!("preview_every = 5\n{GRID}");
+    let worker = register(&mut c.workers, "w").await;
+    for (asked, expected) in [(0, 5), (2, 2)] {
+        c.farm
+            .submit_job(pb::SubmitJobRequest {
+                grid_toml: grid.clone(),
+                preview_every: asked,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let task = lease(&mut c.workers, &worker, 1000).await.unwrap();
+        assert_eq!(task.preview_every, expected);
+        while lease(&mut c.workers, &worker, 10).await.is_some() {}
+    }
+    let unknown = c
+        .farm
+        .list_tasks(pb::ListTasksRequest {
+            job_id: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    c.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_job_runs_to_completion_and_its_watchers_see_it() {
     let coordinator = Coordinator::open(None, config(Duration::from_secs(30))).unwrap();
@@ -180,6 +223,7 @@ async fn a_job_runs_to_completion_and_its_watchers_see_it() {
                 iteration: 1,
                 iterations: 3,
                 latest: None,
+                preview_iteration: 1,
             })
             .await
             .unwrap()
@@ -201,6 +245,11 @@ async fn a_job_runs_to_completion_and_its_watchers_see_it() {
             }
             Some(pb::job_event::Event::Progress(p)) => {
                 assert_eq!((p.iteration, p.iterations), (1, 3));
+                assert_eq!(p.preview_iteration, 1);
+                assert_eq!(
+                    p.preview_key,
+                    format!("jobs/{}/tasks/{}/preview.png", job.job_id, p.task_id)
+                );
                 progress += 1;
             }
             None => {}
@@ -211,6 +260,12 @@ async fn a_job_runs_to_completion_and_its_watchers_see_it() {
     let last = last.unwrap();
     assert_eq!(last.state, pb::JobState::Done as i32);
     assert_eq!(last.counts.unwrap().done, 2);
+    let tasks = list_tasks(&mut farm_side.farm, &job.job_id).await;
+    assert_eq!(tasks.len(), 2);
+    for task in &tasks {
+        assert_eq!((task.state(), task.attempt), (pb::TaskState::Done, 1));
+        assert_eq!(task.params.as_ref().unwrap().iterations, 3);
+    }
     farm_side.shutdown().await;
 }
 
@@ -281,6 +336,8 @@ async fn cancelling_tells_the_running_worker_and_drops_the_rest() {
         .into_inner();
     assert_eq!(status.state, pb::JobState::Cancelled as i32);
     assert_eq!(status.counts.unwrap().cancelled, 2);
+    let tasks = list_tasks(&mut c.farm, &status.job_id).await;
+    assert!(tasks.iter().all(|t| t.state() == pb::TaskState::Cancelled));
     c.shutdown().await;
 }
 

@@ -17,13 +17,16 @@ use crate::memory;
 use crate::optim;
 
 /// Where a render stands, reported after every iteration.
-#[derive(Debug, Clone, Copy)]
-pub struct Progress {
+#[derive(Debug)]
+pub struct Progress<'a> {
     /// Iterations done.
     pub iteration: u32,
     pub iterations: u32,
     /// The most recent losses (of the pastiche before the last iteration).
     pub latest: LossRecord,
+    /// The current iterate (1x3xHxW in [0, 1], on the render's device), for
+    /// previews.
+    pub pastiche: &'a Tensor,
 }
 
 /// What a render produced.
@@ -214,6 +217,7 @@ pub fn render(
             iteration: iteration + 1,
             iterations: params.iterations,
             latest,
+            pastiche: &x,
         };
         if observer(&progress).is_break() {
             return Err(EngineError::Cancelled(iteration + 1));

@@ -491,3 +491,49 @@ async fn a_worker_stopped_with_sigterm_gives_its_task_back() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn previews_are_stored_while_rendering_and_watch_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let coordinator = start_coordinator(&dir.path().join("state.db"), "127.0.0.1:0", "30s");
+    let _worker = start_worker(&coordinator.url(), &store, "w1");
+    // Long enough to be running at the first heartbeat; cancelled once a preview
+    // has been seen.
+    let grid = write_grid(
+        dir.path(),
+        "preview",
+        "preview_every = 5\n[grid]\nsize = 32\noptimizer = \"adam\"\niterations = 100000\n",
+    );
+    let job = submit(&coordinator.url(), &store, &grid);
+    let mut watch = Proc(
+        Command::new(bin("pastiche"))
+            .args(["watch", &job, "--coordinator", &coordinator.url()])
+            .arg("--store")
+            .arg(&store)
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = BufReader::new(watch.0.stderr.take().unwrap());
+    let announced = stderr
+        .lines()
+        .map(Result::unwrap)
+        .find(|line| line.starts_with("preview of task"))
+        .expect("watch announces a preview");
+    let (_, path) = announced.rsplit_once(": ").unwrap();
+    let preview = image::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert_eq!(preview.width().max(preview.height()), 32);
+    assert!(Path::new(path).starts_with(store.join("jobs").join(&job).join("tasks")));
+    assert!(announced.contains("at iteration "), "{announced}");
+
+    succeeded(pastiche(&[
+        "cancel",
+        &job,
+        "--coordinator",
+        &coordinator.url(),
+    ]));
+    let status = watch.0.wait().unwrap();
+    assert!(!status.success(), "a cancelled job's watch fails");
+}

@@ -22,6 +22,10 @@ pub struct RenderJob {
     pub cancel: Arc<AtomicBool>,
     /// The latest (iteration, losses), for heartbeats.
     pub progress: watch::Sender<Option<(u32, LossRecord)>>,
+    /// Encode the current iterate every this many iterations (0: never)...
+    pub preview_every: u32,
+    /// ...and hand it over here as (iteration, PNG).
+    pub previews: watch::Sender<Option<(u32, Vec<u8>)>>,
     pub reply: oneshot::Sender<Result<RenderOutput, EngineError>>,
 }
 
@@ -93,6 +97,17 @@ fn run(
         let _ = job
             .progress
             .send(Some((progress.iteration, progress.latest)));
+        let every = job.preview_every;
+        if every > 0 && progress.iteration % every == 0 && progress.iteration < progress.iterations
+        {
+            // A preview is a courtesy: one that cannot be encoded is skipped.
+            match pastiche_engine::image_io::png_bytes(progress.pastiche) {
+                Ok(png) => {
+                    let _ = job.previews.send(Some((progress.iteration, png)));
+                }
+                Err(err) => tracing::warn!(error = %err, "encoding a preview failed"),
+            }
+        }
         if job.cancel.load(Ordering::Relaxed) {
             ControlFlow::Break(())
         } else {

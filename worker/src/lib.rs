@@ -236,6 +236,7 @@ impl Worker {
         let cancel = Arc::new(AtomicBool::new(false));
         self.current_cancel = Some(Arc::clone(&cancel));
         let (progress_tx, progress) = watch::channel(None);
+        let (previews_tx, mut previews) = watch::channel(None);
         let (reply, mut result) = oneshot::channel();
         let Renderer::Engine(engine) = &self.renderer else {
             unreachable!("the stand-in returned above")
@@ -247,6 +248,8 @@ impl Worker {
             weights,
             cancel: Arc::clone(&cancel),
             progress: progress_tx,
+            preview_every: task.preview_every,
+            previews: previews_tx,
             reply,
         });
 
@@ -257,6 +260,8 @@ impl Worker {
         let mut beats = tokio::time::interval((self.lease_timeout / 3).min(Duration::from_secs(2)));
         beats.tick().await;
         let mut stop: Option<Outcome> = None;
+        // The iteration of the preview last stored, for heartbeats (0: none).
+        let mut preview_iteration = 0;
         loop {
             tokio::select! {
                 finished = &mut result => {
@@ -277,6 +282,7 @@ impl Worker {
                         iteration: latest.map_or(0, |(i, _)| i),
                         iterations: params.iterations,
                         latest: latest.map(|(_, l)| (&l).into()),
+                        preview_iteration,
                     };
                     match self.client.heartbeat(request).await.map(|r| r.into_inner().directive()) {
                         Ok(pb::Directive::Cancel) => stop = Some(Outcome::Cancelled),
@@ -286,6 +292,16 @@ impl Worker {
                     }
                     if stop.is_some() {
                         cancel.store(true, Ordering::Relaxed);
+                    }
+                }
+                Ok(()) = previews.changed(), if stop.is_none() => {
+                    let preview = previews.borrow_and_update().clone();
+                    if let Some((iteration, png)) = preview {
+                        let key = layout::preview_key(&task.job_id, &task.task_id)?;
+                        match self.store.put(&key, png).await {
+                            Ok(()) => preview_iteration = iteration,
+                            Err(err) => tracing::warn!(error = %err, %key, "storing a preview failed"),
+                        }
                     }
                 }
             }

@@ -7,6 +7,7 @@
 //! jobs/<job>/tasks/<task>/pastiche.png    the result
 //! jobs/<job>/tasks/<task>/losses.csv      iteration,content,style,tv,total
 //! jobs/<job>/tasks/<task>/task.json       parameters, timings, worker, device, attempt
+//! jobs/<job>/tasks/<task>/preview.png     the latest iterate stored while it rendered (opt-in)
 //! jobs/<job>/report/                      contact sheet, loss plots, summary table
 //! ```
 //!
@@ -58,6 +59,16 @@ pub fn task_prefix(job: &str, task: &str) -> Result<String, BadId> {
     Ok(format!("{}tasks/{}/", job_prefix(job)?, check_id(task)?))
 }
 
+/// Where a worker stores a task's current iterate while it renders.
+pub fn preview_key(job: &str, task: &str) -> Result<String, BadId> {
+    Ok(format!("{}preview.png", task_prefix(job, task)?))
+}
+
+/// `jobs/<job>/report/`: the job's contact sheet, loss plots, tables and index page.
+pub fn report_prefix(job: &str) -> Result<String, BadId> {
+    Ok(format!("{}report/", job_prefix(job)?))
+}
+
 /// The three objects every finished task has.
 pub const TASK_OUTPUTS: [&str; 3] = ["pastiche.png", "losses.csv", "task.json"];
 
@@ -72,6 +83,7 @@ mod tests {
             "jobs/study-1a2b/tasks/00ff/"
         );
         assert_eq!(job_grid_key("j").unwrap(), "jobs/j/job.toml");
+        assert_eq!(report_prefix("j").unwrap(), "jobs/j/report/");
         assert_eq!(input_key("ab12", "JPG"), "inputs/ab12.jpg");
         assert_eq!(input_key("ab12", "../x"), "inputs/ab12.x");
     }
