@@ -12,7 +12,7 @@ use futures::Stream;
 use pastiche_proto::pb;
 use pastiche_proto::pb::farm_server::Farm;
 use pastiche_proto::pb::workers_server::Workers;
-use pastiche_spec::{layout, parse_grid, task_id, Backbone};
+use pastiche_spec::{layout, parse_grid};
 use tokio::sync::{broadcast, mpsc, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -69,15 +69,6 @@ fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// The content digest an input key carries (`inputs/<sha256>.<ext>`), or the key
-/// itself for inputs that are not content-addressed.
-fn digest_of(key: &str) -> &str {
-    key.strip_prefix("inputs/")
-        .and_then(|name| name.split('.').next())
-        .filter(|digest| digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()))
-        .unwrap_or(key)
 }
 
 /// Job ids go into object keys: lowercase letters, digits and dashes only.
@@ -202,28 +193,15 @@ impl Coordinator {
         };
         let grid = parse_grid(Path::new(grid_name), &request.grid_toml)
             .map_err(|e| CoordinatorError::BadGrid(e.to_string()))?;
-        let weights_of = |b: Backbone| grid.weights.get(&b).cloned().unwrap_or_default();
-        let mut seen = std::collections::HashSet::new();
         let tasks: Vec<TaskRecord> = grid
-            .tasks
-            .iter()
-            .filter_map(|t| {
-                let weights = weights_of(t.params.backbone);
-                let id = task_id(
-                    &t.params,
-                    &[
-                        ("content", digest_of(&t.content)),
-                        ("style", digest_of(&t.style)),
-                        ("weights", &weights),
-                    ],
-                );
-                seen.insert(id.clone()).then(|| TaskRecord {
-                    id,
-                    params: t.params.clone(),
-                    content_key: t.content.clone(),
-                    style_key: t.style.clone(),
-                    weights,
-                })
+            .identified_tasks()
+            .into_iter()
+            .map(|(id, t)| TaskRecord {
+                id,
+                params: t.params.clone(),
+                content_key: t.content.clone(),
+                style_key: t.style.clone(),
+                weights: grid.weights_for(t.params.backbone).to_owned(),
             })
             .collect();
         let submitted_at = unix_now();
@@ -675,14 +653,6 @@ impl Workers for WorkersService {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn digests_come_from_content_addressed_keys_only() {
-        let sha = "a".repeat(64);
-        assert_eq!(digest_of(&format!("inputs/{sha}.png")), sha);
-        assert_eq!(digest_of("s3://bucket/photo.png"), "s3://bucket/photo.png");
-        assert_eq!(digest_of("inputs/short.png"), "inputs/short.png");
-    }
 
     #[test]
     fn job_ids_are_safe_object_key_segments() {

@@ -150,6 +150,42 @@ pub struct Grid {
     pub preview_every: u32,
 }
 
+impl Grid {
+    /// The weights the grid names for `backbone`, or "" for random weights.
+    pub fn weights_for(&self, backbone: Backbone) -> &str {
+        self.weights.get(&backbone).map_or("", String::as_str)
+    }
+
+    /// Every task with its id (see [`task_id`]), in grid order; a task the grid
+    /// lists twice (the same inputs under two names) once.
+    pub fn identified_tasks(&self) -> Vec<(String, &GridTask)> {
+        let mut seen = std::collections::HashSet::new();
+        self.tasks
+            .iter()
+            .filter_map(|task| {
+                let id = task_id(
+                    &task.params,
+                    &[
+                        ("content", input_digest(&task.content)),
+                        ("style", input_digest(&task.style)),
+                        ("weights", self.weights_for(task.params.backbone)),
+                    ],
+                );
+                seen.insert(id.clone()).then_some((id, task))
+            })
+            .collect()
+    }
+}
+
+/// The content digest an input key carries (`inputs/<sha256>.<ext>`), or the key
+/// itself for inputs that are not content-addressed.
+pub fn input_digest(key: &str) -> &str {
+    key.strip_prefix("inputs/")
+        .and_then(|name| name.split('.').next())
+        .filter(|digest| digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or(key)
+}
+
 /// A `[grid]` choice of style layers: by name, or the first N conv stages.
 #[derive(Debug, Clone)]
 enum StyleChoice {
@@ -760,6 +796,28 @@ style_depth = [5, 13, 16]
             sha256_hex(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn digests_come_from_content_addressed_keys_only() {
+        let sha = "a".repeat(64);
+        assert_eq!(input_digest(&format!("inputs/{sha}.png")), sha);
+        assert_eq!(
+            input_digest("s3://bucket/photo.png"),
+            "s3://bucket/photo.png"
+        );
+        assert_eq!(input_digest("inputs/short.png"), "inputs/short.png");
+    }
+
+    #[test]
+    fn the_same_inputs_under_two_names_are_one_task() {
+        let sha = "b".repeat(64);
+        let grid = parse(&format!(
+            "content = [\"inputs/{sha}.png\", \"inputs/{sha}.jpg\"]\nstyle = \"s.jpg\"\n"
+        ))
+        .unwrap();
+        assert_eq!(grid.tasks.len(), 2);
+        assert_eq!(grid.identified_tasks().len(), 1);
     }
 
     #[test]

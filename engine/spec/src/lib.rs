@@ -14,7 +14,8 @@ mod params;
 pub mod store;
 
 pub use grid::{
-    parse_grid, read_grid, sha256_hex, task_id, Grid, GridError, GridTask, MAX_GRID_TASKS,
+    input_digest, parse_grid, read_grid, sha256_hex, task_id, Grid, GridError, GridTask,
+    MAX_GRID_TASKS,
 };
 pub use layers::{Backbone, LayerError, GOOGLENET_LAYERS, VGG16_LAYERS, VGG19_LAYERS};
 pub use losses::{LossRecord, LOSSES_CSV_HEADER};
