@@ -821,6 +821,17 @@ style_depth = [5, 13, 16]
     }
 
     #[test]
+    fn the_shipped_study_grids_expand_as_their_comments_say() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let full = read_grid(&examples.join("seed-study.toml")).unwrap();
+        assert_eq!((full.tasks.len(), full.skipped), (100, 20));
+        assert_eq!(full.weights.len(), 3);
+        let small = read_grid(&examples.join("seed-study-small.toml")).unwrap();
+        assert_eq!((small.tasks.len(), small.skipped), (16, 8));
+        assert!(small.weights.is_empty());
+    }
+
+    #[test]
     fn a_hundred_thousand_point_grid_expands() {
         let sizes: Vec<String> = (0..1000).map(|i| (64 + i).to_string()).collect();
         let text = format!(
