@@ -103,7 +103,7 @@ pub async fn connect(connection: &Connection) -> Result<FarmClient<Channel>> {
 }
 
 /// gRPC statuses as plain errors ("no job 'x'" rather than a status dump).
-fn status_error(status: tonic::Status) -> anyhow::Error {
+pub fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", status.message())
 }
 
@@ -259,6 +259,12 @@ pub async fn watch(connection: &Connection, store: &str, job: &str) -> Result<()
                     l.style
                 );
             }
+        }
+        if let Some(pb::job_event::Event::Report(report)) = &event.event {
+            bar.suspend(|| match report.index_key.as_str() {
+                "" => eprintln!("writing the report failed: {}", report.error),
+                key => eprintln!("report: {}", location(store, key)),
+            });
         }
         if let Some(pb::job_event::Event::TaskEnded(e)) = &event.event {
             previews.remove(&e.task_id);

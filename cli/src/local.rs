@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use pastiche_coordinator::service::{Coordinator, CoordinatorConfig};
+use pastiche_spec::store::Store;
 use pastiche_worker::WorkerConfig;
 
 use crate::farm::{self, Connection, StoreArg, SubmitArgs};
@@ -39,7 +40,11 @@ pub async fn run(args: LocalArgs) -> Result<()> {
         .with_context(|| format!("cannot read {}", args.grid.display()))?;
     pastiche_spec::parse_grid(&args.grid, &text)?;
 
-    let coordinator = Coordinator::open(Some(&args.db), CoordinatorConfig::default())
+    let config = CoordinatorConfig {
+        store: Some(Store::open(&args.store.store)?),
+        ..CoordinatorConfig::default()
+    };
+    let coordinator = Coordinator::open(Some(&args.db), config)
         .with_context(|| format!("opening {}", args.db.display()))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);

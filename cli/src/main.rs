@@ -4,6 +4,7 @@ mod farm;
 mod local;
 mod logging;
 mod render;
+mod report;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,8 @@ enum Command {
     Cancel(farm::JobArgs),
     /// Download a job's results from the store.
     Results(farm::ResultsArgs),
+    /// Make a job's report: contact sheet, loss curves, summary tables, index.html.
+    Report(report::ReportArgs),
 }
 
 async fn run_farm_command(command: Command) -> anyhow::Result<()> {
@@ -55,6 +58,7 @@ async fn run_farm_command(command: Command) -> anyhow::Result<()> {
         Command::Status(args) => farm::status(&args).await,
         Command::Cancel(args) => farm::cancel(&args).await,
         Command::Results(args) => farm::results(&args).await,
+        Command::Report(args) => report::run(args).await,
     }
 }
 

@@ -3,9 +3,11 @@
 //!
 //! - [`scheduler`]: who renders what, as plain data (no network, no clock);
 //! - [`state`]: the embedded database that makes a restart lose nothing;
-//! - [`service`]: the gRPC services over both; [`server`]: serving them.
+//! - [`service`]: the gRPC services over both; [`server`]: serving them;
+//! - [`report`]: finished jobs' reports, written into the store.
 
 pub mod error;
+pub mod report;
 pub mod scheduler;
 pub mod server;
 pub mod service;

@@ -10,6 +10,7 @@ use clap::Parser;
 use pastiche_coordinator::scheduler::SchedulerConfig;
 use pastiche_coordinator::service::{Coordinator, CoordinatorConfig};
 use pastiche_coordinator::{parse_duration, server};
+use pastiche_spec::store::Store;
 
 #[derive(Parser)]
 #[command(name = "pastiche-coordinator", version, about)]
@@ -29,6 +30,11 @@ struct Args {
     /// A worker that failed this many tasks of a job gets no more of it.
     #[arg(long, env = "PASTICHE_BLOCKLIST_AFTER", default_value_t = 3)]
     blocklist_after: u32,
+    /// The farm's store (a directory or s3://bucket/prefix, as the workers'
+    /// --store): each finished job's report is written to jobs/<job>/report/.
+    /// Without it, no reports are written (`pastiche report` still makes them).
+    #[arg(long, env = "PASTICHE_STORE")]
+    store: Option<String>,
     /// text or json.
     #[arg(long, env = "PASTICHE_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -44,6 +50,12 @@ async fn main() -> Result<()> {
             blocklist_after: args.blocklist_after,
         },
         default_max_attempts: args.max_attempts,
+        store: args
+            .store
+            .as_deref()
+            .map(Store::open)
+            .transpose()
+            .context("opening the store")?,
     };
     let coordinator = Coordinator::open(Some(&args.db), config)
         .with_context(|| format!("opening the state database {}", args.db.display()))?;

@@ -25,6 +25,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let reaper = coordinator.spawn_lease_reaper();
+    let reporter = coordinator.spawn_reporter();
     // Small request/response pairs on long-lived connections: without TCP_NODELAY,
     // Nagle's algorithm holds each reply back waiting for the peer's ACK.
     let incoming = TcpListenerStream::new(listener).map(|stream| {
@@ -43,5 +44,8 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     reaper.abort();
+    if let Some(reporter) = reporter {
+        reporter.abort();
+    }
     Ok(result?)
 }

@@ -12,6 +12,7 @@ use futures::Stream;
 use pastiche_proto::pb;
 use pastiche_proto::pb::farm_server::Farm;
 use pastiche_proto::pb::workers_server::Workers;
+use pastiche_spec::store::Store;
 use pastiche_spec::{layout, parse_grid};
 use tokio::sync::{broadcast, mpsc, Notify};
 use tokio_stream::wrappers::ReceiverStream;
@@ -23,6 +24,9 @@ use crate::scheduler::{
 };
 use crate::state::{JobRecord, State, TaskRecord};
 
+/// Jobs with more tasks get no report when they finish (see `write_report`).
+pub const MAX_AUTO_REPORT_TASKS: usize = 2_000;
+
 /// Longest a lease request is held open waiting for work.
 const MAX_LEASE_WAIT: Duration = Duration::from_secs(30);
 
@@ -31,6 +35,8 @@ pub struct CoordinatorConfig {
     pub scheduler: SchedulerConfig,
     /// Attempts per task when a submission does not say.
     pub default_max_attempts: u32,
+    /// Where finished jobs' reports go (the farm's store); none: no reports.
+    pub store: Option<Store>,
 }
 
 impl Default for CoordinatorConfig {
@@ -38,6 +44,7 @@ impl Default for CoordinatorConfig {
         CoordinatorConfig {
             scheduler: SchedulerConfig::default(),
             default_max_attempts: 3,
+            store: None,
         }
     }
 }
@@ -63,6 +70,9 @@ pub struct Coordinator {
     work: Notify,
     events: broadcast::Sender<Broadcast>,
     next_worker: AtomicU64,
+    /// Jobs that finished, for the reporter (see `spawn_reporter`).
+    finished_jobs: mpsc::UnboundedSender<String>,
+    finished_jobs_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
 }
 
 fn unix_now() -> i64 {
@@ -111,6 +121,7 @@ impl Coordinator {
             tracing::info!(jobs = jobs.len(), "restored jobs from the state database");
         }
         let (events, _) = broadcast::channel(4096);
+        let (finished_jobs, finished_jobs_rx) = mpsc::unbounded_channel();
         Ok(Arc::new(Coordinator {
             inner: Mutex::new(Inner {
                 scheduler,
@@ -121,6 +132,8 @@ impl Coordinator {
             work: Notify::new(),
             events,
             next_worker: AtomicU64::new(1),
+            finished_jobs,
+            finished_jobs_rx: Mutex::new(Some(finished_jobs_rx)),
         }))
     }
 
@@ -158,7 +171,12 @@ impl Coordinator {
             let Ok(status) = job_status(inner, job) else {
                 continue;
             };
-            let finished = status.state != pb::JobState::Running as i32;
+            // With reports, watchers stay until the reporter says where it is.
+            let reporting = self.config.store.is_some();
+            let finished = status.state != pb::JobState::Running as i32 && !reporting;
+            if reporting && matches!(event, Event::JobFinished { .. }) {
+                let _ = self.finished_jobs.send(job.clone());
+            }
             let event = pb::JobEvent {
                 status: Some(status),
                 event: ended.map(|(task, outcome, message)| {
@@ -254,6 +272,71 @@ impl Coordinator {
             self.commit(&mut inner)?;
         }
         Ok(expired)
+    }
+
+    /// Writes the report of every job that finishes from now on into the store,
+    /// then tells the job's watchers where it is. None without a store (or when
+    /// already started).
+    pub fn spawn_reporter(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        let store = self.config.store.clone()?;
+        let mut finished = self
+            .finished_jobs_rx
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()?;
+        let coordinator = Arc::clone(self);
+        Some(tokio::spawn(async move {
+            while let Some(job) = finished.recv().await {
+                let ready = match coordinator.write_report(&store, &job).await {
+                    Ok(index_key) => {
+                        tracing::info!(%job, report = %index_key, "report written");
+                        pb::ReportReady {
+                            index_key,
+                            error: String::new(),
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(%job, error = %format!("{err:#}"), "writing the report failed");
+                        pb::ReportReady {
+                            index_key: String::new(),
+                            error: format!("{err:#}"),
+                        }
+                    }
+                };
+                let Ok(status) = coordinator.status(&job) else {
+                    continue;
+                };
+                let _ = coordinator.events.send(Broadcast {
+                    job,
+                    event: pb::JobEvent {
+                        status: Some(status),
+                        event: Some(pb::job_event::Event::Report(ready)),
+                    },
+                    finished: true,
+                });
+            }
+        }))
+    }
+
+    async fn write_report(&self, store: &Store, job: &str) -> anyhow::Result<String> {
+        let name = self.status(job)?.name;
+        let tasks = self.tasks(job)?;
+        // A contact sheet of every task is for grids people look at; a larger
+        // one's report is made on request (with --rows/--cols to cut it down).
+        anyhow::ensure!(
+            tasks.len() <= MAX_AUTO_REPORT_TASKS,
+            "{} tasks are more than the {MAX_AUTO_REPORT_TASKS} reported automatically; \
+             run `pastiche report {job}`",
+            tasks.len()
+        );
+        let report = crate::report::from_task_list(job, &name, tasks)?;
+        // Drawing the sheet and plots is CPU work: off the runtime's threads.
+        let store = store.clone();
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            runtime.block_on(crate::report::write_in_store(&store, &report))
+        })
+        .await?
     }
 
     /// Runs [`expire_leases`](Self::expire_leases) every quarter lease until the

@@ -63,6 +63,7 @@ fn config(lease: Duration) -> CoordinatorConfig {
             blocklist_after: 3,
         },
         default_max_attempts: 3,
+        store: None,
     }
 }
 
@@ -252,6 +253,7 @@ async fn a_job_runs_to_completion_and_its_watchers_see_it() {
                 );
                 progress += 1;
             }
+            Some(pb::job_event::Event::Report(r)) => panic!("a report without a store: {r:?}"),
             None => {}
         }
         last = event.status;

@@ -21,8 +21,12 @@ struct CoordinatorProc {
 }
 
 fn start_coordinator(db: &Path, listen: &str, lease_timeout: &str) -> CoordinatorProc {
+    start_coordinator_with(db, &["--listen", listen, "--lease-timeout", lease_timeout])
+}
+
+fn start_coordinator_with(db: &Path, args: &[&str]) -> CoordinatorProc {
     let mut child = Command::new(bin("pastiche-coordinator"))
-        .args(["--listen", listen, "--lease-timeout", lease_timeout])
+        .args(args)
         .arg("--db")
         .arg(db)
         .env("RUST_LOG", "warn")
@@ -536,4 +540,99 @@ async fn previews_are_stored_while_rendering_and_watch_says_where() {
     ]));
     let status = watch.0.wait().unwrap();
     assert!(!status.success(), "a cancelled job's watch fails");
+}
+
+#[test]
+fn a_finished_job_gets_a_report_that_marks_its_failed_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let store_arg = store.to_str().unwrap();
+    let coordinator = start_coordinator_with(
+        &dir.path().join("state.db"),
+        &["--listen", "127.0.0.1:0", "--store", store_arg],
+    );
+    let _worker = start_worker(&coordinator.url(), &store, "w1");
+    // VGG19's "weights" are not a safetensors file: its task fails, VGG16's is done.
+    std::fs::write(dir.path().join("broken.safetensors"), b"not weights").unwrap();
+    let grid = write_grid(
+        dir.path(),
+        "reported",
+        "[grid]\nbackbone = [\"vgg16\", \"vgg19\"]\nsize = 32\niterations = 2\n\
+         [weights]\nvgg19 = \"broken.safetensors\"\n",
+    );
+    let submitted = pastiche(&[
+        "submit",
+        grid.to_str().unwrap(),
+        "--coordinator",
+        &coordinator.url(),
+        "--store",
+        store_arg,
+        "--watch",
+    ]);
+    let stderr = String::from_utf8_lossy(&submitted.stderr);
+    assert!(!submitted.status.success(), "the job failed: {stderr}");
+    let job = String::from_utf8(submitted.stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let index = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("report: "))
+        .unwrap_or_else(|| panic!("watch names the report: {stderr}"));
+    let report_dir = store.join("jobs").join(&job).join("report");
+    assert_eq!(Path::new(index), report_dir.join("index.html"));
+    let html = std::fs::read_to_string(index).unwrap();
+    assert!(html.contains("failed"), "{html}");
+    assert!(report_dir.join("contact-sheet.png").exists());
+    let summary = std::fs::read_to_string(report_dir.join("summary.csv")).unwrap();
+    let outcomes: Vec<&str> = summary
+        .lines()
+        .skip(1)
+        .filter_map(|row| ["done", "failed"].into_iter().find(|o| row.contains(o)))
+        .collect();
+    assert_eq!(outcomes.len(), 2, "{summary}");
+    assert!(
+        outcomes.contains(&"done") && outcomes.contains(&"failed"),
+        "{summary}"
+    );
+
+    // On request, elsewhere, with copies of the pastiches.
+    let out = dir.path().join("report-copy");
+    let printed = succeeded(pastiche(&[
+        "report",
+        &job,
+        "--coordinator",
+        &coordinator.url(),
+        "--store",
+        store_arg,
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert_eq!(Path::new(&printed), out.join("index.html"));
+    let copies: Vec<PathBuf> = std::fs::read_dir(out.join("tasks"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("pastiche.png"))
+        .filter(|p| p.exists())
+        .collect();
+    assert_eq!(copies.len(), 1, "the done task's pastiche is copied");
+
+    // With the coordinator gone, the store alone still makes a report.
+    drop(coordinator);
+    std::fs::remove_dir_all(&report_dir).unwrap();
+    let offline = pastiche(&[
+        "report",
+        &job,
+        "--coordinator",
+        "http://127.0.0.1:1",
+        "--store",
+        store_arg,
+    ]);
+    let note = String::from_utf8_lossy(&offline.stderr).into_owned();
+    assert_eq!(
+        succeeded(offline),
+        report_dir.join("index.html").to_str().unwrap()
+    );
+    assert!(note.contains("reading the store"), "{note}");
+    let summary = std::fs::read_to_string(report_dir.join("summary.csv")).unwrap();
+    assert!(summary.contains("unfinished"), "{summary}");
 }

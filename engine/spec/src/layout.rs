@@ -37,7 +37,7 @@ pub fn input_key(sha256: &str, extension: &str) -> String {
     let ext: String = extension
         .chars()
         .filter(char::is_ascii_alphanumeric)
-        .take(8)
+        .take(16)
         .collect::<String>()
         .to_ascii_lowercase();
     if ext.is_empty() {

@@ -1,0 +1,94 @@
+//! `pastiche report`: a job's contact sheet, loss curves, tables and index page.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use pastiche_coordinator::report;
+use pastiche_proto::pb;
+use pastiche_report::{build_report, write_to_dir, Placement, ReportJob, ReportOptions};
+use pastiche_spec::store::Store;
+
+use crate::farm::{self, Connection, StoreArg};
+
+#[derive(Args)]
+pub struct ReportArgs {
+    pub job: String,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Write the report (with copies of the pastiches) into this directory
+    /// [default: into the store, under jobs/<job>/report/].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The parameter along the contact sheet's rows [default: the one with most values].
+    #[arg(long)]
+    pub rows: Option<String>,
+    /// The parameter along its columns [default: the next; the rest nest in it].
+    #[arg(long)]
+    pub cols: Option<String>,
+    /// Asked for the tasks' states; without it, the store says which tasks are done.
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+pub async fn run(args: ReportArgs) -> Result<()> {
+    let store = Store::open(&args.store.store)?;
+    let job = match from_coordinator(&args.connection, &args.job).await {
+        Ok(job) => job,
+        Err(err) => {
+            eprintln!(
+                "note: no task states from the coordinator ({err:#}); reading the store: \
+                 tasks without results are shown as unfinished"
+            );
+            report::from_store(&store, &args.job).await?
+        }
+    };
+    let mut options = ReportOptions {
+        rows: args.rows.clone(),
+        cols: args.cols.clone(),
+        placement: Placement::InStore,
+    };
+    let index = match &args.out {
+        Some(dir) => {
+            options.placement = Placement::Standalone;
+            let files = build_report(&store, &job, &options).await?;
+            write_to_dir(dir, &files)?;
+            dir.join(pastiche_report::INDEX_HTML).display().to_string()
+        }
+        None => {
+            let files = build_report(&store, &job, &options).await?;
+            pastiche_report::write_to_store(&store, &job.id, &files).await?;
+            let key = format!(
+                "{}{}",
+                pastiche_spec::layout::report_prefix(&job.id)?,
+                pastiche_report::INDEX_HTML
+            );
+            farm::location(store.root(), &key)
+        }
+    };
+    println!("{index}");
+    Ok(())
+}
+
+async fn from_coordinator(connection: &Connection, job: &str) -> Result<ReportJob> {
+    let mut client = farm::connect(connection).await?;
+    let status = client
+        .get_job(pb::GetJobRequest {
+            job_id: job.to_owned(),
+        })
+        .await
+        .map_err(farm::status_error)?
+        .into_inner();
+    let mut stream = client
+        .list_tasks(pb::ListTasksRequest {
+            job_id: job.to_owned(),
+        })
+        .await
+        .map_err(farm::status_error)?
+        .into_inner();
+    let mut tasks = Vec::new();
+    while let Some(task) = stream.message().await.map_err(farm::status_error)? {
+        tasks.push(task);
+    }
+    report::from_task_list(job, &status.name, tasks)
+}

@@ -1,0 +1,219 @@
+//! Reading a job's outputs and inputs from the store. What a task lacks is noted,
+//! never an error: only a store that cannot be read fails the report.
+
+use std::collections::HashMap;
+
+use futures::{StreamExt, TryStreamExt};
+use image::{imageops::FilterType, RgbImage};
+use pastiche_spec::layout;
+use pastiche_spec::store::{Store, StoreError};
+use pastiche_spec::{LossRecord, LOSSES_CSV_HEADER};
+
+use crate::{Outcome, ReportError, ReportJob, ReportTask};
+
+/// Thumbnails are made this big (longer side); the sheet draws them at most this big.
+pub(crate) const THUMB: u32 = 160;
+
+/// How many objects are read at once.
+const CONCURRENT_READS: usize = 16;
+
+pub(crate) struct TaskData<'a> {
+    pub task: &'a ReportTask,
+    /// The loss log, in file order (empty when there is none).
+    pub losses: Vec<LossRecord>,
+    /// The pastiche, fitted in `THUMB` x `THUMB`.
+    pub thumb: Option<RgbImage>,
+    /// Whether the store has a readable pastiche / loss log for this task.
+    pub has_pastiche: bool,
+    pub has_losses: bool,
+    /// The stored files, kept for a standalone report.
+    pub pastiche_bytes: Option<Vec<u8>>,
+    pub losses_bytes: Option<Vec<u8>>,
+    /// What was wrong with the task's outputs.
+    pub notes: Vec<String>,
+}
+
+pub(crate) struct JobData<'a> {
+    pub tasks: Vec<TaskData<'a>>,
+    /// Content and style images by store key, fitted in `THUMB` x `THUMB`
+    /// (`None`: missing or unreadable).
+    pub inputs: HashMap<String, Option<RgbImage>>,
+    /// Problems with the inputs.
+    pub notes: Vec<String>,
+}
+
+pub(crate) async fn load<'a>(
+    store: &Store,
+    job: &'a ReportJob,
+    keep_originals: bool,
+) -> Result<JobData<'a>, ReportError> {
+    let tasks: Vec<TaskData<'a>> = futures::stream::iter(&job.tasks)
+        .map(|task| load_task(store, &job.id, task, keep_originals))
+        .buffered(CONCURRENT_READS)
+        .try_collect()
+        .await?;
+
+    let mut keys: Vec<&str> = Vec::new();
+    for task in &job.tasks {
+        for key in [task.content_key.as_str(), task.style_key.as_str()] {
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+    }
+    let loaded: Vec<(String, Result<RgbImage, String>)> = futures::stream::iter(keys)
+        .map(|key| async move {
+            let image = match optional(store.get(key).await)? {
+                None => Err("missing".to_owned()),
+                Some(bytes) => thumbnail(&bytes),
+            };
+            Ok::<_, ReportError>((key.to_owned(), image))
+        })
+        .buffered(CONCURRENT_READS)
+        .try_collect()
+        .await?;
+    let mut inputs = HashMap::new();
+    let mut notes = Vec::new();
+    for (key, image) in loaded {
+        match image {
+            Ok(image) => {
+                inputs.insert(key, Some(image));
+            }
+            Err(why) => {
+                notes.push(format!("input {key}: {why}"));
+                inputs.insert(key, None);
+            }
+        }
+    }
+    Ok(JobData {
+        tasks,
+        inputs,
+        notes,
+    })
+}
+
+async fn load_task<'a>(
+    store: &Store,
+    job: &str,
+    task: &'a ReportTask,
+    keep_originals: bool,
+) -> Result<TaskData<'a>, ReportError> {
+    let mut data = TaskData {
+        task,
+        losses: Vec::new(),
+        thumb: None,
+        has_pastiche: false,
+        has_losses: false,
+        pastiche_bytes: None,
+        losses_bytes: None,
+        notes: Vec::new(),
+    };
+    // Only a finished task is sure to have outputs; the others are reported as they are.
+    if task.outcome != Outcome::Done {
+        return Ok(data);
+    }
+    let prefix = layout::task_prefix(job, &task.id)?;
+
+    match optional(store.get(&format!("{prefix}pastiche.png")).await)? {
+        None => data.notes.push("pastiche.png is missing".into()),
+        Some(bytes) => match thumbnail(&bytes) {
+            Ok(thumb) => {
+                data.thumb = Some(thumb);
+                data.has_pastiche = true;
+                if keep_originals {
+                    data.pastiche_bytes = Some(bytes.to_vec());
+                }
+            }
+            Err(why) => data
+                .notes
+                .push(format!("pastiche.png is unreadable: {why}")),
+        },
+    }
+
+    match optional(store.get(&format!("{prefix}losses.csv")).await)? {
+        None => data.notes.push("losses.csv is missing".into()),
+        Some(bytes) => {
+            let (losses, bad) = parse_losses(&String::from_utf8_lossy(&bytes));
+            if bad > 0 {
+                data.notes
+                    .push(format!("losses.csv has {bad} unreadable line(s)"));
+            }
+            data.losses = losses;
+            data.has_losses = true;
+            if keep_originals {
+                data.losses_bytes = Some(bytes.to_vec());
+            }
+        }
+    }
+    Ok(data)
+}
+
+/// The records of a loss log, and how many lines could not be read.
+pub(crate) fn parse_losses(text: &str) -> (Vec<LossRecord>, usize) {
+    let mut records = Vec::new();
+    let mut bad = 0;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if line == LOSSES_CSV_HEADER {
+            continue;
+        }
+        match LossRecord::parse_csv_row(line) {
+            Some(record) => records.push(record),
+            None => bad += 1,
+        }
+    }
+    (records, bad)
+}
+
+fn optional<T>(result: Result<T, StoreError>) -> Result<Option<T>, ReportError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Decodes a PNG or JPEG (told apart by content) and fits it in `THUMB` x `THUMB`.
+fn thumbnail(bytes: &[u8]) -> Result<RgbImage, String> {
+    let image = image::load_from_memory(bytes).map_err(|e| e.to_string())?;
+    Ok(fit(&image.to_rgb8(), THUMB))
+}
+
+/// `image` scaled (up or down) so that its longer side is `side`.
+pub(crate) fn fit(image: &RgbImage, side: u32) -> RgbImage {
+    let (w, h) = image.dimensions();
+    if w == 0 || h == 0 {
+        return RgbImage::new(1, 1);
+    }
+    let scale = f64::from(side) / f64::from(w.max(h));
+    let nw = ((f64::from(w) * scale).round() as u32).clamp(1, side);
+    let nh = ((f64::from(h) * scale).round() as u32).clamp(1, side);
+    if (nw, nh) == (w, h) {
+        return image.clone();
+    }
+    image::imageops::resize(image, nw, nh, FilterType::Triangle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_logs_are_read_line_by_line() {
+        let text = format!("{LOSSES_CSV_HEADER}\n50,1.5,2,0,3.5\n\nnot,a,row\n100,1,1,0,2\n");
+        let (records, bad) = parse_losses(&text);
+        assert_eq!(bad, 1);
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[1].iteration, 100);
+        assert_eq!(records[0].total, 3.5);
+    }
+
+    #[test]
+    fn images_fit_their_box() {
+        let wide = RgbImage::new(400, 100);
+        assert_eq!(fit(&wide, 160).dimensions(), (160, 40));
+        let small = RgbImage::new(40, 40);
+        assert_eq!(fit(&small, 160).dimensions(), (160, 160));
+        let thin = RgbImage::new(1, 1000);
+        assert_eq!(fit(&thin, 160).dimensions(), (1, 160));
+    }
+}
