@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use pastiche_spec::{Backbone, LineSearch};
+use pastiche_spec::{Backbone, LineSearch, RenderParams};
 
 use crate::{ReportError, ReportTask};
 
@@ -134,6 +134,13 @@ impl Param {
             Param::Content => image(&task.content_key),
             Param::Style => image(&task.style_key),
             Param::ContentLayers => text(p.content_layers.join(",")),
+            // Layers chosen by depth (`style_depth`) read as such, and compare
+            // equal across backbones.
+            Param::StyleLayers if is_first_conv_layers(p) => Value {
+                id: format!("first {}", p.style_layers.len()),
+                label: format!("first {}", p.style_layers.len()),
+                rank: Some(p.style_layers.len() as f64),
+            },
             Param::StyleLayers => text(
                 p.style_layers
                     .iter()
@@ -168,6 +175,14 @@ impl Param {
             Param::LogEvery => whole(p.log_every.into()),
         }
     }
+}
+
+/// Whether the style layers are the backbone's first N convolutional stages, all
+/// weighted 1 (what a grid's `style_depth = N` gives).
+fn is_first_conv_layers(p: &RenderParams) -> bool {
+    let names: Vec<&str> = p.style_layers.iter().map(|l| l.name.as_str()).collect();
+    p.style_layers.iter().all(|l| l.weight == 1.0)
+        && p.backbone.first_conv_layers(names.len()).as_deref() == Some(names.as_slice())
 }
 
 /// Numbers as a person writes them in a grid: `1e4`, `0.5`, `300`.
@@ -460,7 +475,7 @@ fn decides(a: &Axis, b: &Axis) -> bool {
 mod tests {
     use super::*;
     use crate::Outcome;
-    use pastiche_spec::{OptimizerKind, RenderParams};
+    use pastiche_spec::{OptimizerKind, StyleLayer};
 
     fn task(id: &str, f: impl FnOnce(&mut RenderParams)) -> ReportTask {
         let mut params = RenderParams::new(Backbone::Vgg19);
@@ -550,6 +565,50 @@ mod tests {
         assert_eq!((layout.rows, layout.cols), (vec![2], vec![0]));
         let layout = axes.choose(Some("lr"), None).unwrap();
         assert_eq!((layout.rows, layout.cols), (vec![1], vec![2]));
+    }
+
+    #[test]
+    fn style_layers_by_depth_are_one_axis_across_backbones() {
+        let tasks: Vec<_> = [Backbone::Vgg16, Backbone::GoogLeNet]
+            .into_iter()
+            .flat_map(|b| {
+                [3, 5].map(|depth| {
+                    let mut t = task("t", |_| {});
+                    t.params = RenderParams::new(b);
+                    t.params.style_layers = b
+                        .first_conv_layers(depth)
+                        .unwrap()
+                        .into_iter()
+                        .map(|name| StyleLayer {
+                            name: name.into(),
+                            weight: 1.0,
+                        })
+                        .collect();
+                    t
+                })
+            })
+            .collect();
+        let axes = Axes::analyse(&tasks);
+        let depth = axes
+            .varied
+            .iter()
+            .position(|a| a.param == Param::StyleLayers)
+            .unwrap();
+        assert!(
+            !axes.dependent[depth],
+            "depth is not decided by the backbone"
+        );
+        let labels: BTreeSet<String> = tasks
+            .iter()
+            .map(|t| Param::StyleLayers.value(t).label)
+            .collect();
+        assert_eq!(labels, BTreeSet::from(["first 3".into(), "first 5".into()]));
+        // Named layers that are not a prefix keep their names.
+        let named = task("n", |_| {});
+        assert_eq!(
+            Param::StyleLayers.value(&named).label,
+            "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"
+        );
     }
 
     #[test]
