@@ -1,20 +1,44 @@
 //! Serving the coordinator: its two services, gRPC health checking and reflection
-//! (so that grpcurl works), on a listener the caller bound.
+//! (so that grpcurl works), on a listener the caller bound; optionally over TLS and
+//! behind a bearer token.
 
 use std::sync::Arc;
 
 use pastiche_proto::pb::farm_server::FarmServer;
 use pastiche_proto::pb::workers_server::WorkersServer;
+use pastiche_proto::security::Token;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
+use tonic::transport::ServerTlsConfig;
 
+use crate::auth::RequireToken;
 use crate::service::{Coordinator, FarmService, WorkersService};
 
-/// Serves until `shutdown` resolves. Tests bind `127.0.0.1:0` and pass the listener.
+/// Who may call: the default is plaintext and open, as `pastiche local` runs.
+#[derive(Clone, Debug, Default)]
+pub struct ServerSecurity {
+    /// Serve gRPC over TLS with this certificate and key.
+    pub tls: Option<ServerTlsConfig>,
+    /// Refuse calls (but health checks) that do not carry this bearer token.
+    pub token: Option<Token>,
+}
+
+/// Serves plaintext, open to all, until `shutdown` resolves. Tests bind
+/// `127.0.0.1:0` and pass the listener.
 pub async fn serve(
     coordinator: Arc<Coordinator>,
     listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    serve_secured(coordinator, listener, ServerSecurity::default(), shutdown).await
+}
+
+/// [`serve`], with TLS and a token as `security` says.
+pub async fn serve_secured(
+    coordinator: Arc<Coordinator>,
+    listener: TcpListener,
+    security: ServerSecurity,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -32,7 +56,12 @@ pub async fn serve(
         stream.set_nodelay(true)?;
         Ok::<_, std::io::Error>(stream)
     });
-    let result = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = security.tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let result = builder
+        .layer(RequireToken::new(security.token))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
