@@ -75,9 +75,7 @@ where
             credential = if presented.is_some() { "wrong" } else { "missing" },
             "refused a call without a valid token"
         );
-        let status = tonic::Status::unauthenticated(
-            "this coordinator needs a valid token (authorization: Bearer <token>)",
-        );
+        let status = tonic::Status::unauthenticated("missing or wrong bearer token");
         Either::Right(ready(Ok(status.into_http())))
     }
 }

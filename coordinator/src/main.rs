@@ -12,7 +12,7 @@ use pastiche_coordinator::server::ServerSecurity;
 use pastiche_coordinator::service::{Coordinator, CoordinatorConfig};
 use pastiche_coordinator::{metrics, parse_duration, server};
 use pastiche_proto::security::{Token, TOKEN_ENV};
-use tonic::transport::{Identity, ServerTlsConfig};
+use tonic::transport::ServerTlsConfig;
 
 #[derive(Parser)]
 #[command(name = "pastiche-coordinator", version, about)]
@@ -51,22 +51,18 @@ struct Args {
     token_file: Option<PathBuf>,
 }
 
-/// TLS from PEM files, checked now so that a bad pair fails at start-up.
-fn tls_config(cert: &Path, key: &Path) -> Result<ServerTlsConfig> {
+/// TLS from PEM files; a bad pair fails here, naming them.
+fn tls_from_files(cert: &Path, key: &Path) -> Result<ServerTlsConfig> {
     let read = |path: &Path| {
         std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
     };
-    let config = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
-    tonic::transport::Server::builder()
-        .tls_config(config.clone())
-        .with_context(|| {
-            format!(
-                "the TLS certificate {} and key {} are not a usable pair",
-                cert.display(),
-                key.display()
-            )
-        })?;
-    Ok(config)
+    server::tls_config(read(cert)?, read(key)?).with_context(|| {
+        format!(
+            "the TLS certificate {} and key {} are not a usable pair",
+            cert.display(),
+            key.display()
+        )
+    })
 }
 
 #[tokio::main]
@@ -82,7 +78,7 @@ async fn main() -> Result<()> {
     };
     let security = ServerSecurity {
         tls: match (&args.tls_cert, &args.tls_key) {
-            (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
+            (Some(cert), Some(key)) => Some(tls_from_files(cert, key)?),
             _ => None,
         },
         token: Token::load(

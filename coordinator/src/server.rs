@@ -10,7 +10,7 @@ use pastiche_proto::security::Token;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
-use tonic::transport::ServerTlsConfig;
+use tonic::transport::{Identity, ServerTlsConfig};
 
 use crate::auth::RequireToken;
 use crate::service::{Coordinator, FarmService, WorkersService};
@@ -22,6 +22,26 @@ pub struct ServerSecurity {
     pub tls: Option<ServerTlsConfig>,
     /// Refuse calls (but health checks) that do not carry this bearer token.
     pub token: Option<Token>,
+}
+
+/// TLS with a PEM certificate chain and key, checked now so that a bad pair fails
+/// at start-up rather than at the first connection.
+pub fn tls_config(
+    cert: impl AsRef<[u8]>,
+    key: impl AsRef<[u8]>,
+) -> Result<ServerTlsConfig, tonic::transport::Error> {
+    let config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    ring_by_default();
+    tonic::transport::Server::builder().tls_config(config.clone())?;
+    Ok(config)
+}
+
+/// The server side of tonic's TLS takes rustls's process-wide provider, and with
+/// both ring and aws-lc-rs compiled in (object_store brings the latter into the
+/// workspace) rustls cannot pick one by itself: name ring, as tonic's is.
+fn ring_by_default() {
+    // An error means a provider is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Serves plaintext, open to all, until `shutdown` resolves. Tests bind
@@ -58,6 +78,7 @@ pub async fn serve_secured(
     });
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = security.tls {
+        ring_by_default();
         builder = builder.tls_config(tls)?;
     }
     let result = builder
