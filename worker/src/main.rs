@@ -130,6 +130,19 @@ async fn run(args: Args) -> Result<()> {
     .await
 }
 
+/// Where the worker of `gpu` serves its metrics: port + gpu on the same host (port
+/// 0 stays 0, and each child picks its own).
+fn child_metrics_addr(addr: SocketAddr, gpu: i64) -> Result<SocketAddr> {
+    let port = match addr.port() {
+        0 => 0,
+        base => u16::try_from(gpu)
+            .ok()
+            .and_then(|gpu| base.checked_add(gpu))
+            .with_context(|| format!("--metrics-listen {addr}: no port left for GPU {gpu}"))?,
+    };
+    Ok(SocketAddr::new(addr.ip(), port))
+}
+
 /// One child per GPU, each seeing only its own; a child that dies is restarted.
 async fn launch_per_gpu(args: &Args) -> Result<()> {
     let count = pastiche_engine::tch::Cuda::device_count();
@@ -167,17 +180,9 @@ async fn launch_per_gpu(args: &Args) -> Result<()> {
             command.arg("--token-file").arg(file);
         }
         if let Some(addr) = args.metrics_listen {
-            // Port 0 stays 0: each child then picks its own.
-            let port = match addr.port() {
-                0 => 0,
-                base => u16::try_from(gpu)
-                    .ok()
-                    .and_then(|gpu| base.checked_add(gpu))
-                    .context("--metrics-listen: no port left for every GPU")?,
-            };
             command
                 .arg("--metrics-listen")
-                .arg(SocketAddr::new(addr.ip(), port).to_string());
+                .arg(child_metrics_addr(addr, gpu)?.to_string());
         }
         children.spawn(async move {
             loop {
@@ -210,4 +215,23 @@ async fn launch_per_gpu(args: &Args) -> Result<()> {
         } => ended?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_gpu_worker_gets_the_next_metrics_port() {
+        let addr: SocketAddr = "0.0.0.0:9091".parse().unwrap();
+        let ports: Vec<u16> = (0..3)
+            .map(|gpu| child_metrics_addr(addr, gpu).unwrap().port())
+            .collect();
+        assert_eq!(ports, [9091, 9092, 9093]);
+        assert_eq!(child_metrics_addr(addr, 2).unwrap().ip(), addr.ip());
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        assert_eq!(child_metrics_addr(any, 5).unwrap(), any);
+        let last: SocketAddr = "0.0.0.0:65535".parse().unwrap();
+        assert!(child_metrics_addr(last, 1).is_err());
+    }
 }
