@@ -5,6 +5,7 @@
 
 pub mod engine_thread;
 pub mod metrics;
+mod refused;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +21,9 @@ use pastiche_proto::pb::workers_client::WorkersClient;
 use pastiche_proto::security::{AuthChannel, ClientSecurity};
 use pastiche_spec::store::Store;
 use tokio::sync::{oneshot, watch};
+
+use refused::refused;
+pub use refused::TokenRefused;
 
 /// How long a lease request waits for work before asking again.
 const LEASE_WAIT_MS: u32 = 20_000;
@@ -112,6 +116,7 @@ pub async fn run(
         current_cancel: None,
     };
     tokio::pin!(shutdown);
+    let mut refusal = None;
     loop {
         let lease = tokio::select! {
             _ = &mut shutdown => break,
@@ -123,7 +128,9 @@ pub async fn run(
                 None => continue,
             },
             Err(status) if status.code() == tonic::Code::Unauthenticated => {
-                return Err(refused(&config.coordinator, &status));
+                // The token changed under us: stop as on a shutdown, then say why.
+                refusal = Some(refused(&config.coordinator, &status));
+                break;
             }
             Err(status) => {
                 // The coordinator restarting, or briefly unreachable: try again.
@@ -155,35 +162,7 @@ pub async fn run(
         engine.stop();
     }
     tracing::info!(worker = %worker.id, "worker stopped");
-    Ok(())
-}
-
-/// The coordinator refused this worker's token. Unlike a coordinator that is
-/// away, waiting will not help: the worker stops, and is not restarted.
-#[derive(Debug)]
-pub struct TokenRefused {
-    coordinator: String,
-    message: String,
-}
-
-impl std::fmt::Display for TokenRefused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the coordinator refused this worker's token ({}): set --token-file or PASTICHE_TOKEN to the token of {}",
-            self.message, self.coordinator
-        )
-    }
-}
-
-impl std::error::Error for TokenRefused {}
-
-fn refused(coordinator: &str, status: &tonic::Status) -> anyhow::Error {
-    TokenRefused {
-        coordinator: coordinator.to_owned(),
-        message: status.message().to_owned(),
-    }
-    .into()
+    refusal.map_or(Ok(()), Err)
 }
 
 async fn register(
