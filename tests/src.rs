@@ -1,8 +1,11 @@
 //! Helpers for the cross-binary tests and benchmarks in tests/ and benches/: where
 //! the built binaries are, and child processes that die with the test.
 
+use std::io::{BufRead, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
 
 /// A built binary of the workspace, next to the running test's own directory
 /// (target/<profile>/deps/<test> -> target/<profile>/<name>).
@@ -66,5 +69,72 @@ impl Proc {
         // Safety: signalling our own child by pid.
         unsafe { libc::kill(self.0.id() as i32, libc::SIGKILL) };
         let _ = self.0.wait();
+    }
+}
+
+/// Reads `reader` up to the first line that starts with `prefix` and returns the
+/// rest of that line ("listening on ", "metrics on ": the addresses the binaries
+/// print for callers that asked for port 0); `None` if the output ends first.
+pub fn line_after(reader: &mut impl BufRead, prefix: &str) -> Option<String> {
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            return None;
+        }
+        if let Some(rest) = line.trim_end().strip_prefix(prefix) {
+            return Some(rest.to_owned());
+        }
+    }
+}
+
+/// `GET path` over plain HTTP/1.1: the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, body.to_owned())
+}
+
+/// The value of one sample in Prometheus text, named as exposed with its labels
+/// (`pastiche_tasks{job="j",state="done"}`).
+pub fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Waits for `child` to exit, failing the test if it takes longer than `limit`.
+pub fn exits_within(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "still running after {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `probe` until it returns something, failing the test after `limit`.
+pub fn eventually<T>(limit: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -9,19 +9,21 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use pastiche_proto::pb;
 use pastiche_proto::pb::farm_client::FarmClient;
+use pastiche_proto::security::{AuthChannel, ClientSecurityArgs};
 use pastiche_spec::layout;
 use pastiche_spec::store::Store;
-use tonic::transport::Channel;
 
 #[derive(Args, Clone)]
 pub struct Connection {
-    /// The coordinator, as http://host:port.
+    /// The coordinator, as http://host:port, or https://host:port for TLS.
     #[arg(
         long,
         env = "PASTICHE_COORDINATOR",
         default_value = "http://127.0.0.1:50051"
     )]
     pub coordinator: String,
+    #[command(flatten)]
+    pub security: ClientSecurityArgs,
 }
 
 #[derive(Args, Clone)]
@@ -90,20 +92,26 @@ pub struct ResultsArgs {
     pub out: PathBuf,
 }
 
-pub async fn connect(connection: &Connection) -> Result<FarmClient<Channel>> {
+pub async fn connect(connection: &Connection) -> Result<FarmClient<AuthChannel>> {
     let url = &connection.coordinator;
-    let endpoint = Channel::from_shared(url.clone())
-        .with_context(|| format!("bad coordinator address '{url}'"))?
-        .connect_timeout(Duration::from_secs(5));
-    let channel = endpoint
+    let security = connection.security.load()?;
+    let channel = security
+        .endpoint(url)?
+        .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
         .with_context(|| format!("cannot reach the coordinator at {url}"))?;
-    Ok(FarmClient::new(channel).max_decoding_message_size(64 << 20))
+    Ok(FarmClient::new(security.authorize(channel)).max_decoding_message_size(64 << 20))
 }
 
 /// gRPC statuses as plain errors ("no job 'x'" rather than a status dump).
 pub fn status_error(status: tonic::Status) -> anyhow::Error {
+    if status.code() == tonic::Code::Unauthenticated {
+        return anyhow::anyhow!(
+            "the coordinator refused this command's token ({}): set --token-file or PASTICHE_TOKEN",
+            status.message()
+        );
+    }
     anyhow::anyhow!("{}", status.message())
 }
 

@@ -75,6 +75,8 @@ pub async fn run(args: LocalArgs) -> Result<()> {
             device,
             stand_in: None,
             connect_timeout: std::time::Duration::from_secs(10),
+            // In-process, on loopback: plaintext, no token.
+            security: Default::default(),
         };
         let mut stopped = stopped.clone();
         workers.spawn(async move {
@@ -85,7 +87,10 @@ pub async fn run(args: LocalArgs) -> Result<()> {
         });
     }
 
-    let connection = Connection { coordinator: url };
+    let connection = Connection {
+        coordinator: url,
+        security: Default::default(),
+    };
     let outcome = async {
         let job = farm::submit(&SubmitArgs {
             grid: args.grid.clone(),

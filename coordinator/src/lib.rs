@@ -3,10 +3,13 @@
 //!
 //! - [`scheduler`]: who renders what, as plain data (no network, no clock);
 //! - [`state`]: the embedded database that makes a restart lose nothing;
-//! - [`service`]: the gRPC services over both; [`server`]: serving them;
+//! - [`service`]: the gRPC services over both; [`server`]: serving them, with
+//!   [`auth`]'s token check; [`metrics`]: what Prometheus scrapes;
 //! - [`report`]: finished jobs' reports, written into the store.
 
+pub mod auth;
 pub mod error;
+pub mod metrics;
 pub mod report;
 pub mod scheduler;
 pub mod server;

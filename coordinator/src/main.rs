@@ -2,15 +2,18 @@
 //! `pastiche-worker`s, and keeps its state in an embedded database.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use pastiche_coordinator::scheduler::SchedulerConfig;
+use pastiche_coordinator::server::ServerSecurity;
 use pastiche_coordinator::service::{Coordinator, CoordinatorConfig};
-use pastiche_coordinator::{parse_duration, server};
+use pastiche_coordinator::{metrics, parse_duration, server};
+use pastiche_proto::security::{Token, TOKEN_ENV};
 use pastiche_spec::store::Store;
+use tonic::transport::ServerTlsConfig;
 
 #[derive(Parser)]
 #[command(name = "pastiche-coordinator", version, about)]
@@ -38,6 +41,34 @@ struct Args {
     /// text or json.
     #[arg(long, env = "PASTICHE_LOG_FORMAT", default_value = "text")]
     log_format: String,
+    /// Serve Prometheus metrics (GET /metrics) and GET /healthz over plain HTTP on
+    /// this address [default: off].
+    #[arg(long, env = "PASTICHE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Serve gRPC over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "PASTICHE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "PASTICHE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Refuse calls without this bearer token (read from the file, trimmed); or put
+    /// the token itself in PASTICHE_TOKEN. Health checks need none.
+    #[arg(long, env = "PASTICHE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+}
+
+/// TLS from PEM files; a bad pair fails here, naming them.
+fn tls_from_files(cert: &Path, key: &Path) -> Result<ServerTlsConfig> {
+    let read = |path: &Path| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    server::tls_config(read(cert)?, read(key)?).with_context(|| {
+        format!(
+            "the TLS certificate {} and key {} are not a usable pair",
+            cert.display(),
+            key.display()
+        )
+    })
 }
 
 #[tokio::main]
@@ -57,18 +88,40 @@ async fn main() -> Result<()> {
             .transpose()
             .context("opening the store")?,
     };
+    let security = ServerSecurity {
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(tls_from_files(cert, key)?),
+            _ => None,
+        },
+        token: Token::load(
+            args.token_file.as_deref(),
+            std::env::var(TOKEN_ENV).ok().as_deref(),
+        )?,
+    };
     let coordinator = Coordinator::open(Some(&args.db), config)
         .with_context(|| format!("opening the state database {}", args.db.display()))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(listen = %addr, db = %args.db.display(), "coordinator serving");
+    tracing::info!(
+        listen = %addr,
+        db = %args.db.display(),
+        tls = security.tls.is_some(),
+        token = security.token.is_some(),
+        "coordinator serving"
+    );
     // For scripts and tests that asked for port 0: the address actually bound.
     println!("listening on {addr}");
-    server::serve(
+    if let Some(metrics_addr) = args.metrics_listen {
+        pastiche_proto::metrics_http::start(metrics_addr, metrics::registry(&coordinator))
+            .await
+            .with_context(|| format!("serving metrics on {metrics_addr}"))?;
+    }
+    server::serve_secured(
         coordinator,
         listener,
+        security,
         pastiche_proto::runtime::shutdown_signal(),
     )
     .await

@@ -1,20 +1,64 @@
 //! Serving the coordinator: its two services, gRPC health checking and reflection
-//! (so that grpcurl works), on a listener the caller bound.
+//! (so that grpcurl works), on a listener the caller bound; optionally over TLS and
+//! behind a bearer token.
 
 use std::sync::Arc;
 
 use pastiche_proto::pb::farm_server::FarmServer;
 use pastiche_proto::pb::workers_server::WorkersServer;
+use pastiche_proto::security::Token;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
+use tonic::transport::{Identity, ServerTlsConfig};
 
+use crate::auth::RequireToken;
 use crate::service::{Coordinator, FarmService, WorkersService};
 
-/// Serves until `shutdown` resolves. Tests bind `127.0.0.1:0` and pass the listener.
+/// Who may call: the default is plaintext and open, as `pastiche local` runs.
+#[derive(Clone, Debug, Default)]
+pub struct ServerSecurity {
+    /// Serve gRPC over TLS with this certificate and key.
+    pub tls: Option<ServerTlsConfig>,
+    /// Refuse calls (but health checks) that do not carry this bearer token.
+    pub token: Option<Token>,
+}
+
+/// TLS with a PEM certificate chain and key, checked now so that a bad pair fails
+/// at start-up rather than at the first connection.
+pub fn tls_config(
+    cert: impl AsRef<[u8]>,
+    key: impl AsRef<[u8]>,
+) -> Result<ServerTlsConfig, tonic::transport::Error> {
+    let config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    ring_by_default();
+    tonic::transport::Server::builder().tls_config(config.clone())?;
+    Ok(config)
+}
+
+/// The server side of tonic's TLS takes rustls's process-wide provider, and with
+/// both ring and aws-lc-rs compiled in (object_store brings the latter into the
+/// workspace) rustls cannot pick one by itself: name ring, as tonic's is.
+fn ring_by_default() {
+    // An error means a provider is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Serves plaintext, open to all, until `shutdown` resolves. Tests bind
+/// `127.0.0.1:0` and pass the listener.
 pub async fn serve(
     coordinator: Arc<Coordinator>,
     listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    serve_secured(coordinator, listener, ServerSecurity::default(), shutdown).await
+}
+
+/// [`serve`], with TLS and a token as `security` says.
+pub async fn serve_secured(
+    coordinator: Arc<Coordinator>,
+    listener: TcpListener,
+    security: ServerSecurity,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -33,7 +77,13 @@ pub async fn serve(
         stream.set_nodelay(true)?;
         Ok::<_, std::io::Error>(stream)
     });
-    let result = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = security.tls {
+        ring_by_default();
+        builder = builder.tls_config(tls)?;
+    }
+    let result = builder
+        .layer(RequireToken::new(security.token))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(

@@ -19,6 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::error::CoordinatorError;
+use crate::metrics::Metrics;
 use crate::scheduler::{
     Counts, Event, HeartbeatReply, JobSpec, Scheduler, SchedulerConfig, TaskState,
 };
@@ -73,6 +74,7 @@ pub struct Coordinator {
     /// Jobs that finished, for the reporter (see `spawn_reporter`).
     finished_jobs: mpsc::UnboundedSender<String>,
     finished_jobs_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    metrics: Metrics,
 }
 
 fn unix_now() -> i64 {
@@ -128,6 +130,7 @@ impl Coordinator {
                 state,
                 jobs,
             }),
+            metrics: Metrics::new(config.scheduler.lease_timeout),
             config,
             work: Notify::new(),
             events,
@@ -147,6 +150,7 @@ impl Coordinator {
     fn commit(&self, inner: &mut Inner) -> Result<(), CoordinatorError> {
         let events = inner.scheduler.take_events();
         inner.state.apply(&events)?;
+        self.metrics.record(&events);
         let mut wake = false;
         for event in &events {
             let (job, ended) = match event {
@@ -263,12 +267,28 @@ impl Coordinator {
         job_status(&self.lock(), job)
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Every job's task counts, and the tasks queued over all jobs.
+    pub fn task_counts(&self) -> (Vec<(String, Counts)>, usize) {
+        let inner = self.lock();
+        let jobs = inner
+            .scheduler
+            .jobs()
+            .filter_map(|spec| Some((spec.id.clone(), inner.scheduler.counts(&spec.id).ok()?)))
+            .collect();
+        (jobs, inner.scheduler.queue_depth())
+    }
+
     /// Requeues tasks whose leases ran out; called periodically.
     pub fn expire_leases(&self, now: Instant) -> Result<usize, CoordinatorError> {
         let mut inner = self.lock();
         let expired = inner.scheduler.expire_leases(now);
         if expired > 0 {
             tracing::warn!(expired, "leases expired; tasks requeued");
+            self.metrics.leases_expired(expired);
             self.commit(&mut inner)?;
         }
         Ok(expired)
@@ -626,6 +646,7 @@ impl Workers for WorkersService {
         }
         let wait = Duration::from_millis(request.wait_ms.into()).min(MAX_LEASE_WAIT);
         let deadline = tokio::time::Instant::now() + wait;
+        let _polling = self.0.metrics.polling(&request.worker_id);
         loop {
             // Register for a wake-up before looking, so none is missed in between.
             let notified = self.0.work.notified();
@@ -633,7 +654,9 @@ impl Workers for WorkersService {
             notified.as_mut().enable();
             let coordinator = Arc::clone(&self.0);
             let worker = request.worker_id.clone();
+            let looked = Instant::now();
             if let Some(task) = blocking(move || coordinator.try_lease(&worker)).await? {
+                self.0.metrics.task_scheduled(looked.elapsed());
                 return Ok(Response::new(pb::LeaseResponse { task: Some(task) }));
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -647,6 +670,7 @@ impl Workers for WorkersService {
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let r = request.into_inner();
+        self.0.metrics.worker_seen(&r.worker_id);
         let reply = {
             let mut inner = self.0.lock();
             let reply = inner.scheduler.heartbeat(

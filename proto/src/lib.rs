@@ -2,7 +2,9 @@
 //! one place where it meets the domain types of `pastiche-spec`.
 
 mod convert;
+pub mod metrics_http;
 pub mod runtime;
+pub mod security;
 
 /// Generated from pastiche.proto.
 pub mod pb {

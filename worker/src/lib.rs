@@ -4,11 +4,13 @@
 //! reports the task complete.
 
 pub mod engine_thread;
+pub mod metrics;
+mod refused;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use engine_thread::{EngineThread, RenderJob, RenderOutput};
@@ -16,9 +18,12 @@ use pastiche_engine::spec::layout;
 use pastiche_engine::spec::{LossRecord, RenderParams};
 use pastiche_proto::pb;
 use pastiche_proto::pb::workers_client::WorkersClient;
+use pastiche_proto::security::{AuthChannel, ClientSecurity};
 use pastiche_spec::store::Store;
 use tokio::sync::{oneshot, watch};
-use tonic::transport::Channel;
+
+use refused::refused;
+pub use refused::TokenRefused;
 
 /// How long a lease request waits for work before asking again.
 const LEASE_WAIT_MS: u32 = 20_000;
@@ -37,6 +42,8 @@ pub struct WorkerConfig {
     pub stand_in: Option<Duration>,
     /// How long to wait for an unreachable coordinator at start-up.
     pub connect_timeout: Duration,
+    /// TLS trust and the token for the coordinator.
+    pub security: ClientSecurity,
 }
 
 /// What renders a task: the engine, or the benchmark stand-in.
@@ -46,7 +53,7 @@ enum Renderer {
 }
 
 struct Worker {
-    client: WorkersClient<Channel>,
+    client: WorkersClient<AuthChannel>,
     store: Store,
     renderer: Renderer,
     device_name: String,
@@ -90,11 +97,12 @@ pub async fn run(
             (Renderer::Engine(engine), name)
         }
     };
-    let channel = Channel::from_shared(config.coordinator.clone())
-        .with_context(|| format!("bad coordinator address '{}'", config.coordinator))?
+    let channel = config
+        .security
+        .endpoint(&config.coordinator)?
         .connect_timeout(Duration::from_secs(5))
         .connect_lazy();
-    let mut client = WorkersClient::new(channel);
+    let mut client = WorkersClient::new(config.security.authorize(channel));
     let registered = register(&mut client, &config, &device_name).await?;
     tracing::info!(worker = %registered.worker_id, device = %device_name, "worker registered");
     let mut worker = Worker {
@@ -108,6 +116,7 @@ pub async fn run(
         current_cancel: None,
     };
     tokio::pin!(shutdown);
+    let mut refusal = None;
     loop {
         let lease = tokio::select! {
             _ = &mut shutdown => break,
@@ -118,6 +127,11 @@ pub async fn run(
                 Some(task) => task,
                 None => continue,
             },
+            Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                // The token changed under us: stop as on a shutdown, then say why.
+                refusal = Some(refused(&config.coordinator, &status));
+                break;
+            }
             Err(status) => {
                 // The coordinator restarting, or briefly unreachable: try again.
                 tracing::warn!(error = %status.message(), code = ?status.code(), "lease failed; retrying");
@@ -148,11 +162,11 @@ pub async fn run(
         engine.stop();
     }
     tracing::info!(worker = %worker.id, "worker stopped");
-    Ok(())
+    refusal.map_or(Ok(()), Err)
 }
 
 async fn register(
-    client: &mut WorkersClient<Channel>,
+    client: &mut WorkersClient<AuthChannel>,
     config: &WorkerConfig,
     device_name: &str,
 ) -> Result<pb::RegisterResponse> {
@@ -176,6 +190,9 @@ async fn register(
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
+            Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                return Err(refused(&config.coordinator, &status));
+            }
             Err(status) => {
                 anyhow::bail!(
                     "cannot register with the coordinator at {}: {}",
@@ -190,6 +207,7 @@ async fn register(
 impl Worker {
     async fn work_on(&mut self, task: pb::TaskAssignment) {
         let started = unix_now();
+        let clock = Instant::now();
         tracing::info!(job = %task.job_id, task = %task.task_id, attempt = task.attempt, "task leased");
         let outcome = match self.render(&task).await {
             Ok(outcome) => outcome,
@@ -198,22 +216,35 @@ impl Worker {
                 error: format!("{err:#}"),
             },
         };
-        match outcome {
-            Outcome::Rendered(output) => match self.store_outputs(&task, &output, started).await {
-                Ok(()) => self.report_complete(&task).await,
-                Err(err) => {
-                    self.report_failure(&task, true, &format!("storing the results: {err:#}"))
-                        .await
+        let ended = match outcome {
+            Outcome::Rendered(output) => {
+                metrics::rendered(&output);
+                match self.store_outputs(&task, &output, started).await {
+                    Ok(()) => {
+                        self.report_complete(&task).await;
+                        "done"
+                    }
+                    Err(err) => {
+                        self.report_failure(&task, true, &format!("storing the results: {err:#}"))
+                            .await;
+                        "failed"
+                    }
                 }
-            },
+            }
             Outcome::Failed { retryable, error } => {
-                self.report_failure(&task, retryable, &error).await
+                self.report_failure(&task, retryable, &error).await;
+                "failed"
             }
-            Outcome::Cancelled => self.report_failure(&task, false, "cancelled").await,
+            Outcome::Cancelled => {
+                self.report_failure(&task, false, "cancelled").await;
+                "cancelled"
+            }
             Outcome::Stale => {
-                tracing::info!(job = %task.job_id, task = %task.task_id, "lease lost to another worker; result dropped")
+                tracing::info!(job = %task.job_id, task = %task.task_id, "lease lost to another worker; result dropped");
+                "stale"
             }
-        }
+        };
+        metrics::task_ended(ended, clock.elapsed());
     }
 
     async fn render(&mut self, task: &pb::TaskAssignment) -> Result<Outcome> {

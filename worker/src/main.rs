@@ -1,12 +1,19 @@
 //! `pastiche-worker`: renders tasks leased from a coordinator on one device, or
 //! with `--gpus all`, starts and watches one such process per visible GPU.
 
+use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use pastiche_proto::runtime::shutdown_signal;
-use pastiche_worker::WorkerConfig;
+use pastiche_proto::security::ClientSecurityArgs;
+use pastiche_worker::{TokenRefused, WorkerConfig};
+
+/// The exit status of a worker whose token the coordinator refused; `--gpus all`
+/// does not restart such a worker.
+const EXIT_TOKEN_REFUSED: u8 = 3;
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, scale) = match text.strip_suffix("ms") {
@@ -24,7 +31,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 #[derive(Parser)]
 #[command(name = "pastiche-worker", version, about)]
 struct Args {
-    /// The coordinator, as http://host:port.
+    /// The coordinator, as http://host:port, or https://host:port for TLS.
     #[arg(
         long,
         env = "PASTICHE_COORDINATOR",
@@ -60,6 +67,12 @@ struct Args {
     /// text or json.
     #[arg(long, env = "PASTICHE_LOG_FORMAT", default_value = "text")]
     log_format: String,
+    #[command(flatten)]
+    security: ClientSecurityArgs,
+    /// Serve Prometheus metrics (GET /metrics) and GET /healthz over plain HTTP on
+    /// this address [default: off]. With --gpus all, worker i gets port + i.
+    #[arg(long, env = "PASTICHE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 fn host_name() -> String {
@@ -69,10 +82,26 @@ fn host_name() -> String {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> ExitCode {
     pastiche_engine::tune_allocator();
     let args = Args::parse();
     pastiche_proto::runtime::init_logging(args.log_format == "json");
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if err.downcast_ref::<TokenRefused>().is_some() {
+                ExitCode::from(EXIT_TOKEN_REFUSED)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    // Checked before any child starts: a bad token file fails once, here.
+    let security = args.security.load()?;
     if let Some(gpus) = &args.gpus {
         anyhow::ensure!(gpus == "all", "--gpus takes `all`, not '{gpus}'");
         return launch_per_gpu(&args).await;
@@ -81,6 +110,11 @@ async fn main() -> Result<()> {
         .name
         .clone()
         .unwrap_or_else(|| format!("{}/{}", host_name(), args.device));
+    if let Some(addr) = args.metrics_listen {
+        pastiche_proto::metrics_http::start(addr, pastiche_worker::metrics::registry())
+            .await
+            .with_context(|| format!("serving metrics on {addr}"))?;
+    }
     pastiche_worker::run(
         WorkerConfig {
             coordinator: args.coordinator,
@@ -89,10 +123,24 @@ async fn main() -> Result<()> {
             name,
             stand_in: args.stand_in_ms.map(Duration::from_millis),
             connect_timeout: args.connect_timeout,
+            security,
         },
         shutdown_signal(),
     )
     .await
+}
+
+/// Where the worker of `gpu` serves its metrics: port + gpu on the same host (port
+/// 0 stays 0, and each child picks its own).
+fn child_metrics_addr(addr: SocketAddr, gpu: i64) -> Result<SocketAddr> {
+    let port = match addr.port() {
+        0 => 0,
+        base => u16::try_from(gpu)
+            .ok()
+            .and_then(|gpu| base.checked_add(gpu))
+            .with_context(|| format!("--metrics-listen {addr}: no port left for GPU {gpu}"))?,
+    };
+    Ok(SocketAddr::new(addr.ip(), port))
 }
 
 /// One child per GPU, each seeing only its own; a child that dies is restarted.
@@ -124,11 +172,26 @@ async fn launch_per_gpu(args: &Args) -> Result<()> {
             ])
             .env("CUDA_VISIBLE_DEVICES", gpu.to_string())
             .kill_on_drop(true);
+        // The token itself stays in the environment the children inherit.
+        if let Some(ca) = &args.security.tls_ca {
+            command.arg("--tls-ca").arg(ca);
+        }
+        if let Some(file) = &args.security.token_file {
+            command.arg("--token-file").arg(file);
+        }
+        if let Some(addr) = args.metrics_listen {
+            command
+                .arg("--metrics-listen")
+                .arg(child_metrics_addr(addr, gpu)?.to_string());
+        }
         children.spawn(async move {
             loop {
                 let status = command.status().await;
                 match status {
-                    Ok(s) if s.success() => return,
+                    Ok(s) if s.success() => return Ok(()),
+                    Ok(s) if s.code() == Some(EXIT_TOKEN_REFUSED.into()) => {
+                        anyhow::bail!("the worker for GPU {gpu} was refused by the coordinator; not restarting it")
+                    }
                     Ok(s) => tracing::error!(gpu, status = %s, "worker died; restarting"),
                     Err(e) => tracing::error!(gpu, error = %e, "cannot start a worker; retrying"),
                 }
@@ -142,7 +205,33 @@ async fn launch_per_gpu(args: &Args) -> Result<()> {
             // Dropping the set kills the children (kill_on_drop).
             tracing::info!("stopping the workers");
         }
-        _ = async { while children.join_next().await.is_some() {} } => {}
+        ended = async {
+            while let Some(child) = children.join_next().await {
+                if let Ok(Err(err)) = child {
+                    return Err(err);
+                }
+            }
+            Ok(())
+        } => ended?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_gpu_worker_gets_the_next_metrics_port() {
+        let addr: SocketAddr = "0.0.0.0:9091".parse().unwrap();
+        let ports: Vec<u16> = (0..3)
+            .map(|gpu| child_metrics_addr(addr, gpu).unwrap().port())
+            .collect();
+        assert_eq!(ports, [9091, 9092, 9093]);
+        assert_eq!(child_metrics_addr(addr, 2).unwrap().ip(), addr.ip());
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        assert_eq!(child_metrics_addr(any, 5).unwrap(), any);
+        let last: SocketAddr = "0.0.0.0:65535".parse().unwrap();
+        assert!(child_metrics_addr(last, 1).is_err());
+    }
 }
