@@ -6,6 +6,7 @@
 pub mod engine_thread;
 pub mod metrics;
 mod refused;
+pub mod supervisor;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

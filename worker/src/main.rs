@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use pastiche_proto::runtime::shutdown_signal;
 use pastiche_proto::security::ClientSecurityArgs;
+use pastiche_worker::supervisor::supervise;
 use pastiche_worker::{TokenRefused, WorkerConfig};
 
 /// The exit status of a worker whose token the coordinator refused; `--gpus all`
@@ -152,7 +153,7 @@ async fn launch_per_gpu(args: &Args) -> Result<()> {
     );
     let exe = std::env::current_exe().context("locating this executable")?;
     let base = args.name.clone().unwrap_or_else(host_name);
-    let mut children = tokio::task::JoinSet::new();
+    let mut children = Vec::new();
     for gpu in 0..count {
         let mut command = tokio::process::Command::new(&exe);
         command
@@ -170,8 +171,7 @@ async fn launch_per_gpu(args: &Args) -> Result<()> {
                 "--log-format",
                 &args.log_format,
             ])
-            .env("CUDA_VISIBLE_DEVICES", gpu.to_string())
-            .kill_on_drop(true);
+            .env("CUDA_VISIBLE_DEVICES", gpu.to_string());
         // The token itself stays in the environment the children inherit.
         if let Some(ca) = &args.security.tls_ca {
             command.arg("--tls-ca").arg(ca);
@@ -184,37 +184,10 @@ async fn launch_per_gpu(args: &Args) -> Result<()> {
                 .arg("--metrics-listen")
                 .arg(child_metrics_addr(addr, gpu)?.to_string());
         }
-        children.spawn(async move {
-            loop {
-                let status = command.status().await;
-                match status {
-                    Ok(s) if s.success() => return Ok(()),
-                    Ok(s) if s.code() == Some(EXIT_TOKEN_REFUSED.into()) => {
-                        anyhow::bail!("the worker for GPU {gpu} was refused by the coordinator; not restarting it")
-                    }
-                    Ok(s) => tracing::error!(gpu, status = %s, "worker died; restarting"),
-                    Err(e) => tracing::error!(gpu, error = %e, "cannot start a worker; retrying"),
-                }
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        });
+        children.push((format!("gpu{gpu}"), command));
     }
-    tracing::info!(gpus = count, "started one worker per GPU");
-    tokio::select! {
-        _ = shutdown_signal() => {
-            // Dropping the set kills the children (kill_on_drop).
-            tracing::info!("stopping the workers");
-        }
-        ended = async {
-            while let Some(child) = children.join_next().await {
-                if let Ok(Err(err)) = child {
-                    return Err(err);
-                }
-            }
-            Ok(())
-        } => ended?,
-    }
-    Ok(())
+    tracing::info!(gpus = count, "starting one worker per GPU");
+    supervise(children, EXIT_TOKEN_REFUSED.into(), shutdown_signal()).await
 }
 
 #[cfg(test)]
