@@ -170,6 +170,15 @@ pub async fn upload_inputs(grid_path: &Path, text: &str, store: &Store) -> Resul
     Ok(toml::to_string(&table)?)
 }
 
+/// Fails on a refused token before anything is uploaded: any answer past the
+/// token check will do (here, that no job has an empty id).
+async fn check_access(farm: &mut FarmClient<AuthChannel>) -> Result<()> {
+    match farm.get_job(pb::GetJobRequest::default()).await {
+        Err(status) if status.code() == tonic::Code::Unauthenticated => Err(status_error(status)),
+        _ => Ok(()),
+    }
+}
+
 pub async fn submit(args: &SubmitArgs) -> Result<String> {
     let text = std::fs::read_to_string(&args.grid)
         .with_context(|| format!("cannot read {}", args.grid.display()))?;
@@ -177,6 +186,7 @@ pub async fn submit(args: &SubmitArgs) -> Result<String> {
     pastiche_spec::parse_grid(&args.grid, &text)?;
     let store = Store::open(&args.store.store)?;
     let mut farm = connect(&args.connection).await?;
+    check_access(&mut farm).await?;
     let grid = upload_inputs(&args.grid, &text, &store).await?;
     let name = args
         .grid

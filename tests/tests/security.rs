@@ -171,6 +171,7 @@ fn without_the_token_workers_and_users_are_refused() {
         &[("PASTICHE_TOKEN", "not-the-token")],
     ));
     assert!(stderr.contains("refused this command's token"), "{stderr}");
+    assert!(!store.join("inputs").exists(), "refused before uploading");
     let stderr = failed(&pastiche(
         &["status", "--coordinator", &url],
         &[("PASTICHE_TOKEN", "  ")],
@@ -213,7 +214,7 @@ fn without_the_token_workers_and_users_are_refused() {
     );
     assert!(log.contains("/pastiche.v1.Workers/Register"), "{log}");
     assert!(log.contains("/pastiche.v1.Farm/ListJobs"), "{log}");
-    assert!(log.contains("/pastiche.v1.Farm/SubmitJob"), "{log}");
+    assert!(log.contains("/pastiche.v1.Farm/GetJob"), "{log}");
     assert!(log.contains("peer=127.0.0.1:"), "{log}");
     for secret in [TOKEN, "not-the-token"] {
         assert!(!log.contains(secret), "the log shows '{secret}':\n{log}");
