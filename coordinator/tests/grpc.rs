@@ -1,25 +1,18 @@
 //! The coordinator over real sockets: its services on 127.0.0.1:0, driven by tonic
 //! clients as the CLI and the workers drive them.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use pastiche_coordinator::scheduler::SchedulerConfig;
+use common::{config, GRID};
 use pastiche_coordinator::server::serve;
-use pastiche_coordinator::service::{Coordinator, CoordinatorConfig};
+use pastiche_coordinator::service::Coordinator;
 use pastiche_proto::pb;
 use pastiche_proto::pb::farm_client::FarmClient;
 use pastiche_proto::pb::workers_client::WorkersClient;
 use tonic::transport::Channel;
-
-const GRID: &str = r#"
-name = "tiny"
-content = ["inputs/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.png"]
-style = ["inputs/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb.jpg"]
-[grid]
-size = [32, 48]
-iterations = 3
-"#;
 
 struct Running {
     farm: FarmClient<Channel>,
@@ -53,17 +46,6 @@ impl Running {
         drop((self.farm, self.workers));
         let _ = self.stop.send(());
         self.server.await.unwrap();
-    }
-}
-
-fn config(lease: Duration) -> CoordinatorConfig {
-    CoordinatorConfig {
-        scheduler: SchedulerConfig {
-            lease_timeout: lease,
-            blocklist_after: 3,
-        },
-        default_max_attempts: 3,
-        store: None,
     }
 }
 

@@ -1,38 +1,20 @@
 //! The coordinator's token check, TLS and metrics over real sockets: its services
 //! on 127.0.0.1:0 behind `serve_secured`, called as the CLI and the workers call.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use pastiche_coordinator::scheduler::SchedulerConfig;
+use common::{config, GRID};
 use pastiche_coordinator::server::{serve_secured, ServerSecurity};
-use pastiche_coordinator::service::{Coordinator, CoordinatorConfig};
+use pastiche_coordinator::service::Coordinator;
 use pastiche_proto::pb;
 use pastiche_proto::pb::farm_client::FarmClient;
 use pastiche_proto::pb::workers_client::WorkersClient;
 use pastiche_proto::security::{ClientSecurity, Token};
 use tonic::transport::{Channel, Identity, ServerTlsConfig};
 use tonic::Code;
-
-const GRID: &str = r#"
-name = "tiny"
-content = ["inputs/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.png"]
-style = ["inputs/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb.jpg"]
-[grid]
-size = [32, 48]
-iterations = 3
-"#;
-
-fn config(lease: Duration) -> CoordinatorConfig {
-    CoordinatorConfig {
-        scheduler: SchedulerConfig {
-            lease_timeout: lease,
-            blocklist_after: 3,
-        },
-        default_max_attempts: 3,
-        store: None,
-    }
-}
 
 /// Serves `coordinator` with `security` on a fresh port until the test ends;
 /// returns the address.

@@ -1,0 +1,27 @@
+//! What the coordinator's socket tests share: a tiny grid and a configuration.
+
+use std::time::Duration;
+
+use pastiche_coordinator::scheduler::SchedulerConfig;
+use pastiche_coordinator::service::CoordinatorConfig;
+
+/// Two tasks on inputs that are already (nominally) in the store.
+pub const GRID: &str = r#"
+name = "tiny"
+content = ["inputs/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.png"]
+style = ["inputs/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb.jpg"]
+[grid]
+size = [32, 48]
+iterations = 3
+"#;
+
+pub fn config(lease: Duration) -> CoordinatorConfig {
+    CoordinatorConfig {
+        scheduler: SchedulerConfig {
+            lease_timeout: lease,
+            blocklist_after: 3,
+        },
+        default_max_attempts: 3,
+        store: None,
+    }
+}
