@@ -138,3 +138,38 @@ pub fn eventually<T>(limit: Duration, what: &str, mut probe: impl FnMut() -> Opt
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// PEM files for a TLS test, written into a directory by [`write_test_pki`].
+pub struct TestPki {
+    /// The CA that clients are told to trust.
+    pub ca: PathBuf,
+    /// The server's certificate (for 127.0.0.1 and localhost) and its key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A fresh CA and a server certificate it signed for 127.0.0.1 and localhost.
+pub fn write_test_pki(dir: &Path) -> TestPki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca = CertificateParams::default();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "pastiche test ca");
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut server =
+        CertificateParams::new(["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "pastiche coordinator");
+    let cert = server.signed_by(&key, &ca).unwrap();
+    let pki = TestPki {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    std::fs::write(&pki.ca, ca.pem()).unwrap();
+    std::fs::write(&pki.cert, cert.pem()).unwrap();
+    std::fs::write(&pki.key, key.serialize_pem()).unwrap();
+    pki
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::{config, GRID};
 use pastiche_coordinator::server::{serve_secured, ServerSecurity};
 use pastiche_coordinator::service::Coordinator;
+use pastiche_farm_tests::write_test_pki;
 use pastiche_proto::pb;
 use pastiche_proto::pb::farm_client::FarmClient;
 use pastiche_proto::pb::workers_client::WorkersClient;
@@ -121,33 +122,15 @@ async fn without_the_token_every_call_but_health_is_refused() {
         .unwrap();
 }
 
-/// A CA (PEM), and an identity it signed for 127.0.0.1 and localhost.
-fn certificates() -> (String, Identity) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-    let mut ca = CertificateParams::default();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "pastiche test ca");
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut server =
-        CertificateParams::new(["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-    server
-        .distinguished_name
-        .push(DnType::CommonName, "pastiche coordinator");
-    let cert = server.signed_by(&key, &ca).unwrap();
-    (
-        ca.pem(),
-        Identity::from_pem(cert.pem(), key.serialize_pem()),
-    )
-}
-
 #[tokio::test]
 async fn over_tls_only_clients_that_trust_the_ca_get_through() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, identity) = certificates();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca).unwrap();
+    let pki = write_test_pki(dir.path());
+    let identity = Identity::from_pem(
+        std::fs::read(&pki.cert).unwrap(),
+        std::fs::read(&pki.key).unwrap(),
+    );
+    let ca_file = pki.ca;
     let coordinator = Coordinator::open(None, config(Duration::from_secs(30))).unwrap();
     let security = ServerSecurity {
         tls: Some(ServerTlsConfig::new().identity(identity)),

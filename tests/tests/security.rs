@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{ChildStdout, Command, Output, Stdio};
 use std::time::Duration;
 
-use pastiche_farm_tests::{bin, exits_within, line_after, repo, succeeded, Proc};
+use pastiche_farm_tests::{
+    bin, exits_within, line_after, repo, succeeded, write_test_pki, Proc, TestPki,
+};
 
 const TOKEN: &str = "s3cret-t0ken-for-the-farm";
 
@@ -221,38 +223,11 @@ fn without_the_token_workers_and_users_are_refused() {
     }
 }
 
-/// A CA, and a certificate it signed for 127.0.0.1 and localhost, as PEM files in
-/// `dir`: (ca, cert, key).
-fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-    let mut ca = CertificateParams::default();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "pastiche test ca");
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut server =
-        CertificateParams::new(["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-    server
-        .distinguished_name
-        .push(DnType::CommonName, "pastiche coordinator");
-    let cert = server.signed_by(&key, &ca).unwrap();
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    );
-    std::fs::write(&paths.0, ca.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    paths
-}
-
 #[test]
 fn over_tls_only_clients_that_trust_the_ca_get_through() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let (ca, cert, key) = certificates(dir.path());
+    let TestPki { ca, cert, key } = write_test_pki(dir.path());
     let coordinator = Coordinator::start(
         dir.path(),
         &[
