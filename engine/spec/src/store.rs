@@ -27,12 +27,13 @@ pub enum StoreError {
     BadUrl { url: String, reason: String },
     #[error("{key} is not in the store {root}")]
     NotFound { root: String, key: String },
-    #[error("store {root}: {key}: {source}")]
+    // Not a `#[source]`: object_store's messages already repeat most of their
+    // chain of causes, and error reports would repeat each of them again.
+    #[error("store {root}: {key}: {}", describe(cause))]
     Io {
         root: String,
         key: String,
-        #[source]
-        source: object_store::Error,
+        cause: object_store::Error,
     },
     #[error("cannot read {path}: {source}")]
     LocalFile {
@@ -40,6 +41,22 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// object_store's message, and the innermost cause when the message does not
+/// already say it (e.g. "Connection refused").
+fn describe(error: &object_store::Error) -> String {
+    let mut message = error.to_string();
+    let mut innermost = std::error::Error::source(error);
+    while let Some(next) = innermost.and_then(std::error::Error::source) {
+        innermost = Some(next);
+    }
+    if let Some(cause) = innermost.map(ToString::to_string) {
+        if !message.contains(&cause) {
+            message = format!("{message}: {cause}");
+        }
+    }
+    message
 }
 
 #[derive(Clone)]
@@ -128,10 +145,10 @@ impl Store {
                 root: self.root.clone(),
                 key: key.to_owned(),
             },
-            source => StoreError::Io {
+            cause => StoreError::Io {
                 root: self.root.clone(),
                 key: key.to_owned(),
-                source,
+                cause,
             },
         }
     }
@@ -200,6 +217,42 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error whose message leaves its cause out, like a transport error.
+    #[derive(Debug, thiserror::Error)]
+    #[error("error sending request")]
+    struct Sending(#[source] std::io::Error);
+
+    #[test]
+    fn store_errors_say_the_innermost_cause_once() {
+        let refused =
+            || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let error = StoreError::Io {
+            root: "s3://b".into(),
+            key: "jobs/j/".into(),
+            cause: object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(Sending(refused())),
+            },
+        };
+        assert_eq!(
+            error.to_string(),
+            "store s3://b: jobs/j/: Generic S3 error: error sending request: Connection refused"
+        );
+        assert!(
+            std::error::Error::source(&error).is_none(),
+            "no chain to repeat"
+        );
+        let said = StoreError::Io {
+            root: "s3://b".into(),
+            key: "k".into(),
+            cause: object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(refused()),
+            },
+        };
+        assert_eq!(said.to_string().matches("Connection refused").count(), 1);
+    }
 
     #[tokio::test]
     async fn a_local_store_round_trips_lists_and_addresses_inputs_by_content() {
