@@ -173,3 +173,17 @@ pub fn write_test_pki(dir: &Path) -> TestPki {
     std::fs::write(&pki.key, key.serialize_pem()).unwrap();
     pki
 }
+
+/// Writes `<dir>/<name>.toml`: a grid named `name` on the shipped cat photo and
+/// painting, followed by `rest` (its `[grid]` table, top-level keys first).
+pub fn write_example_grid(dir: &Path, name: &str, rest: &str) -> PathBuf {
+    let examples = repo().join("examples");
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!(
+        "name = \"{name}\"\ncontent = \"{}\"\nstyle = \"{}\"\n{rest}",
+        examples.join("chelsea.png").display(),
+        examples.join("starry_night.jpg").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}

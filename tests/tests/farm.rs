@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use pastiche_farm_tests::{bin, free_port, repo, succeeded, Proc};
+use pastiche_farm_tests::{bin, free_port, repo, succeeded, write_example_grid, Proc};
 
 use pastiche_proto::pb;
 use pastiche_proto::pb::farm_client::FarmClient;
@@ -82,18 +82,6 @@ fn pastiche(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn write_grid(dir: &Path, name: &str, grid: &str) -> PathBuf {
-    let path = dir.join(format!("{name}.toml"));
-    let examples = examples();
-    let text = format!(
-        "name = \"{name}\"\ncontent = \"{}\"\nstyle = \"{}\"\n{grid}",
-        examples.join("chelsea.png").display(),
-        examples.join("starry_night.jpg").display()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 fn submit(url: &str, store: &Path, grid: &Path) -> String {
     succeeded(pastiche(&[
         "submit",
@@ -164,7 +152,7 @@ fn a_grid_on_real_binaries_gives_what_pastiche_render_gives() {
         start_worker(&coordinator.url(), &store, "w1"),
         start_worker(&coordinator.url(), &store, "w2"),
     ];
-    let grid = write_grid(
+    let grid = write_example_grid(
         dir.path(),
         "pair",
         "[grid]\nsize = [32, 40]\niterations = 4\nlog_every = 2\n",
@@ -252,7 +240,7 @@ async fn a_task_of_a_killed_worker_is_finished_by_another() {
     let store = dir.path().join("store");
     let coordinator = start_coordinator(&dir.path().join("state.db"), "127.0.0.1:0", "1s");
     let mut doomed = start_worker(&coordinator.url(), &store, "doomed");
-    let grid = write_grid(dir.path(), "long", "[grid]\nsize = 48\niterations = 40\n");
+    let grid = write_example_grid(dir.path(), "long", "[grid]\nsize = 48\niterations = 40\n");
     let job = submit(&coordinator.url(), &store, &grid);
     wait_for_progress(&coordinator.url(), &job).await;
     doomed.kill9();
@@ -285,7 +273,7 @@ async fn a_coordinator_killed_mid_grid_and_restarted_finishes_it() {
     let url = coordinator.url();
     let addr = coordinator.addr.clone();
     let _worker = start_worker(&url, &store, "steady");
-    let grid = write_grid(
+    let grid = write_example_grid(
         dir.path(),
         "three",
         "[grid]\nsize = [32, 36, 40]\niterations = 12\n",
@@ -320,7 +308,7 @@ async fn a_cancelled_job_stops_its_workers_who_then_take_new_work() {
     let store = dir.path().join("store");
     let coordinator = start_coordinator(&dir.path().join("state.db"), "127.0.0.1:0", "1s");
     let _worker = start_worker(&coordinator.url(), &store, "w");
-    let long = write_grid(
+    let long = write_example_grid(
         dir.path(),
         "endless",
         "[grid]\nsize = 48\niterations = 100000\nseed = [1, 2]\n",
@@ -337,7 +325,7 @@ async fn a_cancelled_job_stops_its_workers_who_then_take_new_work() {
     assert!(!output.status.success(), "a cancelled job's watch fails");
     assert!(String::from_utf8_lossy(&output.stderr).contains("cancelled"));
     // The worker is free again: a new job gets done.
-    let short = write_grid(dir.path(), "short", "[grid]\nsize = 32\niterations = 2\n");
+    let short = write_example_grid(dir.path(), "short", "[grid]\nsize = 32\niterations = 2\n");
     let next = submit(&coordinator.url(), &store, &short);
     succeeded(pastiche(&[
         "watch",
@@ -359,14 +347,15 @@ fn bad_input_fails_clearly_and_stores_nothing() {
     let url = coordinator.url();
     let malformed = dir.path().join("malformed.toml");
     std::fs::write(&malformed, "content = \"a.png\"\nstyle = [\"b.png\"\n").unwrap();
-    let unknown_key = write_grid(dir.path(), "typo", "[grid]\nsize = 32\nstlye_weight = 5\n");
+    let unknown_key =
+        write_example_grid(dir.path(), "typo", "[grid]\nsize = 32\nstlye_weight = 5\n");
     let missing_image = dir.path().join("missing.toml");
     std::fs::write(
         &missing_image,
         "content = \"nowhere.png\"\nstyle = \"nowhere.jpg\"\n",
     )
     .unwrap();
-    let good = write_grid(dir.path(), "good", "[grid]\nsize = 32\n");
+    let good = write_example_grid(dir.path(), "good", "[grid]\nsize = 32\n");
     let nowhere = format!("http://127.0.0.1:{}", free_port());
     let store_arg = store.to_str().unwrap();
 
@@ -463,7 +452,7 @@ async fn a_worker_stopped_with_sigterm_gives_its_task_back() {
     // A lease far longer than the test: only a give-back can requeue the task.
     let coordinator = start_coordinator(&dir.path().join("state.db"), "127.0.0.1:0", "10m");
     let mut worker = start_worker(&coordinator.url(), &store, "leaving");
-    let grid = write_grid(
+    let grid = write_example_grid(
         dir.path(),
         "handover",
         "[grid]\nsize = 48\niterations = 100000\n",
@@ -504,7 +493,7 @@ async fn previews_are_stored_while_rendering_and_watch_says_where() {
     let _worker = start_worker(&coordinator.url(), &store, "w1");
     // Long enough to be running at the first heartbeat; cancelled once a preview
     // has been seen.
-    let grid = write_grid(
+    let grid = write_example_grid(
         dir.path(),
         "preview",
         "preview_every = 5\n[grid]\nsize = 32\noptimizer = \"adam\"\niterations = 100000\n",
@@ -554,7 +543,7 @@ fn a_finished_job_gets_a_report_that_marks_its_failed_tasks() {
     let _worker = start_worker(&coordinator.url(), &store, "w1");
     // VGG19's "weights" are not a safetensors file: its task fails, VGG16's is done.
     std::fs::write(dir.path().join("broken.safetensors"), b"not weights").unwrap();
-    let grid = write_grid(
+    let grid = write_example_grid(
         dir.path(),
         "reported",
         "[grid]\nbackbone = [\"vgg16\", \"vgg19\"]\nsize = 32\niterations = 2\n\

@@ -5,7 +5,9 @@ use std::io::BufReader;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use pastiche_farm_tests::{bin, eventually, http_get, line_after, repo, sample, succeeded, Proc};
+use pastiche_farm_tests::{
+    bin, eventually, http_get, line_after, sample, succeeded, write_example_grid, Proc,
+};
 
 const TASKS: u32 = 2;
 const ITERATIONS: u32 = 2;
@@ -56,17 +58,11 @@ fn the_metrics_add_up_to_the_job() {
         assert_eq!(http_get(addr, "/healthz"), (200, "ok".to_owned()));
     }
 
-    let examples = repo().join("examples");
-    let grid = dir.path().join("grid.toml");
-    std::fs::write(
-        &grid,
-        format!(
-            "name = \"counted\"\ncontent = \"{}\"\nstyle = \"{}\"\n[grid]\nseed = [1, 2]\nsize = 32\niterations = {ITERATIONS}\n",
-            examples.join("chelsea.png").display(),
-            examples.join("starry_night.jpg").display(),
-        ),
-    )
-    .unwrap();
+    let grid = write_example_grid(
+        dir.path(),
+        "counted",
+        &format!("[grid]\nseed = [1, 2]\nsize = 32\niterations = {ITERATIONS}\n"),
+    );
     let job = succeeded(
         Command::new(bin("pastiche"))
             .args(["submit", grid.to_str().unwrap(), "--coordinator", &url])

@@ -10,10 +10,14 @@ use std::process::{ChildStdout, Command, Output, Stdio};
 use std::time::Duration;
 
 use pastiche_farm_tests::{
-    bin, exits_within, line_after, repo, succeeded, write_test_pki, Proc, TestPki,
+    bin, exits_within, line_after, repo, succeeded, write_example_grid, write_test_pki, Proc,
+    TestPki,
 };
 
 const TOKEN: &str = "s3cret-t0ken-for-the-farm";
+
+/// The grid of the token and TLS tests: two tiny renders.
+const TWO_TINY_TASKS: &str = "[grid]\nseed = [1, 2]\nsize = 32\niterations = 2\n";
 
 /// `command` without the security settings of whoever runs the tests.
 fn clean(mut command: Command) -> Command {
@@ -107,21 +111,6 @@ fn failed(output: &Output) -> String {
     stderr
 }
 
-fn write_grid(dir: &Path, name: &str) -> PathBuf {
-    let examples = repo().join("examples");
-    let path = dir.join("grid.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "name = \"{name}\"\ncontent = \"{}\"\nstyle = \"{}\"\n[grid]\nseed = [1, 2]\nsize = 32\niterations = 2\n",
-            examples.join("chelsea.png").display(),
-            examples.join("starry_night.jpg").display(),
-        ),
-    )
-    .unwrap();
-    path
-}
-
 #[test]
 fn without_the_token_workers_and_users_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -157,7 +146,7 @@ fn without_the_token_workers_and_users_are_refused() {
     }
 
     // The CLI neither.
-    let grid = write_grid(dir.path(), "locked");
+    let grid = write_example_grid(dir.path(), "locked", TWO_TINY_TASKS);
     let grid = grid.to_str().unwrap();
     let stderr = failed(&pastiche(&["status", "--coordinator", &url], &[]));
     assert!(stderr.contains("refused this command's token"), "{stderr}");
@@ -273,7 +262,7 @@ fn over_tls_only_clients_that_trust_the_ca_get_through() {
             .spawn()
             .unwrap(),
     );
-    let grid = write_grid(dir.path(), "sealed");
+    let grid = write_example_grid(dir.path(), "sealed", TWO_TINY_TASKS);
     let with_ca = [
         ("PASTICHE_TOKEN", TOKEN),
         ("PASTICHE_TLS_CA", ca.to_str().unwrap()),
