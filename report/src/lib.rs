@@ -237,6 +237,19 @@ pub async fn write_to_store(
             .put(&format!("{prefix}{}", file.name), file.bytes.clone())
             .await?;
     }
+    // The prefix is the report's own: whatever an earlier report left there
+    // (a plot for a parameter that no longer varies) goes, so nothing stale is
+    // found beside index.html. Deleted after the writes, so a reader never
+    // finds the report missing.
+    let written: std::collections::HashSet<String> = files
+        .iter()
+        .map(|file| format!("{prefix}{}", file.name))
+        .collect();
+    for key in store.list(&prefix).await? {
+        if !written.contains(&key) {
+            store.delete(&key).await?;
+        }
+    }
     Ok(())
 }
 

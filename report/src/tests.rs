@@ -629,3 +629,33 @@ async fn an_empty_or_single_task_job_still_has_a_report() {
         Err(ReportError::BadId(_))
     ));
 }
+
+#[tokio::test]
+async fn a_new_report_in_the_store_leaves_nothing_of_the_old_one() {
+    let fx = finished_job(&[]).await;
+    let report = layout::report_prefix(&fx.job.id).unwrap();
+    let stale = format!("{report}plots/loss-a_parameter_gone.svg");
+    fx.store.put(&stale, "<svg/>").await.unwrap();
+    let outputs_before = fx.store.list(&format!("jobs/{}/tasks/", fx.job.id)).await;
+
+    let files = build_report(&fx.store, &fx.job, &ReportOptions::default())
+        .await
+        .unwrap();
+    write_to_store(&fx.store, &fx.job.id, &files).await.unwrap();
+
+    let mut expected: Vec<String> = files
+        .iter()
+        .map(|f| format!("{report}{}", f.name))
+        .collect();
+    expected.sort();
+    assert_eq!(fx.store.list(&report).await.unwrap(), expected);
+    assert!(!fx.store.exists(&stale).await.unwrap());
+    assert_eq!(
+        fx.store
+            .list(&format!("jobs/{}/tasks/", fx.job.id))
+            .await
+            .unwrap(),
+        outputs_before.unwrap(),
+        "the tasks' outputs are not the report's to delete"
+    );
+}

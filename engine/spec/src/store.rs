@@ -178,6 +178,14 @@ impl Store {
         }
     }
 
+    /// Removes `key`; a key that is already gone is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self.inner.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.io(key, e)),
+        }
+    }
+
     /// Keys under `prefix`, relative to the root, sorted.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let base = self.path(prefix);
