@@ -3,7 +3,9 @@
 //! scheduler at each scrape, so they can never drift from it.
 //!
 //! - `pastiche_tasks{job,state}`: tasks of each job per state (queued, running,
-//!   done, failed, cancelled);
+//!   done, failed, cancelled), for the jobs still running and those that finished
+//!   within [`FINISHED_JOBS_SHOWN_FOR`]: a farm that lives for months would
+//!   otherwise carry five series for every job it ever ran;
 //! - `pastiche_queue_depth`: queued tasks over all jobs that can still run (what
 //!   an autoscaler scales workers on);
 //! - `pastiche_workers`: workers waiting in a lease call now, or seen leasing or
@@ -29,6 +31,10 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::scheduler::{Counts, Event};
 use crate::service::Coordinator;
 
+/// How long a finished job's task series stay on `/metrics`: long enough for
+/// every scrape and dashboard to see the final counts.
+pub const FINISHED_JOBS_SHOWN_FOR: Duration = Duration::from_secs(3600);
+
 /// What the coordinator counts as it goes.
 #[derive(Debug)]
 pub struct Metrics {
@@ -37,6 +43,9 @@ pub struct Metrics {
     scheduling_latency: Histogram,
     workers: Mutex<Presence>,
     lease_timeout: Duration,
+    /// When each job finished, for those that finished in this process within
+    /// [`FINISHED_JOBS_SHOWN_FOR`].
+    finished_jobs: Mutex<HashMap<String, Instant>>,
 }
 
 /// When each worker was last heard from, and which are in a lease call now.
@@ -55,16 +64,43 @@ impl Metrics {
             scheduling_latency: Histogram::new(exponential_buckets(1e-4, 4.0, 10)),
             workers: Mutex::new(Presence::default()),
             lease_timeout,
+            finished_jobs: Mutex::new(HashMap::new()),
         }
     }
 
     /// Counts what a batch of scheduler events says happened.
     pub fn record(&self, events: &[Event]) {
         for event in events {
-            if let Event::TaskRequeued { .. } = event {
-                self.task_retries.inc();
+            match event {
+                Event::TaskRequeued { .. } => {
+                    self.task_retries.inc();
+                }
+                Event::JobFinished { job, .. } => {
+                    self.finished_jobs().insert(job.clone(), Instant::now());
+                }
+                _ => {}
             }
         }
+    }
+
+    fn finished_jobs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.finished_jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The jobs whose task series `/metrics` shows at `now`: unfinished ones,
+    /// and those that finished within `shown_for` (a job that finished before
+    /// this process started is not shown).
+    fn shown_jobs(
+        &self,
+        jobs: Vec<(String, Counts)>,
+        now: Instant,
+        shown_for: Duration,
+    ) -> Vec<(String, Counts)> {
+        let mut finished = self.finished_jobs();
+        finished.retain(|_, at| now.duration_since(*at) <= shown_for);
+        jobs.into_iter()
+            .filter(|(job, counts)| !counts.finished() || finished.contains_key(job))
+            .collect()
     }
 
     pub fn leases_expired(&self, count: usize) {
@@ -207,6 +243,9 @@ impl Collector for StateCollector {
             return Ok(());
         };
         let (jobs, queue_depth) = coordinator.task_counts();
+        let jobs = coordinator
+            .metrics()
+            .shown_jobs(jobs, Instant::now(), FINISHED_JOBS_SHOWN_FOR);
         let tasks = task_gauges(jobs.iter().map(|(job, c)| (job.as_str(), *c)));
         tasks.encode(encoder.encode_descriptor(
             "pastiche_tasks",
@@ -282,6 +321,48 @@ mod tests {
         };
         metrics.record(&[requeued.clone(), done, requeued]);
         assert_eq!(metrics.task_retries.get(), 2);
+    }
+
+    #[test]
+    fn finished_jobs_leave_the_task_series_after_a_while() {
+        let metrics = Metrics::new(Duration::from_secs(30));
+        let running = Counts {
+            queued: 1,
+            running: 1,
+            ..Counts::default()
+        };
+        let finished = Counts {
+            done: 2,
+            ..Counts::default()
+        };
+        let jobs = || {
+            vec![
+                ("running".to_owned(), running),
+                ("finished-here".to_owned(), finished),
+                ("finished-before-restart".to_owned(), finished),
+            ]
+        };
+        let names = |shown: Vec<(String, Counts)>| -> Vec<String> {
+            shown.into_iter().map(|(job, _)| job).collect()
+        };
+        metrics.record(&[Event::JobFinished {
+            job: "finished-here".into(),
+            counts: finished,
+        }]);
+        let finished_at = metrics.finished_jobs()["finished-here"];
+        let window = FINISHED_JOBS_SHOWN_FOR;
+
+        assert_eq!(
+            names(metrics.shown_jobs(jobs(), finished_at + window, window)),
+            ["running", "finished-here"]
+        );
+        let after = finished_at + window + Duration::from_secs(1);
+        assert_eq!(
+            names(metrics.shown_jobs(jobs(), after, window)),
+            ["running"]
+        );
+        // Forgotten, not just hidden: the map does not grow either.
+        assert!(metrics.finished_jobs().is_empty());
     }
 
     #[test]
