@@ -28,6 +28,20 @@ use crate::state::{JobRecord, State, TaskRecord};
 /// Jobs with more tasks get no report when they finish (see `write_report`).
 pub const MAX_AUTO_REPORT_TASKS: usize = 2_000;
 
+/// Why a finished job has no report.
+enum ReportFailure {
+    /// Not made on purpose (too large); `pastiche report` makes it on request.
+    Declined(String),
+    /// Went wrong (the store, most likely): tried again at the next start.
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for ReportFailure {
+    fn from(err: anyhow::Error) -> Self {
+        ReportFailure::Failed(err)
+    }
+}
+
 /// Longest a lease request is held open waiting for work.
 const MAX_LEASE_WAIT: Duration = Duration::from_secs(30);
 
@@ -294,9 +308,10 @@ impl Coordinator {
         Ok(expired)
     }
 
-    /// Writes the report of every job that finishes from now on into the store,
-    /// then tells the job's watchers where it is. None without a store (or when
-    /// already started).
+    /// Writes the report of every job that finishes into the store, then tells
+    /// the job's watchers where it is: first those that finished before a
+    /// restart and were never reported, then each as it finishes. None without a
+    /// store (or when already started).
     pub fn spawn_reporter(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
         let store = self.config.store.clone()?;
         let mut finished = self
@@ -304,59 +319,97 @@ impl Coordinator {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take()?;
+        let backlog = self.lock().state.unreported_jobs().unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "listing the jobs without a report failed");
+            Vec::new()
+        });
+        if !backlog.is_empty() {
+            tracing::info!(
+                jobs = backlog.len(),
+                "writing the reports missed before a restart"
+            );
+        }
         let coordinator = Arc::clone(self);
         Some(tokio::spawn(async move {
+            for job in backlog {
+                coordinator.report(&store, job).await;
+            }
             while let Some(job) = finished.recv().await {
-                let ready = match coordinator.write_report(&store, &job).await {
-                    Ok(index_key) => {
-                        tracing::info!(%job, report = %index_key, "report written");
-                        pb::ReportReady {
-                            index_key,
-                            error: String::new(),
-                        }
-                    }
-                    Err(err) => {
-                        tracing::warn!(%job, error = %format!("{err:#}"), "writing the report failed");
-                        pb::ReportReady {
-                            index_key: String::new(),
-                            error: format!("{err:#}"),
-                        }
-                    }
-                };
-                let Ok(status) = coordinator.status(&job) else {
-                    continue;
-                };
-                let _ = coordinator.events.send(Broadcast {
-                    job,
-                    event: pb::JobEvent {
-                        status: Some(status),
-                        event: Some(pb::job_event::Event::Report(ready)),
-                    },
-                    finished: true,
-                });
+                coordinator.report(&store, job).await;
             }
         }))
     }
 
-    async fn write_report(&self, store: &Store, job: &str) -> anyhow::Result<String> {
-        let name = self.status(job)?.name;
-        let tasks = self.tasks(job)?;
+    /// Writes `job`'s report, notes it in the database and broadcasts where it is.
+    async fn report(&self, store: &Store, job: String) {
+        let ready = match self.write_report(store, &job).await {
+            Ok(index_key) => {
+                tracing::info!(%job, report = %index_key, "report written");
+                self.note_reported(&job, &index_key);
+                pb::ReportReady {
+                    index_key,
+                    error: String::new(),
+                }
+            }
+            Err(ReportFailure::Declined(why)) => {
+                tracing::info!(%job, %why, "no automatic report");
+                self.note_reported(&job, &why);
+                pb::ReportReady {
+                    index_key: String::new(),
+                    error: why,
+                }
+            }
+            Err(ReportFailure::Failed(err)) => {
+                // Not noted: the next start tries again.
+                let error = format!("{err:#}");
+                tracing::warn!(%job, %error, "writing the report failed");
+                pb::ReportReady {
+                    index_key: String::new(),
+                    error,
+                }
+            }
+        };
+        let Ok(status) = self.status(&job) else {
+            return;
+        };
+        let _ = self.events.send(Broadcast {
+            job,
+            event: pb::JobEvent {
+                status: Some(status),
+                event: Some(pb::job_event::Event::Report(ready)),
+            },
+            finished: true,
+        });
+    }
+
+    fn note_reported(&self, job: &str, note: &str) {
+        if let Err(err) = self.lock().state.mark_reported(job, note) {
+            tracing::warn!(%job, error = %err, "noting the report in the database failed");
+        }
+    }
+
+    async fn write_report(&self, store: &Store, job: &str) -> Result<String, ReportFailure> {
+        let name = self.status(job).map_err(anyhow::Error::from)?.name;
+        let tasks = self.tasks(job).map_err(anyhow::Error::from)?;
         // A contact sheet of every task is for grids people look at; a larger
         // one's report is made on request (with --rows/--cols to cut it down).
-        anyhow::ensure!(
-            tasks.len() <= MAX_AUTO_REPORT_TASKS,
-            "{} tasks are more than the {MAX_AUTO_REPORT_TASKS} reported automatically; \
-             run `pastiche report {job}`",
-            tasks.len()
-        );
+        if tasks.len() > MAX_AUTO_REPORT_TASKS {
+            return Err(ReportFailure::Declined(format!(
+                "{} tasks are more than the {MAX_AUTO_REPORT_TASKS} reported automatically; \
+                 run `pastiche report {job}`",
+                tasks.len()
+            )));
+        }
         let report = crate::report::from_task_list(job, &name, tasks)?;
         // Drawing the sheet and plots is CPU work: off the runtime's threads.
         let store = store.clone();
         let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
+        let written = tokio::task::spawn_blocking(move || {
             runtime.block_on(crate::report::write_in_store(&store, &report))
         })
-        .await?
+        .await
+        .map_err(anyhow::Error::from)??;
+        Ok(written)
     }
 
     /// Runs [`expire_leases`](Self::expire_leases) every quarter lease until the

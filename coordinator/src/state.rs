@@ -92,6 +92,7 @@ CREATE TABLE IF NOT EXISTS events (
     worker  TEXT,
     message TEXT
 );
+CREATE INDEX IF NOT EXISTS events_by_kind ON events (kind, job_id);
 ";
 
 fn unix_now() -> i64 {
@@ -264,6 +265,31 @@ impl State {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Notes that `job`'s report is in the store (or cannot be made: `note`
+    /// says why), so [`unreported_jobs`](Self::unreported_jobs) leaves it out.
+    pub fn mark_reported(&mut self, job: &str, note: &str) -> Result<(), StateError> {
+        self.conn.execute(
+            "INSERT INTO events (job_id, at, kind, message) VALUES (?1, ?2, 'reported', ?3)",
+            params![job, unix_now(), note],
+        )?;
+        Ok(())
+    }
+
+    /// Finished jobs without a report, oldest first: a coordinator stopped
+    /// between a job's end and its report writes the report when it is back.
+    pub fn unreported_jobs(&self) -> Result<Vec<String>, StateError> {
+        let mut query = self.conn.prepare(
+            "SELECT id FROM jobs
+             WHERE id IN (SELECT job_id FROM events WHERE kind = 'finished')
+               AND id NOT IN (SELECT job_id FROM events WHERE kind = 'reported')
+             ORDER BY seq",
+        )?;
+        let jobs = query
+            .query_map([], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(jobs)
     }
 
     pub fn task(&self, job: &str, task: &str) -> Result<Option<TaskRecord>, StateError> {
@@ -445,6 +471,61 @@ mod tests {
         assert_eq!((job.id.as_str(), job.preview_every), ("old", 0));
         drop(state);
         State::open(&path).unwrap(); // migrating twice is a no-op
+    }
+
+    #[test]
+    fn finished_jobs_stay_unreported_until_noted_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let job = |id: &str| JobRecord {
+            id: id.into(),
+            name: id.into(),
+            priority: 0,
+            max_attempts: 1,
+            grid_toml: String::new(),
+            submitted_at: 1,
+            cancelled: false,
+            preview_every: 0,
+        };
+        {
+            let mut state = State::open(&path).unwrap();
+            let mut scheduler = Scheduler::new(SchedulerConfig::default());
+            for id in ["finishes", "runs", "finishes-too"] {
+                state.insert_job(&job(id), &[task("t")]).unwrap();
+                scheduler
+                    .submit(JobSpec {
+                        id: id.into(),
+                        priority: 0,
+                        max_attempts: 1,
+                        tasks: vec!["t".into()],
+                    })
+                    .unwrap();
+            }
+            let now = Instant::now();
+            for _ in 0..3 {
+                let lease = scheduler.lease("w", now).unwrap();
+                if lease.job != "runs" {
+                    scheduler.complete(&lease.job, &lease.task, lease.attempt, "w");
+                }
+            }
+            state.apply(&scheduler.take_events()).unwrap();
+            assert_eq!(
+                state.unreported_jobs().unwrap(),
+                ["finishes", "finishes-too"]
+            );
+        } // stopped before any report was written
+
+        let mut state = State::open(&path).unwrap();
+        assert_eq!(
+            state.unreported_jobs().unwrap(),
+            ["finishes", "finishes-too"]
+        );
+        state
+            .mark_reported("finishes", "jobs/finishes/report/index.html")
+            .unwrap();
+        drop(state);
+        let state = State::open(&path).unwrap();
+        assert_eq!(state.unreported_jobs().unwrap(), ["finishes-too"]);
     }
 
     #[test]

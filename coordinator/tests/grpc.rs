@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use common::{config, GRID};
 use pastiche_coordinator::server::serve;
-use pastiche_coordinator::service::Coordinator;
+use pastiche_coordinator::service::{Coordinator, CoordinatorConfig};
+use pastiche_coordinator::state::State;
 use pastiche_proto::pb;
 use pastiche_proto::pb::farm_client::FarmClient;
 use pastiche_proto::pb::workers_client::WorkersClient;
+use pastiche_spec::store::Store;
 use tonic::transport::Channel;
 
 struct Running {
@@ -365,6 +367,50 @@ async fn a_restarted_coordinator_carries_on_from_its_database() {
         .unwrap()
         .into_inner();
     assert_eq!(status.state, pb::JobState::Done as i32);
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_job_that_finished_unreported_gets_its_report_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let store_dir = dir.path().join("store");
+    let job = {
+        // As if the coordinator had stopped between the job's end and its report.
+        let coordinator = Coordinator::open(Some(&db), config(Duration::from_secs(30))).unwrap();
+        let mut c = start(coordinator).await;
+        let job = submit(&mut c.farm, GRID).await.job_id;
+        let worker = register(&mut c.workers, "w").await;
+        for _ in 0..2 {
+            let task = lease(&mut c.workers, &worker, 1000).await.unwrap();
+            assert!(complete(&mut c.workers, &worker, &task).await);
+        }
+        c.shutdown().await;
+        job
+    };
+    let store = Store::open(store_dir.to_str().unwrap()).unwrap();
+    let index = format!("jobs/{job}/report/index.html");
+    assert!(!store.exists(&index).await.unwrap());
+
+    let with_store = CoordinatorConfig {
+        store: Some(store.clone()),
+        ..config(Duration::from_secs(30))
+    };
+    let unreported = || State::open(&db).unwrap().unreported_jobs().unwrap();
+    assert_eq!(unreported(), vec![job]);
+    let coordinator = Coordinator::open(Some(&db), with_store).unwrap();
+    let c = start(coordinator).await;
+    // Noted in the database once written, so the next start leaves it be.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !unreported().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no report after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let html = String::from_utf8(store.get(&index).await.unwrap().to_vec()).unwrap();
+    assert!(html.contains("tiny"), "{html}");
     c.shutdown().await;
 }
 
