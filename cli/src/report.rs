@@ -26,6 +26,11 @@ pub struct ReportArgs {
     /// The parameter along its columns [default: the next; the rest nest in it].
     #[arg(long)]
     pub cols: Option<String>,
+    /// Report only the tasks with this value (e.g. `backbone=vgg19`, `style_weight=1e4`,
+    /// `style_depth=5`); repeated for one parameter, any of its values; for several,
+    /// all of them. Needs --out: the report in the store is the whole job's.
+    #[arg(long, value_name = "PARAM=VALUE", requires = "out")]
+    pub only: Vec<String>,
     /// Asked for the tasks' states; without it, the store says which tasks are done.
     #[command(flatten)]
     pub connection: Connection,
@@ -42,6 +47,17 @@ pub async fn run(args: ReportArgs) -> Result<()> {
             );
             report::from_store(&store, &args.job).await?
         }
+    };
+    let job = if args.only.is_empty() {
+        job
+    } else {
+        let slice = pastiche_report::slice(&job, &args.only)?;
+        eprintln!(
+            "{} of the job's {} tasks",
+            slice.tasks.len(),
+            job.tasks.len()
+        );
+        slice
     };
     let mut options = ReportOptions {
         rows: args.rows.clone(),

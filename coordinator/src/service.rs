@@ -12,6 +12,7 @@ use futures::Stream;
 use pastiche_proto::pb;
 use pastiche_proto::pb::farm_server::Farm;
 use pastiche_proto::pb::workers_server::Workers;
+use pastiche_report::MAX_REPORT_TASKS;
 use pastiche_spec::store::Store;
 use pastiche_spec::{layout, parse_grid};
 use tokio::sync::{broadcast, mpsc, Notify};
@@ -24,9 +25,6 @@ use crate::scheduler::{
     Counts, Event, HeartbeatReply, JobSpec, Scheduler, SchedulerConfig, TaskState,
 };
 use crate::state::{JobRecord, State, TaskRecord};
-
-/// Jobs with more tasks get no report when they finish (see `write_report`).
-pub const MAX_AUTO_REPORT_TASKS: usize = 2_000;
 
 /// Why a finished job has no report.
 enum ReportFailure {
@@ -391,12 +389,12 @@ impl Coordinator {
     async fn write_report(&self, store: &Store, job: &str) -> Result<String, ReportFailure> {
         let name = self.status(job).map_err(anyhow::Error::from)?.name;
         let tasks = self.tasks(job).map_err(anyhow::Error::from)?;
-        // A contact sheet of every task is for grids people look at; a larger
-        // one's report is made on request (with --rows/--cols to cut it down).
-        if tasks.len() > MAX_AUTO_REPORT_TASKS {
+        // A report shows a grid people can look at; a larger job is looked at
+        // in slices, on request.
+        if tasks.len() > MAX_REPORT_TASKS {
             return Err(ReportFailure::Declined(format!(
-                "{} tasks are more than the {MAX_AUTO_REPORT_TASKS} reported automatically; \
-                 run `pastiche report {job}`",
+                "{} tasks are more than the {MAX_REPORT_TASKS} one report shows; \
+                 run `pastiche report {job} --only PARAM=VALUE --out DIR` for slices",
                 tasks.len()
             )));
         }

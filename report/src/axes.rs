@@ -100,6 +100,24 @@ impl Param {
         matches!(self, Param::Content | Param::Style)
     }
 
+    /// Whether `task` has `wanted` for this parameter, written as the report
+    /// shows it (or as the full store key, or the image's name without its
+    /// extension); numbers compare as numbers, words regardless of case.
+    pub(crate) fn matches(self, task: &ReportTask, wanted: &str) -> bool {
+        let value = self.value(task);
+        let wanted = wanted.trim();
+        if let (Some(rank), Ok(number)) = (value.rank, wanted.parse::<f64>()) {
+            if self != Param::Backbone && self != Param::StyleLayers {
+                return rank == number;
+            }
+        }
+        let stem = value.label.split('.').next().unwrap_or_default();
+        [value.id.as_str(), value.label.as_str()]
+            .iter()
+            .any(|shown| shown.eq_ignore_ascii_case(wanted))
+            || (self.is_image() && stem.eq_ignore_ascii_case(wanted))
+    }
+
     fn value(self, task: &ReportTask) -> Value {
         let p = &task.params;
         let number = |v: f64| Value {
@@ -312,7 +330,7 @@ impl Axes {
         self.varied.iter().position(|a| a.param == param)
     }
 
-    fn varied_names(&self) -> Vec<String> {
+    pub(crate) fn varied_names(&self) -> Vec<String> {
         self.varied
             .iter()
             .map(|a| a.param.name().to_owned())

@@ -19,6 +19,7 @@ mod html;
 mod load;
 mod plots;
 mod sheet;
+mod slice;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -28,6 +29,8 @@ use std::path::{Path, PathBuf};
 use pastiche_spec::layout::{self, BadId};
 use pastiche_spec::store::{Store, StoreError};
 use pastiche_spec::RenderParams;
+
+pub use slice::slice;
 
 /// How a task ended, as the coordinator knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +128,16 @@ pub enum ReportError {
         name: String,
         valid: Vec<String>,
     },
+    #[error("--only {filter}: {why}")]
+    BadFilter { filter: String, why: String },
+    #[error("--only {filter}: no task of the job has it; {}", values_of(.values))]
+    EmptySlice { filter: String, values: Vec<String> },
+    #[error(
+        "{tasks} tasks are more than the {MAX_REPORT_TASKS} one report shows; \
+         report slices of the job with --only PARAM=VALUE ({})",
+        choices(.varied)
+    )]
+    TooManyTasks { tasks: usize, varied: Vec<String> },
     #[error("--rows and --cols both name '{0}'")]
     SameAxis(String),
     #[error("'{0}' is not a file name inside the report")]
@@ -152,6 +165,18 @@ fn choices(valid: &[String]) -> String {
     }
 }
 
+fn values_of(values: &[String]) -> String {
+    if values.is_empty() {
+        "the tasks left have no such value".to_owned()
+    } else {
+        format!("it takes {}", values.join(", "))
+    }
+}
+
+/// The most tasks one report shows: a contact sheet of 2,000 cells is already
+/// about 60 megapixels, and every pastiche is read into memory.
+pub const MAX_REPORT_TASKS: usize = 2_000;
+
 pub const CONTACT_SHEET: &str = "contact-sheet.png";
 pub const SUMMARY_CSV: &str = "summary.csv";
 pub const SUMMARY_MD: &str = "summary.md";
@@ -167,8 +192,14 @@ pub async fn build_report(
     for task in &job.tasks {
         layout::check_id(&task.id)?;
     }
-    // Bad --rows/--cols are refused before anything is read.
+    // Bad --rows/--cols, or too many tasks, are refused before anything is read.
     let axes = axes::Axes::analyse(&job.tasks);
+    if job.tasks.len() > MAX_REPORT_TASKS {
+        return Err(ReportError::TooManyTasks {
+            tasks: job.tasks.len(),
+            varied: axes.varied_names(),
+        });
+    }
     let sheet_axes = axes.choose(options.rows.as_deref(), options.cols.as_deref())?;
 
     let keep_originals = options.placement == Placement::Standalone;

@@ -659,3 +659,32 @@ async fn a_new_report_in_the_store_leaves_nothing_of_the_old_one() {
         "the tasks' outputs are not the report's to delete"
     );
 }
+
+#[tokio::test]
+async fn a_job_too_large_for_one_report_is_reported_in_slices() {
+    let fx = finished_job(&[]).await;
+    let mut job = fx.job.clone();
+    let first = job.tasks[0].clone();
+    for seed in 1..=MAX_REPORT_TASKS as u64 - job.tasks.len() as u64 + 1 {
+        let mut task = first.clone();
+        task.id = format!("{}-{seed}", first.id);
+        task.params.seed = seed;
+        task.outcome = Outcome::Unfinished;
+        job.tasks.push(task);
+    }
+    assert_eq!(job.tasks.len(), MAX_REPORT_TASKS + 1);
+    let err = build_report(&fx.store, &job, &ReportOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--only PARAM=VALUE"), "{err}");
+    assert!(err.contains("backbone, style_weight, seed"), "{err}");
+
+    let slice = slice(&job, &["seed=0".to_owned()]).unwrap();
+    assert_eq!(slice.tasks.len(), fx.job.tasks.len());
+    let files = build_report(&fx.store, &slice, &ReportOptions::default())
+        .await
+        .unwrap();
+    let summary = String::from_utf8(file(&files, SUMMARY_CSV).to_vec()).unwrap();
+    assert_eq!(summary.lines().count(), 1 + fx.job.tasks.len());
+}

@@ -585,15 +585,17 @@ fn a_finished_job_gets_a_report_that_marks_its_failed_tasks() {
         "{summary}"
     );
 
-    // On request, elsewhere, with copies of the pastiches.
+    // On request, elsewhere, with copies of the pastiches: a slice of the job.
     let out = dir.path().join("report-copy");
-    let printed = succeeded(pastiche(&[
-        "report",
-        &job,
-        "--coordinator",
-        &coordinator.url(),
-        "--store",
-        store_arg,
+    let report = |extra: &[&str]| {
+        let url = coordinator.url();
+        let mut args = vec!["report", &job, "--coordinator", &url, "--store", store_arg];
+        args.extend_from_slice(extra);
+        pastiche(&args)
+    };
+    let printed = succeeded(report(&[
+        "--only",
+        "backbone=vgg16",
         "--out",
         out.to_str().unwrap(),
     ]));
@@ -604,6 +606,19 @@ fn a_finished_job_gets_a_report_that_marks_its_failed_tasks() {
         .filter(|p| p.exists())
         .collect();
     assert_eq!(copies.len(), 1, "the done task's pastiche is copied");
+    let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    assert_eq!(summary.lines().count(), 2, "vgg16's task only: {summary}");
+    assert!(summary.contains(",done,"), "{summary}");
+    // The report in the store is the whole job's: a slice goes elsewhere.
+    let refused = report(&["--only", "backbone=vgg16"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--out"));
+    let refused = report(&["--only", "backbone=vgg11", "--out", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("no task of the job has it; it takes vgg16, vgg19"),
+        "{stderr}"
+    );
 
     // With the coordinator gone, the store alone still makes a report.
     drop(coordinator);
