@@ -1,7 +1,7 @@
 //! The coordinator's gRPC services over the scheduler core and its database: `Farm`
 //! for users, `Workers` for workers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +39,9 @@ impl From<anyhow::Error> for ReportFailure {
         ReportFailure::Failed(err)
     }
 }
+
+/// See [`Coordinator::report_of_ended_job`].
+struct ReportPending;
 
 /// Longest a lease request is held open waiting for work.
 const MAX_LEASE_WAIT: Duration = Duration::from_secs(30);
@@ -86,6 +89,9 @@ pub struct Coordinator {
     /// Jobs that finished, for the reporter (see `spawn_reporter`).
     finished_jobs: mpsc::UnboundedSender<String>,
     finished_jobs_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    /// Finished jobs whose report is yet to be written (or to fail): their
+    /// watchers wait for it.
+    reports_pending: Mutex<HashSet<String>>,
     metrics: Metrics,
 }
 
@@ -149,6 +155,7 @@ impl Coordinator {
             next_worker: AtomicU64::new(1),
             finished_jobs,
             finished_jobs_rx: Mutex::new(Some(finished_jobs_rx)),
+            reports_pending: Mutex::new(HashSet::new()),
         }))
     }
 
@@ -191,6 +198,7 @@ impl Coordinator {
             let reporting = self.config.store.is_some();
             let finished = status.state != pb::JobState::Running as i32 && !reporting;
             if reporting && matches!(event, Event::JobFinished { .. }) {
+                self.reports_pending().insert(job.clone());
                 let _ = self.finished_jobs.send(job.clone());
             }
             let event = pb::JobEvent {
@@ -327,6 +335,7 @@ impl Coordinator {
                 "writing the reports missed before a restart"
             );
         }
+        self.reports_pending().extend(backlog.iter().cloned());
         let coordinator = Arc::clone(self);
         Some(tokio::spawn(async move {
             for job in backlog {
@@ -367,6 +376,9 @@ impl Coordinator {
                 }
             }
         };
+        // Watchers check for a pending report after subscribing: taken off the
+        // list before the broadcast, it cannot be missed.
+        self.reports_pending().remove(&job);
         let Ok(status) = self.status(&job) else {
             return;
         };
@@ -378,6 +390,37 @@ impl Coordinator {
             },
             finished: true,
         });
+    }
+
+    fn reports_pending(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.reports_pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// For a watcher of a job that has ended: whether its report is still to
+    /// come, or else the event that says where it is (none: no report).
+    async fn report_of_ended_job(&self, job: &str) -> Result<Option<pb::JobEvent>, ReportPending> {
+        if self.reports_pending().contains(job) {
+            return Err(ReportPending);
+        }
+        let Some(store) = &self.config.store else {
+            return Ok(None);
+        };
+        let Ok(prefix) = layout::report_prefix(job) else {
+            return Ok(None);
+        };
+        let index_key = format!("{prefix}{}", pastiche_report::INDEX_HTML);
+        if !store.exists(&index_key).await.unwrap_or(false) {
+            return Ok(None);
+        }
+        Ok(Some(pb::JobEvent {
+            status: self.status(job).ok(),
+            event: Some(pb::job_event::Event::Report(pb::ReportReady {
+                index_key,
+                error: String::new(),
+            })),
+        }))
     }
 
     fn note_reported(&self, job: &str, note: &str) {
@@ -603,13 +646,25 @@ impl Farm for FarmService {
         let (tx, rx) = mpsc::channel(256);
         let coordinator = Arc::clone(&self.0);
         tokio::spawn(async move {
-            let finished = status.state != pb::JobState::Running as i32;
+            let ended = status.state != pb::JobState::Running as i32;
             let first = pb::JobEvent {
                 status: Some(status),
                 event: None,
             };
-            if tx.send(Ok(first)).await.is_err() || finished {
+            if tx.send(Ok(first)).await.is_err() {
                 return;
+            }
+            if ended {
+                match coordinator.report_of_ended_job(&job).await {
+                    // Its broadcast is still to come: wait for it below.
+                    Err(ReportPending) => {}
+                    Ok(report) => {
+                        if let Some(report) = report {
+                            let _ = tx.send(Ok(report)).await;
+                        }
+                        return;
+                    }
+                }
             }
             loop {
                 match events.recv().await {

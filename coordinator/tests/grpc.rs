@@ -397,9 +397,21 @@ async fn a_job_that_finished_unreported_gets_its_report_after_a_restart() {
         ..config(Duration::from_secs(30))
     };
     let unreported = || State::open(&db).unwrap().unreported_jobs().unwrap();
-    assert_eq!(unreported(), vec![job]);
+    assert_eq!(unreported(), std::slice::from_ref(&job));
     let coordinator = Coordinator::open(Some(&db), with_store).unwrap();
-    let c = start(coordinator).await;
+    let mut c = start(coordinator).await;
+    // A watcher learns where the report is, whether it is still being written
+    // when the watch begins or already there.
+    let report_of = |events: Vec<pb::JobEvent>| {
+        events.into_iter().find_map(|e| match e.event {
+            Some(pb::job_event::Event::Report(r)) => Some(r.index_key),
+            _ => None,
+        })
+    };
+    assert_eq!(
+        report_of(watch(&mut c.farm, &job).await),
+        Some(index.clone())
+    );
     // Noted in the database once written, so the next start leaves it be.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !unreported().is_empty() {
@@ -411,7 +423,24 @@ async fn a_job_that_finished_unreported_gets_its_report_after_a_restart() {
     }
     let html = String::from_utf8(store.get(&index).await.unwrap().to_vec()).unwrap();
     assert!(html.contains("tiny"), "{html}");
+    assert_eq!(report_of(watch(&mut c.farm, &job).await), Some(index));
     c.shutdown().await;
+}
+
+/// Every event of a watch, to its end.
+async fn watch(farm: &mut FarmClient<Channel>, job: &str) -> Vec<pb::JobEvent> {
+    let mut stream = farm
+        .watch_job(pb::WatchJobRequest {
+            job_id: job.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(event) = stream.message().await.unwrap() {
+        events.push(event);
+    }
+    events
 }
 
 #[tokio::test]
