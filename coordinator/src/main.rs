@@ -30,9 +30,12 @@ struct Args {
     /// Attempts per task when a job does not say.
     #[arg(long, env = "PASTICHE_MAX_ATTEMPTS", default_value_t = 3)]
     max_attempts: u32,
-    /// A worker that failed this many tasks of a job gets no more of it.
+    /// A worker that failed this many tasks of a job (with errors that were not
+    /// the task's own) gets no more of it for --blocklist-for.
     #[arg(long, env = "PASTICHE_BLOCKLIST_AFTER", default_value_t = 3)]
     blocklist_after: u32,
+    #[arg(long, env = "PASTICHE_BLOCKLIST_FOR", default_value = "10m", value_parser = parse_duration)]
+    blocklist_for: Duration,
     /// The farm's store (a directory or s3://bucket/prefix, as the workers'
     /// --store): each finished job's report is written to jobs/<job>/report/.
     /// Without it, no reports are written (`pastiche report` still makes them).
@@ -79,6 +82,7 @@ async fn main() -> Result<()> {
         scheduler: SchedulerConfig {
             lease_timeout: args.lease_timeout,
             blocklist_after: args.blocklist_after,
+            blocklist_for: args.blocklist_for,
         },
         default_max_attempts: args.max_attempts,
         store: args

@@ -9,15 +9,18 @@
 //!   puts the task back in the queue with its attempt number bumped; reports that
 //!   carry an older attempt are stale and ignored.
 //! - A failure is retried (as a new attempt) while it is retryable and the job's
-//!   attempt limit allows; a worker that failed `blocklist_after` tasks of a job is
-//!   not given that job again (a render farm's soft-fail/blocklist).
+//!   attempt limit allows; a worker that failed `blocklist_after` tasks of a job
+//!   with retryable errors is not given that job for `blocklist_for` (a render
+//!   farm's soft-fail/blocklist). A failure that is not retryable is the task's
+//!   own (bad input) and does not count against the worker; and the blocklist
+//!   ends, so that a job whose every worker was kept off it still moves on.
 //! - Cancelling a job drops its queued tasks at once and tells the workers running
 //!   the others at their next heartbeat.
 //!
 //! Every change is also recorded as an [`Event`], which the coordinator persists and
 //! streams to watchers.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 pub type JobId = String;
@@ -59,8 +62,10 @@ impl TaskState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SchedulerConfig {
     pub lease_timeout: Duration,
-    /// Failed tasks of one job after which a worker no longer gets that job.
+    /// Failed tasks of one job after which a worker no longer gets that job...
     pub blocklist_after: u32,
+    /// ...for this long.
+    pub blocklist_for: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -68,6 +73,7 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             lease_timeout: Duration::from_secs(30),
             blocklist_after: 3,
+            blocklist_for: Duration::from_secs(600),
         }
     }
 }
@@ -193,7 +199,8 @@ struct Job {
     counts: Counts,
     /// Failed attempts per worker.
     failures_by_worker: HashMap<WorkerId, u32>,
-    blocklist: HashSet<WorkerId>,
+    /// Workers kept off the job, until when.
+    blocklist: HashMap<WorkerId, Instant>,
 }
 
 impl Counts {
@@ -209,6 +216,18 @@ impl Counts {
 }
 
 impl Job {
+    /// Whether `worker` is kept off this job at `now`.
+    fn blocked(&mut self, worker: &str, now: Instant) -> bool {
+        match self.blocklist.get(worker) {
+            Some(until) if *until > now => true,
+            Some(_) => {
+                self.blocklist.remove(worker);
+                false
+            }
+            None => false,
+        }
+    }
+
     fn counts(&self) -> Counts {
         self.counts
     }
@@ -326,7 +345,7 @@ impl Scheduler {
             states: HashMap::with_capacity(spec.tasks.len()),
             counts: Counts::default(),
             failures_by_worker: HashMap::new(),
-            blocklist: HashSet::new(),
+            blocklist: HashMap::new(),
         };
         for task in &spec.tasks {
             let state = prior(task).unwrap_or(TaskState::Queued { attempt: 1 });
@@ -352,7 +371,7 @@ impl Scheduler {
         let lease_until = now + self.config.lease_timeout;
         for job_id in self.order.values() {
             let job = self.jobs.get_mut(job_id).expect("ordered jobs exist");
-            if job.cancelled || job.blocklist.contains(worker) {
+            if job.cancelled || job.blocked(worker, now) {
                 continue;
             }
             let Some(task) = job.queue.pop_front() else {
@@ -486,8 +505,9 @@ impl Scheduler {
         self.finish_if_done(job_id);
     }
 
-    /// A worker gave up on `attempt`. Retryable failures go back to the queue while
-    /// the job's attempt limit allows. Returns false for a stale report.
+    /// A worker gave up on `attempt` at `now`. Retryable failures go back to the
+    /// queue while the job's attempt limit allows. Returns false for a stale report.
+    #[allow(clippy::too_many_arguments)] // one report's fields, as the RPC has them
     pub fn fail(
         &mut self,
         job_id: &str,
@@ -496,8 +516,13 @@ impl Scheduler {
         worker: &str,
         retryable: bool,
         error: &str,
+        now: Instant,
     ) -> bool {
-        let blocklist_after = self.config.blocklist_after;
+        let SchedulerConfig {
+            blocklist_after,
+            blocklist_for,
+            ..
+        } = self.config;
         let Some(job) = self.current_job(job_id, task, attempt, worker) else {
             return false;
         };
@@ -505,13 +530,18 @@ impl Scheduler {
             self.end_cancelled(job_id, task);
             return true;
         }
-        let failures = job.failures_by_worker.entry(worker.to_owned()).or_default();
-        *failures += 1;
-        if *failures >= blocklist_after && job.blocklist.insert(worker.to_owned()) {
-            self.events.push(Event::WorkerBlocklisted {
-                job: job_id.to_owned(),
-                worker: worker.to_owned(),
-            });
+        if retryable {
+            let failures = job.failures_by_worker.entry(worker.to_owned()).or_default();
+            *failures += 1;
+            if *failures >= blocklist_after {
+                // Counted afresh once the blocklist ends.
+                *failures = 0;
+                job.blocklist.insert(worker.to_owned(), now + blocklist_for);
+                self.events.push(Event::WorkerBlocklisted {
+                    job: job_id.to_owned(),
+                    worker: worker.to_owned(),
+                });
+            }
         }
         self.retry_or_fail(job_id, task, attempt, retryable, error);
         true
@@ -689,12 +719,14 @@ impl Scheduler {
 mod tests {
     use super::*;
 
+    const BLOCKLIST_FOR: Duration = Duration::from_secs(600);
     const LEASE: Duration = Duration::from_secs(10);
 
     fn scheduler() -> Scheduler {
         Scheduler::new(SchedulerConfig {
             lease_timeout: LEASE,
             blocklist_after: 2,
+            blocklist_for: BLOCKLIST_FOR,
         })
     }
 
@@ -771,7 +803,7 @@ mod tests {
             HeartbeatReply::Stale
         );
         assert!(!s.complete("j", "a", 1, "dead"));
-        assert!(!s.fail("j", "a", 1, "dead", true, "late"));
+        assert!(!s.fail("j", "a", 1, "dead", true, "late", t0 + LEASE * 2));
         assert!(s.complete("j", "a", 2, "alive"));
         assert_eq!(
             s.task_state("j", "a").unwrap(),
@@ -787,13 +819,14 @@ mod tests {
         let mut s = Scheduler::new(SchedulerConfig {
             lease_timeout: LEASE,
             blocklist_after: 100,
+            blocklist_for: BLOCKLIST_FOR,
         });
         let now = Instant::now();
         s.submit(job("j", 0, &["a"])).unwrap();
         for attempt in 1..=3 {
             let lease = s.lease("w", now).unwrap();
             assert_eq!(lease.attempt, attempt);
-            assert!(s.fail("j", "a", attempt, "w", true, "disk full"));
+            assert!(s.fail("j", "a", attempt, "w", true, "disk full", now));
         }
         match s.task_state("j", "a").unwrap() {
             TaskState::Failed { attempt: 3, error } => {
@@ -807,7 +840,7 @@ mod tests {
 
         s.submit(job("k", 0, &["c"])).unwrap();
         let c = s.lease("w", now).unwrap();
-        assert!(s.fail("k", "c", c.attempt, "w", false, "corrupt image"));
+        assert!(s.fail("k", "c", c.attempt, "w", false, "corrupt image", now));
         assert_eq!(
             s.task_state("k", "c").unwrap(),
             &TaskState::Failed {
@@ -823,7 +856,7 @@ mod tests {
         let now = Instant::now();
         s.submit(job("j", 0, &["a", "b"])).unwrap();
         let a = s.lease("w", now).unwrap();
-        s.fail("j", "a", a.attempt, "w", true, "hiccup");
+        s.fail("j", "a", a.attempt, "w", true, "hiccup", now);
         let next: Vec<(String, u32)> = std::iter::from_fn(|| s.lease("v", now))
             .map(|l| (l.task, l.attempt))
             .collect();
@@ -837,7 +870,7 @@ mod tests {
         s.submit(job("j", 0, &["a", "b", "c"])).unwrap();
         for _ in 0..2 {
             let lease = s.lease("flaky", now).unwrap();
-            s.fail("j", &lease.task, lease.attempt, "flaky", true, "oom");
+            s.fail("j", &lease.task, lease.attempt, "flaky", true, "oom", now);
         }
         assert!(s.take_events().contains(&Event::WorkerBlocklisted {
             job: "j".into(),
@@ -848,6 +881,56 @@ mod tests {
         s.submit(job("other", 0, &["z"])).unwrap();
         assert_eq!(s.lease("flaky", now).unwrap().job, "other");
         assert_eq!(s.lease("good", now).unwrap().job, "j");
+        // Until the blocklist ends.
+        assert_eq!(s.lease("flaky", now + BLOCKLIST_FOR).unwrap().job, "j");
+    }
+
+    #[test]
+    fn failures_of_the_task_itself_keep_no_worker_off_the_job() {
+        let mut s = scheduler(); // blocklist after 2 failures
+        let now = Instant::now();
+        s.submit(job("j", 0, &["bad1", "bad2", "bad3", "good"]))
+            .unwrap();
+        for _ in 0..3 {
+            let lease = s.lease("w", now).unwrap();
+            s.fail(
+                "j",
+                &lease.task,
+                lease.attempt,
+                "w",
+                false,
+                "not an image",
+                now,
+            );
+        }
+        assert_eq!(s.lease("w", now).unwrap().task, "good");
+        assert!(!s
+            .take_events()
+            .iter()
+            .any(|e| matches!(e, Event::WorkerBlocklisted { .. })));
+    }
+
+    #[test]
+    fn a_job_whose_every_worker_was_kept_off_it_still_finishes() {
+        let mut s = scheduler(); // blocklist after 2 failures; 3 attempts
+        let mut now = Instant::now();
+        s.submit(job("j", 0, &["a", "b", "c", "d", "e"])).unwrap();
+        // Two workers, and every attempt fails (the store is down, say).
+        let mut rounds = 0;
+        while !s.counts("j").unwrap().finished() {
+            rounds += 1;
+            assert!(rounds <= 30, "stuck: {:?}", s.counts("j"));
+            let lease = ["w1", "w2"]
+                .iter()
+                .find_map(|w| s.lease(w, now).map(|l| (w, l)));
+            match lease {
+                Some((worker, l)) => {
+                    s.fail("j", &l.task, l.attempt, worker, true, "store down", now);
+                }
+                None => now += BLOCKLIST_FOR, // both kept off: wait it out
+            }
+        }
+        assert_eq!(s.counts("j").unwrap().failed, 5);
     }
 
     #[test]
@@ -865,7 +948,7 @@ mod tests {
             HeartbeatReply::Cancel
         );
         // w1 stops and says so; w2 finished just before it heard.
-        assert!(s.fail("j", &a.task, a.attempt, "w1", false, "cancelled"));
+        assert!(s.fail("j", &a.task, a.attempt, "w1", false, "cancelled", now));
         assert!(s.complete("j", &b.task, b.attempt, "w2"));
         let counts = s.counts("j").unwrap();
         assert_eq!(

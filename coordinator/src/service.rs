@@ -851,7 +851,15 @@ impl Workers for WorkersService {
             let mut inner = coordinator.lock();
             let accepted = inner
                 .scheduler
-                .fail(&r.job_id, &r.task_id, r.attempt, &r.worker_id, r.retryable, &r.error);
+                .fail(
+                    &r.job_id,
+                    &r.task_id,
+                    r.attempt,
+                    &r.worker_id,
+                    r.retryable,
+                    &r.error,
+                    Instant::now(),
+                );
             coordinator.commit(&mut inner)?;
             if accepted {
                 tracing::warn!(job = %r.job_id, task = %r.task_id, attempt = r.attempt, worker = %r.worker_id, retryable = r.retryable, error = %r.error, "task failed");

@@ -20,6 +20,7 @@ pub fn config(lease: Duration) -> CoordinatorConfig {
         scheduler: SchedulerConfig {
             lease_timeout: lease,
             blocklist_after: 3,
+            ..SchedulerConfig::default()
         },
         default_max_attempts: 3,
         store: None,
