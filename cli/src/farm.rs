@@ -179,7 +179,21 @@ async fn check_access(farm: &mut FarmClient<AuthChannel>) -> Result<()> {
     }
 }
 
+/// A grid whose inputs are in the store, ready to submit.
+pub struct Upload {
+    /// The grid, naming its inputs by object key.
+    pub grid: String,
+    store: Store,
+    farm: FarmClient<AuthChannel>,
+}
+
 pub async fn submit(args: &SubmitArgs) -> Result<String> {
+    let upload = upload(args).await?;
+    send(args, upload).await
+}
+
+/// Checks the grid and the token, then uploads the grid's inputs.
+pub async fn upload(args: &SubmitArgs) -> Result<Upload> {
     let text = std::fs::read_to_string(&args.grid)
         .with_context(|| format!("cannot read {}", args.grid.display()))?;
     // Checked here first, so that a bad grid uploads nothing.
@@ -188,6 +202,16 @@ pub async fn submit(args: &SubmitArgs) -> Result<String> {
     let mut farm = connect(&args.connection).await?;
     check_access(&mut farm).await?;
     let grid = upload_inputs(&args.grid, &text, &store).await?;
+    Ok(Upload { grid, store, farm })
+}
+
+/// Submits an uploaded grid; prints and returns the new job's id.
+pub async fn send(args: &SubmitArgs, upload: Upload) -> Result<String> {
+    let Upload {
+        grid,
+        store,
+        mut farm,
+    } = upload;
     let name = args
         .grid
         .file_name()

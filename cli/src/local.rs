@@ -2,6 +2,7 @@
 //! with results in a local directory and state in an embedded database.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -50,7 +51,7 @@ pub async fn run(args: LocalArgs) -> Result<()> {
     let url = format!("http://{}", listener.local_addr()?);
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(pastiche_coordinator::server::serve(
-        coordinator,
+        Arc::clone(&coordinator),
         listener,
         async {
             let _ = server_stopped.await;
@@ -91,8 +92,8 @@ pub async fn run(args: LocalArgs) -> Result<()> {
         coordinator: url,
         security: Default::default(),
     };
-    let outcome = async {
-        let job = farm::submit(&SubmitArgs {
+    let run_job = async {
+        let submission = SubmitArgs {
             grid: args.grid.clone(),
             connection: connection.clone(),
             store: args.store.clone(),
@@ -100,14 +101,40 @@ pub async fn run(args: LocalArgs) -> Result<()> {
             max_attempts: None,
             watch: false,
             preview_every: args.preview_every,
-        })
-        .await?;
+        };
+        let upload = farm::upload(&submission).await?;
+        // The same grid, interrupted earlier: carry on with that job.
+        let job = match coordinator.running_job_with_grid(&upload.grid) {
+            Some(job) => {
+                eprintln!("carrying on with job {job}, from {}", args.db.display());
+                println!("{job}");
+                job
+            }
+            None => farm::send(&submission, upload).await?,
+        };
         tokio::select! {
             watched = farm::watch(&connection, &args.store.store, &job) => watched.map(|()| job),
             _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; run the same command to carry on"),
         }
-    }
-    .await;
+    };
+    // Workers that cannot start (a device that is not there) end at once:
+    // then nothing would ever render the job, so say why instead of waiting.
+    let workers_ended = async {
+        let mut first_error = None;
+        while let Some(worker) = workers.join_next().await {
+            if let Ok(Err(err)) = worker {
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error
+    };
+    let outcome = tokio::select! {
+        outcome = run_job => outcome,
+        error = workers_ended => Err(match error {
+            Some(err) => err.context("no worker is left to render the job"),
+            None => anyhow::anyhow!("no worker is left to render the job"),
+        }),
+    };
 
     let _ = stop_workers.send(true);
     while let Some(worker) = workers.join_next().await {

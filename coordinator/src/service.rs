@@ -291,6 +291,24 @@ impl Coordinator {
         &self.metrics
     }
 
+    /// The latest job submitted with exactly this grid that is still running
+    /// (not finished, not cancelled): what `pastiche local` carries on with.
+    pub fn running_job_with_grid(&self, grid_toml: &str) -> Option<String> {
+        let inner = self.lock();
+        inner
+            .jobs
+            .values()
+            .filter(|job| job.grid_toml == grid_toml && !job.cancelled)
+            .filter(|job| {
+                inner
+                    .scheduler
+                    .counts(&job.id)
+                    .is_ok_and(|counts| !counts.finished())
+            })
+            .max_by_key(|job| (job.submitted_at, job.id.clone()))
+            .map(|job| job.id.clone())
+    }
+
     /// Every job's task counts, and the tasks queued over all jobs.
     pub fn task_counts(&self) -> (Vec<(String, Counts)>, usize) {
         let inner = self.lock();

@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use pastiche_farm_tests::{bin, free_port, repo, succeeded, write_example_grid, Proc};
 
@@ -639,4 +640,67 @@ fn a_finished_job_gets_a_report_that_marks_its_failed_tasks() {
     assert!(note.contains("reading the store"), "{note}");
     let summary = std::fs::read_to_string(report_dir.join("summary.csv")).unwrap();
     assert!(summary.contains("unfinished"), "{summary}");
+}
+
+#[test]
+fn local_carries_on_with_an_interrupted_job_of_the_same_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let db = dir.path().join("state.db");
+    let grid = write_example_grid(
+        dir.path(),
+        "resumed",
+        "[grid]\nsize = 32\niterations = 2\nstyle_weight = [1e5, 1e6]\n",
+    );
+    // As `local` leaves it when killed before any task ran: the job queued in
+    // its database (submitted through a coordinator on that database, no worker).
+    let job = {
+        let coordinator = start_coordinator(&db, "127.0.0.1:0", "30s");
+        submit(&coordinator.url(), &store, &grid)
+    };
+    let local = |extra: &[&str]| {
+        let mut args = vec![
+            "local",
+            grid.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        pastiche(&args)
+    };
+    // With a device that is not there, no worker starts: said at once, no hang.
+    let mut bad_device = Command::new(bin("pastiche"))
+        .args(["local", grid.to_str().unwrap(), "--store"])
+        .arg(&store)
+        .arg("--db")
+        .arg(&db)
+        .args(["--device", "tpu:7"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = pastiche_farm_tests::exits_within(&mut bad_device, Duration::from_secs(60));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut bad_device.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("no worker is left"), "{stderr}");
+    assert!(stderr.contains("tpu:7"), "{stderr}");
+
+    let output = local(&[]);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(
+        succeeded(output),
+        job,
+        "the same job, not a new one: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("carrying on with job {job}")),
+        "{stderr}"
+    );
+    assert_eq!(task_dirs(&store, &job).len(), 2);
+    // Finished, the grid run again is a new job.
+    assert_ne!(succeeded(local(&[])), job);
 }
