@@ -70,6 +70,19 @@ pub async fn serve_secured(
         .build_v1()?;
     let reaper = coordinator.spawn_lease_reaper();
     let reporter = coordinator.spawn_reporter();
+    // Once shutdown begins: no lease expires any more (the workers cannot
+    // reach us to renew them; the next coordinator gives them their time), and
+    // long polls and watches end, so their connections close and do not hold
+    // the shutdown up.
+    let shutdown = {
+        let coordinator = Arc::clone(&coordinator);
+        let reaper = reaper.abort_handle();
+        async move {
+            shutdown.await;
+            reaper.abort();
+            coordinator.close();
+        }
+    };
     // Small request/response pairs on long-lived connections: without TCP_NODELAY,
     // Nagle's algorithm holds each reply back waiting for the peer's ACK.
     let incoming = TcpListenerStream::new(listener).map(|stream| {

@@ -84,6 +84,9 @@ pub struct Coordinator {
     config: CoordinatorConfig,
     /// Woken whenever a task may have become available to lease.
     work: Notify,
+    /// Set when the server begins to shut down: long polls and watches end, so
+    /// that their connections close and the shutdown is not held up.
+    closing: tokio::sync::watch::Sender<bool>,
     events: broadcast::Sender<Broadcast>,
     next_worker: AtomicU64,
     /// Jobs that finished, for the reporter (see `spawn_reporter`).
@@ -151,12 +154,24 @@ impl Coordinator {
             metrics: Metrics::new(config.scheduler.lease_timeout),
             config,
             work: Notify::new(),
+            closing: tokio::sync::watch::Sender::new(false),
             events,
             next_worker: AtomicU64::new(1),
             finished_jobs,
             finished_jobs_rx: Mutex::new(Some(finished_jobs_rx)),
             reports_pending: Mutex::new(HashSet::new()),
         }))
+    }
+
+    /// Ends every long poll and watch; see `closing`.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`close`](Self::close) was called.
+    async fn closed(&self) {
+        let mut closing = self.closing.subscribe();
+        let _ = closing.wait_for(|closing| *closing).await;
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -684,8 +699,21 @@ impl Farm for FarmService {
                     }
                 }
             }
+            let closed = coordinator.closed();
+            tokio::pin!(closed);
             loop {
-                match events.recv().await {
+                let received = tokio::select! {
+                    received = events.recv() => received,
+                    () = &mut closed => {
+                        let _ = tx
+                            .send(Err(Status::unavailable(
+                                "the coordinator is shutting down; watch again once it is back",
+                            )))
+                            .await;
+                        return;
+                    }
+                };
+                match received {
                     Ok(b) if b.job == job => {
                         if tx.send(Ok(b.event)).await.is_err() || b.finished {
                             return;
@@ -783,8 +811,16 @@ impl Workers for WorkersService {
                 self.0.metrics.task_scheduled(looked.elapsed());
                 return Ok(Response::new(pb::LeaseResponse { task: Some(task) }));
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Ok(Response::new(pb::LeaseResponse { task: None }));
+            tokio::select! {
+                woken = tokio::time::timeout_at(deadline, notified) => {
+                    if woken.is_err() {
+                        return Ok(Response::new(pb::LeaseResponse { task: None }));
+                    }
+                }
+                // No task: the worker asks again, of the next coordinator.
+                () = self.0.closed() => {
+                    return Ok(Response::new(pb::LeaseResponse { task: None }));
+                }
             }
         }
     }

@@ -539,3 +539,51 @@ async fn health_checking_and_reflection_are_served() {
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn shutting_down_ends_watches_and_long_polls_at_once() {
+    let coordinator = Coordinator::open(None, config(Duration::from_secs(30))).unwrap();
+    let mut c = start(coordinator).await;
+    let job = submit(&mut c.farm, GRID).await.job_id;
+    let mut watch = c
+        .farm
+        .watch_job(pb::WatchJobRequest { job_id: job })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(watch.message().await.unwrap().is_some());
+    let worker = register(&mut c.workers, "w").await;
+    for _ in 0..2 {
+        lease(&mut c.workers, &worker, 1000).await.unwrap();
+    }
+    // Nothing left to lease: this call waits, up to 30 s.
+    let mut poller = c.workers.clone();
+    let long_poll = tokio::spawn(async move {
+        poller
+            .lease(pb::LeaseRequest {
+                worker_id: worker,
+                wait_ms: 30_000,
+            })
+            .await
+    });
+
+    let _ = c.stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), c.server)
+        .await
+        .expect("the open watch and long poll held the shutdown up")
+        .unwrap();
+    // The leases' events first, then the reason the watch ends.
+    let ended = loop {
+        match watch.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the watch ended without saying why"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended}");
+    assert!(ended.message().contains("shutting down"), "{ended}");
+    // Answered with no task, or cut off if it had not reached the server yet.
+    if let Ok(reply) = long_poll.await.unwrap() {
+        assert!(reply.into_inner().task.is_none());
+    }
+}
