@@ -654,8 +654,10 @@ impl Farm for FarmService {
             if !inner.jobs.contains_key(&job) {
                 return Err(CoordinatorError::UnknownJob(job));
             }
+            // A job that has ended stays as it ended.
+            let running = !inner.scheduler.counts(&job)?.finished();
             inner.scheduler.cancel(&job)?;
-            if let Some(record) = inner.jobs.get_mut(&job) {
+            if let Some(record) = inner.jobs.get_mut(&job).filter(|_| running) {
                 record.cancelled = true;
             }
             coordinator.commit(&mut inner)?;

@@ -252,6 +252,21 @@ async fn a_job_runs_to_completion_and_its_watchers_see_it() {
         assert_eq!((task.state(), task.attempt), (pb::TaskState::Done, 1));
         assert_eq!(task.params.as_ref().unwrap().iterations, 3);
     }
+    // Cancelling a job that has ended changes nothing.
+    farm_side
+        .farm
+        .cancel_job(pb::CancelJobRequest {
+            job_id: job.job_id.clone(),
+        })
+        .await
+        .unwrap();
+    let status = farm_side
+        .farm
+        .get_job(pb::GetJobRequest { job_id: job.job_id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.state, pb::JobState::Done as i32);
     farm_side.shutdown().await;
 }
 
