@@ -94,13 +94,24 @@ pub struct ResultsArgs {
 
 pub async fn connect(connection: &Connection) -> Result<FarmClient<AuthChannel>> {
     let url = &connection.coordinator;
+    anyhow::ensure!(
+        url.starts_with("http://") || url.starts_with("https://"),
+        "--coordinator {url}: give it as http://host:port (or https:// with TLS)"
+    );
     let security = connection.security.load()?;
     let channel = security
         .endpoint(url)?
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
-        .with_context(|| format!("cannot reach the coordinator at {url}"))?;
+        .map_err(|err| {
+            // The transport's chain repeats itself: its innermost cause says it all.
+            let mut cause: &dyn std::error::Error = &err;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            anyhow::anyhow!("cannot reach the coordinator at {url}: {cause}")
+        })?;
     Ok(FarmClient::new(security.authorize(channel)).max_decoding_message_size(64 << 20))
 }
 

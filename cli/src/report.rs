@@ -10,6 +10,8 @@ use pastiche_report::{build_report, write_to_dir, Placement, ReportJob, ReportOp
 use pastiche_spec::store::Store;
 
 use crate::farm::{self, Connection, StoreArg};
+use pastiche_proto::pb::farm_client::FarmClient;
+use pastiche_proto::security::AuthChannel;
 
 #[derive(Args)]
 pub struct ReportArgs {
@@ -38,12 +40,26 @@ pub struct ReportArgs {
 
 pub async fn run(args: ReportArgs) -> Result<()> {
     let store = Store::open(&args.store.store)?;
-    let job = match from_coordinator(&args.connection, &args.job).await {
-        Ok(job) => job,
+    let job = match farm::connect(&args.connection).await {
+        Ok(client) => from_coordinator(client, &args.job).await?,
         Err(err) => {
             eprintln!(
                 "note: no task states from the coordinator ({err:#}); reading the store: \
                  tasks without results are shown as unfinished"
+            );
+            // The coordinator's report knows which tasks failed or were
+            // cancelled; one from the store alone does not replace it.
+            let index = format!(
+                "{}{}",
+                pastiche_spec::layout::report_prefix(&args.job)?,
+                pastiche_report::INDEX_HTML
+            );
+            anyhow::ensure!(
+                args.out.is_some() || !store.exists(&index).await?,
+                "the store has the coordinator's report of job {} ({}), which a report \
+                 from the store alone would replace; give --out DIR to write one elsewhere",
+                args.job,
+                farm::location(store.root(), &index)
             );
             report::from_store(&store, &args.job).await?
         }
@@ -86,8 +102,7 @@ pub async fn run(args: ReportArgs) -> Result<()> {
     Ok(())
 }
 
-async fn from_coordinator(connection: &Connection, job: &str) -> Result<ReportJob> {
-    let mut client = farm::connect(connection).await?;
+async fn from_coordinator(mut client: FarmClient<AuthChannel>, job: &str) -> Result<ReportJob> {
     let status = client
         .get_job(pb::GetJobRequest {
             job_id: job.to_owned(),

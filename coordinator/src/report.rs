@@ -7,7 +7,7 @@ use pastiche_report::{
     build_report, write_to_store, Outcome, ReportJob, ReportOptions, ReportTask, INDEX_HTML,
 };
 use pastiche_spec::layout;
-use pastiche_spec::store::Store;
+use pastiche_spec::store::{Store, StoreError};
 
 /// The report's view of a job, from the coordinator's task list.
 pub fn from_task_list(id: &str, name: &str, tasks: Vec<pb::TaskInfo>) -> Result<ReportJob> {
@@ -50,10 +50,15 @@ pub fn from_task_list(id: &str, name: &str, tasks: Vec<pb::TaskInfo>) -> Result<
 /// be told apart from unfinished ones this way.
 pub async fn from_store(store: &Store, job: &str) -> Result<ReportJob> {
     let key = layout::job_grid_key(job)?;
-    let text = store
-        .get(&key)
-        .await
-        .with_context(|| format!("job '{job}' has no {key} in {}", store.root()))?;
+    let text = match store.get(&key).await {
+        Err(StoreError::NotFound { .. }) => {
+            anyhow::bail!(
+                "job '{job}' is not in the store {}: it has no {key}",
+                store.root()
+            )
+        }
+        other => other?,
+    };
     let text = String::from_utf8(text.to_vec()).with_context(|| format!("{key} is not text"))?;
     let grid = pastiche_spec::parse_grid(std::path::Path::new(&key), &text)?;
     let mut tasks = Vec::new();

@@ -12,11 +12,12 @@ pub enum EngineError {
     #[error("cannot read image {path}: {reason}")]
     Image { path: PathBuf, reason: String },
 
-    #[error("cannot write {path}: {source}")]
+    // The cause is in the message, not a `#[source]`: error reports print the
+    // chain, and would print it twice.
+    #[error("cannot write {path}: {cause}")]
     Write {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     #[error("weights file {path}: {reason}")]

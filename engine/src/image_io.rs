@@ -107,7 +107,7 @@ pub fn png_bytes(image: &Tensor) -> Result<Vec<u8>> {
     rgb.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
         .map_err(|e| EngineError::Write {
             path: "pastiche.png".into(),
-            source: std::io::Error::other(e),
+            cause: std::io::Error::other(e),
         })?;
     Ok(png)
 }
@@ -120,9 +120,9 @@ pub fn save_png(image: &Tensor, path: &Path) -> Result<()> {
 /// Writes to a temporary file beside `path` and renames it into place, so a reader
 /// (or a crash) never sees half a file. Creates missing parent directories.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let failed = |source| EngineError::Write {
+    let failed = |cause| EngineError::Write {
         path: path.to_owned(),
-        source,
+        cause,
     };
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,

@@ -146,11 +146,12 @@ pub enum ReportError {
     Image(#[from] image::ImageError),
     #[error("cannot draw {name}: {message}")]
     Plot { name: String, message: String },
-    #[error("cannot write {}: {source}", .path.display())]
+    // The cause is in the message, not a `#[source]`: error reports print the
+    // chain, and would print it twice.
+    #[error("cannot write {}: {cause}", .path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -292,7 +293,7 @@ pub fn write_to_dir(dir: &Path, files: &[ReportFile]) -> Result<(), ReportError>
     }
     let io = |path: &Path| {
         let path = path.to_owned();
-        move |source| ReportError::Io { path, source }
+        move |cause| ReportError::Io { path, cause }
     };
     for file in files {
         let target = dir.join(&file.name);
@@ -304,11 +305,11 @@ pub fn write_to_dir(dir: &Path, files: &[ReportFile]) -> Result<(), ReportError>
             .unwrap_or_default();
         let temp = parent.join(format!(".{base}.tmp-{}", std::process::id()));
         std::fs::write(&temp, &file.bytes).map_err(io(&temp))?;
-        if let Err(source) = std::fs::rename(&temp, &target) {
+        if let Err(cause) = std::fs::rename(&temp, &target) {
             let _ = std::fs::remove_file(&temp);
             return Err(ReportError::Io {
                 path: target,
-                source,
+                cause,
             });
         }
     }

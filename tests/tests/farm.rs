@@ -623,15 +623,24 @@ fn a_finished_job_gets_a_report_that_marks_its_failed_tasks() {
 
     // With the coordinator gone, the store alone still makes a report.
     drop(coordinator);
+    let offline = || {
+        pastiche(&[
+            "report",
+            &job,
+            "--coordinator",
+            "http://127.0.0.1:1",
+            "--store",
+            store_arg,
+        ])
+    };
+    // But it does not replace the coordinator's report, which knows more.
+    let refused = offline();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("give --out DIR"), "{stderr}");
+    assert!(report_dir.join("index.html").exists());
     std::fs::remove_dir_all(&report_dir).unwrap();
-    let offline = pastiche(&[
-        "report",
-        &job,
-        "--coordinator",
-        "http://127.0.0.1:1",
-        "--store",
-        store_arg,
-    ]);
+    let offline = offline();
     let note = String::from_utf8_lossy(&offline.stderr).into_owned();
     assert_eq!(
         succeeded(offline),

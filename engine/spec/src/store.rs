@@ -35,12 +35,8 @@ pub enum StoreError {
         key: String,
         cause: object_store::Error,
     },
-    #[error("cannot read {path}: {source}")]
-    LocalFile {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read {path}: {cause}")]
+    LocalFile { path: String, cause: std::io::Error },
 }
 
 /// object_store's message, and the innermost cause when the message does not
@@ -209,9 +205,9 @@ impl Store {
     pub async fn put_input(&self, path: &Path) -> Result<String, StoreError> {
         let bytes = tokio::fs::read(path)
             .await
-            .map_err(|source| StoreError::LocalFile {
+            .map_err(|cause| StoreError::LocalFile {
                 path: path.display().to_string(),
-                source,
+                cause,
             })?;
         let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
         let key = layout::input_key(&crate::sha256_hex(&bytes), extension);
