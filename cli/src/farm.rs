@@ -10,8 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pastiche_proto::pb;
 use pastiche_proto::pb::farm_client::FarmClient;
 use pastiche_proto::security::{AuthChannel, ClientSecurityArgs};
-use pastiche_spec::layout;
 use pastiche_spec::store::Store;
+use pastiche_spec::{layout, Init};
 
 #[derive(Args, Clone)]
 pub struct Connection {
@@ -170,6 +170,29 @@ pub async fn upload_inputs(grid_path: &Path, text: &str, store: &Store) -> Resul
             ));
         }
         table.insert(field.into(), toml::Value::Array(keys));
+    }
+    // Starting images (`init` values other than content and noise) too.
+    if let Some(toml::Value::Table(axes)) = table.get_mut("grid") {
+        let is_image = |entry: &str| {
+            entry
+                .parse::<Init>()
+                .is_ok_and(|i| matches!(i, Init::Image(_)))
+        };
+        match axes.get_mut("init") {
+            Some(toml::Value::String(entry)) if is_image(entry) => {
+                *entry = key_for(entry, base, store, &mut uploaded).await?;
+            }
+            Some(toml::Value::Array(entries)) => {
+                for value in entries.iter_mut() {
+                    if let toml::Value::String(entry) = value {
+                        if is_image(entry) {
+                            *entry = key_for(entry, base, store, &mut uploaded).await?;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
     }
     if let Some(toml::Value::Table(weights)) = table.get_mut("weights") {
         for (_, value) in weights.iter_mut() {

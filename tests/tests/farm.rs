@@ -713,3 +713,67 @@ fn local_carries_on_with_an_interrupted_job_of_the_same_grid() {
     // Finished, the grid run again is a new job.
     assert_ne!(succeeded(local(&[])), job);
 }
+
+#[test]
+fn a_starting_image_beside_the_grid_is_uploaded_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let grids = dir.path().join("grids");
+    std::fs::create_dir_all(&grids).unwrap();
+    std::fs::copy(examples().join("starry_night.jpg"), grids.join("start.jpg")).unwrap();
+    let grid = write_example_grid(
+        &grids,
+        "started",
+        "[grid]\nsize = 32\niterations = 2\ninit = [\"start.jpg\", \"Noise\"]\n",
+    );
+    let store = dir.path().join("store");
+    // Run from elsewhere: the path is the grid file's, not the working directory's.
+    let output = Command::new(bin("pastiche"))
+        .current_dir(dir.path())
+        .args([
+            "local",
+            grid.to_str().unwrap(),
+            "--db",
+            "state.db",
+            "--store",
+        ])
+        .arg(&store)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let job = succeeded(output);
+    // `"noise"`, or `{"image": "<key>"}`.
+    let inits: Vec<String> = task_dirs(&store, &job)
+        .iter()
+        .map(|dir| {
+            let init = &task_json(dir)["params"]["init"];
+            init.as_str()
+                .or_else(|| init["image"].as_str())
+                .unwrap_or_else(|| panic!("{init}"))
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(inits.len(), 2);
+    assert!(inits.contains(&"noise".to_owned()), "{inits:?}");
+    let uploaded = inits.iter().find(|i| *i != "noise").unwrap();
+    assert!(uploaded.starts_with("inputs/"), "{inits:?}");
+    assert_eq!(
+        std::fs::read(store.join(uploaded)).unwrap(),
+        std::fs::read(grids.join("start.jpg")).unwrap()
+    );
+
+    // A bare word is a typo, refused with its place in the file.
+    let typo = write_example_grid(&grids, "typo", "[grid]\ninit = [\"nosie\"]\n");
+    let output = pastiche(&[
+        "local",
+        typo.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("typo.toml:"), "{stderr}");
+    assert!(
+        stderr.contains("'nosie' is neither content, noise nor an image"),
+        "{stderr}"
+    );
+}

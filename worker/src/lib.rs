@@ -21,6 +21,7 @@ use pastiche_proto::pb;
 use pastiche_proto::pb::workers_client::WorkersClient;
 use pastiche_proto::security::{AuthChannel, ClientSecurity};
 use pastiche_spec::store::Store;
+use pastiche_spec::Init;
 use tokio::sync::{oneshot, watch};
 
 use refused::refused;
@@ -260,6 +261,14 @@ impl Worker {
         }
         let content = self.fetch(&task.content_key).await?;
         let style = self.fetch(&task.style_key).await?;
+        // A starting image was uploaded with the grid, like the content and style.
+        let mut params = params;
+        if let Init::Image(path) = &params.init {
+            let key = path.to_string_lossy();
+            if key.starts_with("inputs/") || key.starts_with("s3://") {
+                params.init = Init::Image(self.fetch(&key).await?);
+            }
+        }
         let weights = match task.weights.as_str() {
             "" => None,
             w if w.starts_with("inputs/") || w.starts_with("s3://") => Some(self.fetch(w).await?),

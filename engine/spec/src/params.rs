@@ -27,15 +27,22 @@ pub enum Init {
 }
 
 impl FromStr for Init {
-    type Err = std::convert::Infallible;
+    type Err = String;
 
-    /// `content`, `noise`, or anything else as the path of an image.
+    /// `content`, `noise` (in any case), or the path of an image file; a bare
+    /// word is a typo, not a file name.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "content" => Init::Content,
-            "noise" => Init::Noise,
-            path => Init::Image(PathBuf::from(path)),
-        })
+        if s.eq_ignore_ascii_case("content") {
+            Ok(Init::Content)
+        } else if s.eq_ignore_ascii_case("noise") {
+            Ok(Init::Noise)
+        } else if std::path::Path::new(s).extension().is_some() {
+            Ok(Init::Image(PathBuf::from(s)))
+        } else {
+            Err(format!(
+                "'{s}' is neither content, noise nor an image file (such as start.png)"
+            ))
+        }
     }
 }
 
@@ -310,6 +317,15 @@ fn out_of_range(name: &'static str, expected: &str, value: impl fmt::Display) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn starts_are_words_in_any_case_or_image_files() {
+        assert_eq!("Noise".parse(), Ok(Init::Noise));
+        assert_eq!("CONTENT".parse(), Ok(Init::Content));
+        assert_eq!("dir/start.png".parse(), Ok(Init::Image("dir/start.png".into())));
+        let typo = "nosie".parse::<Init>().unwrap_err();
+        assert!(typo.contains("'nosie' is neither"), "{typo}");
+    }
 
     #[test]
     fn defaults_are_valid_for_every_backbone() {
