@@ -286,6 +286,15 @@ impl RenderParams {
         if !(self.style_scale.is_finite() && self.style_scale > 0.0 && self.style_scale <= 8.0) {
             return Err(out_of_range("style scale", "in (0, 8]", self.style_scale));
         }
+        // The style image is resized to size x style scale: the same bound holds.
+        let style_side = f64::from(self.size) * self.style_scale;
+        if style_side > f64::from(MAX_SIZE) {
+            return Err(out_of_range(
+                "style scale",
+                &format!("at most {MAX_SIZE} / size (the style image's side, {style_side} px, is too large)"),
+                self.style_scale,
+            ));
+        }
         if self.log_every == 0 {
             return Err(out_of_range("log every", "at least 1", 0));
         }
@@ -319,10 +328,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_style_image_is_bounded_like_the_content() {
+        let params = |size, style_scale| RenderParams {
+            size,
+            style_scale,
+            ..RenderParams::new(Backbone::Vgg19)
+        };
+        assert!(params(2048, 8.0).validate().is_ok());
+        let err = params(8192, 8.0).validate().unwrap_err().to_string();
+        assert!(err.contains("65536 px"), "{err}");
+    }
+
+    #[test]
     fn starts_are_words_in_any_case_or_image_files() {
         assert_eq!("Noise".parse(), Ok(Init::Noise));
         assert_eq!("CONTENT".parse(), Ok(Init::Content));
-        assert_eq!("dir/start.png".parse(), Ok(Init::Image("dir/start.png".into())));
+        assert_eq!(
+            "dir/start.png".parse(),
+            Ok(Init::Image("dir/start.png".into()))
+        );
         let typo = "nosie".parse::<Init>().unwrap_err();
         assert!(typo.contains("'nosie' is neither"), "{typo}");
     }
