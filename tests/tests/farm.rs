@@ -777,3 +777,76 @@ fn a_starting_image_beside_the_grid_is_uploaded_with_it() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_completion_waits_for_a_restarting_coordinator_instead_of_being_redone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let db = dir.path().join("state.db");
+    let mut coordinator = start_coordinator(&db, "127.0.0.1:0", "60s");
+    let (url, addr) = (coordinator.url(), coordinator.addr.clone());
+    let mut worker = Proc(
+        Command::new(bin("pastiche-worker"))
+            .args([
+                "--coordinator",
+                &url,
+                "--device",
+                "cpu",
+                "--stand-in-ms",
+                "1500",
+            ])
+            .arg("--store")
+            .arg(&store)
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let grid = write_example_grid(dir.path(), "patient", "[grid]\nsize = 32\n");
+    let job = submit(&url, &store, &grid);
+    let mut farm = FarmClient::connect(url.clone()).await.unwrap();
+    loop {
+        let status = farm
+            .get_job(pb::GetJobRequest {
+                job_id: job.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if status.counts.unwrap().running == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    // Gone while the task renders; the worker finishes and cannot say so.
+    coordinator.proc.kill9();
+    let mut log = BufReader::new(worker.0.stderr.take().unwrap());
+    let retrying = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        while !line.contains("reporting again") {
+            line.clear();
+            if log.read_line(&mut line).unwrap() == 0 {
+                return false;
+            }
+        }
+        true
+    });
+    let retrying = tokio::time::timeout(Duration::from_secs(60), retrying).await;
+    assert!(
+        matches!(retrying, Ok(Ok(true))),
+        "the worker did not retry its report"
+    );
+    // Back (same address, same database): the completion gets through, and the
+    // task is not rendered a second time when its lease runs out.
+    let restarted = start_coordinator(&db, &addr, "60s");
+    succeeded(pastiche(&[
+        "watch",
+        &job,
+        "--coordinator",
+        &restarted.url(),
+    ]));
+    let tasks = task_dirs(&store, &job);
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(task_json(&tasks[0])["attempt"], 1);
+    drop(worker);
+}

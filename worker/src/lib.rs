@@ -179,30 +179,21 @@ async fn register(
         device_memory_bytes: 0,
     };
     // A coordinator that is starting (or restarting) is waited for, up to a point.
-    let deadline = tokio::time::Instant::now() + config.connect_timeout;
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match client.register(request.clone()).await {
-            Ok(reply) => return Ok(reply.into_inner()),
-            Err(status)
-                if status.code() == tonic::Code::Unavailable
-                    && tokio::time::Instant::now() + delay < deadline =>
-            {
-                tracing::warn!(coordinator = %config.coordinator, "coordinator unavailable; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(status) if status.code() == tonic::Code::Unauthenticated => {
-                return Err(refused(&config.coordinator, &status));
-            }
-            Err(status) => {
-                anyhow::bail!(
-                    "cannot register with the coordinator at {}: {}",
-                    config.coordinator,
-                    status.message()
-                )
-            }
+    let reply = while_unavailable(config.connect_timeout, "registering", || {
+        let (mut client, request) = (client.clone(), request.clone());
+        async move { client.register(request).await }
+    })
+    .await;
+    match reply {
+        Ok(reply) => Ok(reply.into_inner()),
+        Err(status) if status.code() == tonic::Code::Unauthenticated => {
+            Err(refused(&config.coordinator, &status))
         }
+        Err(status) => anyhow::bail!(
+            "cannot register with the coordinator at {}: {}",
+            config.coordinator,
+            status.message()
+        ),
     }
 }
 
@@ -408,7 +399,13 @@ impl Worker {
             task_id: task.task_id.clone(),
             attempt: task.attempt,
         };
-        match self.client.complete(request).await {
+        let client = &self.client;
+        let reply = while_unavailable(REPORT_PATIENCE, "reporting", || {
+            let (mut client, request) = (client.clone(), request.clone());
+            async move { client.complete(request).await }
+        })
+        .await;
+        match reply {
             Ok(reply) if reply.get_ref().accepted => {
                 tracing::info!(job = %task.job_id, task = %task.task_id, "task done")
             }
@@ -431,8 +428,49 @@ impl Worker {
             retryable,
             error: error.to_owned(),
         };
-        if let Err(status) = self.client.fail(request).await {
+        let client = &self.client;
+        let reply = while_unavailable(REPORT_PATIENCE, "reporting", || {
+            let (mut client, request) = (client.clone(), request.clone());
+            async move { client.fail(request).await }
+        })
+        .await;
+        if let Err(status) = reply {
             tracing::warn!(error = %status.message(), "reporting the failure failed");
+        }
+    }
+}
+
+/// How long a worker keeps trying to report how a task ended to a coordinator
+/// that cannot be reached (restarting, say).
+const REPORT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Makes `call` again, backing off, while the coordinator is unavailable (it is
+/// starting or restarting), for up to `patience`. Used for reports of how a
+/// task ended too: one that does not get through has the task rendered again
+/// once its lease expires, and retrying is safe (a report the coordinator has
+/// already taken comes back stale).
+async fn while_unavailable<T, F, Fut>(
+    patience: Duration,
+    doing: &str,
+    mut call: F,
+) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match call().await {
+            Err(status)
+                if status.code() == tonic::Code::Unavailable
+                    && tokio::time::Instant::now() + delay < deadline =>
+            {
+                tracing::warn!(error = %status.message(), "coordinator unavailable; {doing} again");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            reply => return reply,
         }
     }
 }
