@@ -46,6 +46,10 @@ pub enum EngineError {
 
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+
+    /// A bug: the render panicked. Not retried (it would panic again).
+    #[error("the render panicked: {0}")]
+    Panicked(String),
 }
 
 impl EngineError {

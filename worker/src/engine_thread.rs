@@ -53,7 +53,15 @@ impl EngineThread {
             .spawn(move || {
                 let mut nets: HashMap<(Backbone, Option<PathBuf>), FeatureNet> = HashMap::new();
                 for job in inbox {
-                    let result = run(&mut nets, device, &job);
+                    // A panic (a bug of ours) fails that render, not the worker:
+                    // without the thread, every later task would fail at once.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run(&mut nets, device, &job)
+                    }))
+                    .unwrap_or_else(|panic| {
+                        nets.clear(); // whatever it left half-built
+                        Err(EngineError::Panicked(panic_message(&*panic)))
+                    });
                     let _ = job.reply.send(result);
                 }
             })
@@ -77,6 +85,14 @@ impl EngineThread {
             )));
         }
     }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 fn run(
