@@ -88,6 +88,8 @@ impl Param {
         let name = name.trim().to_ascii_lowercase().replace('-', "_");
         let name = match name.as_str() {
             "learning_rate" => "lr",
+            // By depth, style layers read "first N" (see `value`).
+            "style_depth" => "style_layers",
             "content_image" => "content",
             "style_image" => "style",
             other => other,

@@ -11,18 +11,19 @@ use crate::{ReportError, ReportJob};
 /// backbone=vgg19`). Values are written as the report shows them: `1e4`,
 /// `vgg19`, `noise`, `first 5` (or `style_depth=5`), an image's short name.
 pub fn slice(job: &ReportJob, only: &[String]) -> Result<ReportJob, ReportError> {
-    let mut wanted: BTreeMap<usize, (Param, Vec<String>)> = BTreeMap::new();
+    // Per parameter: the values wanted, and the filters as the user wrote them.
+    let mut wanted: BTreeMap<usize, (Param, Vec<String>, Vec<&str>)> = BTreeMap::new();
     for filter in only {
         let (param, value) = parse_filter(filter)?;
         let position = Param::ALL.iter().position(|p| *p == param).expect("listed");
-        wanted
+        let entry = wanted
             .entry(position)
-            .or_insert_with(|| (param, Vec::new()))
-            .1
-            .push(value);
+            .or_insert_with(|| (param, Vec::new(), Vec::new()));
+        entry.1.push(value);
+        entry.2.push(filter.trim());
     }
     let mut tasks = job.tasks.clone();
-    for (param, values) in wanted.values() {
+    for (param, values, filters) in wanted.values() {
         let kept: Vec<_> = tasks
             .iter()
             .filter(|task| values.iter().any(|v| param.matches(task, v)))
@@ -30,7 +31,7 @@ pub fn slice(job: &ReportJob, only: &[String]) -> Result<ReportJob, ReportError>
             .collect();
         if kept.is_empty() {
             return Err(ReportError::EmptySlice {
-                filter: format!("{}={}", param.name(), values.join(" or ")),
+                filter: filters.join(" or "),
                 values: values_of(*param, &tasks),
             });
         }
@@ -181,6 +182,11 @@ mod tests {
         );
         let err = only(&["backbone=googlenet"]).unwrap_err().to_string();
         assert!(err.contains("it takes vgg16, vgg19"), "{err}");
+        let err = only(&["style_depth=7"]).unwrap_err().to_string();
+        assert!(err.starts_with("--only style_depth=7: "), "{err}");
+        assert!(err.contains("first 3, first 5"), "{err}");
+        // As the grid file says it, for the sheet's axes too.
+        assert_eq!(Param::parse("style_depth"), Some(Param::StyleLayers));
     }
 
     #[test]

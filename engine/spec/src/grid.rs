@@ -194,7 +194,7 @@ enum StyleChoice {
 }
 
 /// More renders than this in one grid is surely a mistake (a list where a value was meant).
-pub const MAX_GRID_TASKS: usize = 10_000_000;
+pub const MAX_GRID_TASKS: usize = 1_000_000;
 
 struct Ctx<'a> {
     file: &'a Path,
@@ -288,6 +288,14 @@ fn parse_uint<T: TryFrom<i64>>(value: &Value) -> Result<T, String> {
 }
 
 fn parse_strings(value: &Value) -> Result<Vec<String>, String> {
+    let strings = parse_string_list(value)?;
+    if strings.iter().any(|s| s.trim().is_empty()) {
+        return Err("an empty name names no file".into());
+    }
+    Ok(strings)
+}
+
+fn parse_string_list(value: &Value) -> Result<Vec<String>, String> {
     match value {
         Value::String(s) => Ok(vec![s.clone()]),
         Value::Array(items) if !items.is_empty() => items
@@ -320,6 +328,13 @@ fn parse_layer_set(value: &Value) -> Result<Vec<String>, String> {
     };
     if names.iter().any(String::is_empty) {
         return Err("empty layer name".into());
+    }
+    if let Some(twice) = names
+        .iter()
+        .enumerate()
+        .find_map(|(i, n)| names[..i].contains(n).then_some(n))
+    {
+        return Err(format!("layer '{twice}' is listed twice in one set"));
     }
     Ok(names)
 }
@@ -367,7 +382,13 @@ pub fn parse_grid(file: &Path, text: &str) -> Result<Grid, GridError> {
         if location.get_ref().trim().is_empty() {
             return Err(ctx.error(&key, Some(location.span()), "must name a file or URL"));
         }
-        weights.insert(parsed, location.get_ref().clone());
+        if weights.insert(parsed, location.get_ref().clone()).is_some() {
+            return Err(ctx.error(
+                &key,
+                Some(backbone.span()),
+                "this backbone's weights are given twice",
+            ));
+        }
     }
 
     let axes = &raw.grid;
@@ -762,6 +783,10 @@ style_depth = [5, 13, 16]
             ("content = \"c.jpg\"\nstyle = \"s.jpg\"\n[grid]\nbackbone = \"vgg16\"\nstyle_depth = [14, 20]\n", "study.toml:5: grid.style_depth", "13"),
             ("content = \"c.jpg\"\nstyle = \"s.jpg\"\n[grid]\nstyle_depth = 0\n", "study.toml:4: grid.style_depth", "at least 1"),
             ("content = \"c.jpg\"\nstyle = \"s.jpg\"\npreview_every = -1\n", "study.toml:3: preview_every", "range"),
+            ("content = \"c.jpg\"\nstyle = \"s.jpg\"\n[grid]\nstyle_layers = \"relu1_1,relu1_1\"\n", "study.toml:4: grid.style_layers", "twice"),
+            ("content = \"c.jpg\"\nstyle = \"s.jpg\"\n[weights]\nVGG19 = \"a.safetensors\"\nvgg19 = \"b.safetensors\"\n", "study.toml:", "given twice"),
+            ("content = [\"c.jpg\", \"\"]\nstyle = \"s.jpg\"\n", "study.toml:1: content", "empty name"),
+            ("content = \"c.jpg\"\nstyle = \"s.jpg\"\n[grid]\ninit = [\"noise\", \"nosie\"]\n", "study.toml:4: grid.init", "'nosie'"),
         ];
         for (text, location, needle) in cases {
             let err = parse(text).unwrap_err().to_string();
