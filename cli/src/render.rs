@@ -1,7 +1,7 @@
 //! `pastiche render`: one content image, one style image, one pastiche.
 
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -119,6 +119,11 @@ pub fn run(args: RenderArgs) -> Result<()> {
     let params = args.params();
     params.validate()?;
     let device = parse_device(&args.device)?;
+    // Before the render, not after it: a long render is not lost to a typo.
+    check_writable(&args.out)?;
+    if let Some(losses) = &args.losses {
+        check_writable(losses)?;
+    }
     match &args.weights {
         Some(path) => {
             tracing::info!(backbone = %params.backbone, weights = %path.display(), "loading weights")
@@ -191,5 +196,23 @@ pub fn run(args: RenderArgs) -> Result<()> {
         total = last.total,
         "done"
     );
+    Ok(())
+}
+
+/// Whether a file can be written at `path`: its directory is there (or can be
+/// made) and takes new files, and `path` is not a directory.
+fn check_writable(path: &Path) -> Result<()> {
+    let cannot = |why: String| anyhow::anyhow!("cannot write {}: {why}", path.display());
+    if path.is_dir() {
+        return Err(cannot("it is a directory".into()));
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| cannot(format!("{}: {e}", dir.display())))?;
+    let probe = dir.join(format!(".pastiche-probe-{}", std::process::id()));
+    std::fs::File::create(&probe).map_err(|e| cannot(format!("{}: {e}", dir.display())))?;
+    let _ = std::fs::remove_file(&probe);
     Ok(())
 }

@@ -249,3 +249,42 @@ fn bad_input_fails_clearly_and_writes_nothing() {
         assert!(!out.exists(), "{what}: left {} behind", out.display());
     }
 }
+
+#[test]
+fn an_output_that_cannot_be_written_is_refused_before_the_render() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("chelsea.png");
+    std::fs::copy(examples().join("chelsea.png"), &not_a_dir).unwrap();
+    let content = examples().join("chelsea.png");
+    let style = examples().join("starry_night.jpg");
+    let out = dir.path().join("fine.png");
+    for (out, losses) in [
+        (not_a_dir.join("o.png"), None),
+        (out.clone(), Some(dir.path().to_path_buf())),
+    ] {
+        let mut args = vec![
+            "render".to_owned(),
+            "--content".into(),
+            content.display().to_string(),
+            "--style".into(),
+            style.display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+            "--iterations".into(),
+            "2".into(),
+        ];
+        if let Some(losses) = &losses {
+            args.extend(["--losses".into(), losses.display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = pastiche_with_env(&args, &[("PASTICHE_SIZE", "32"), ("RUST_LOG", "info")]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert!(stderr.contains("cannot write"), "{stderr}");
+        assert!(
+            !stderr.contains("rendering"),
+            "refused only after rendering: {stderr}"
+        );
+        assert!(!out.exists());
+    }
+}
