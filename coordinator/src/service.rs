@@ -389,6 +389,7 @@ impl Coordinator {
                 pb::ReportReady {
                     index_key,
                     error: String::new(),
+                    store: store.root().to_owned(),
                 }
             }
             Err(ReportFailure::Declined(why)) => {
@@ -397,6 +398,7 @@ impl Coordinator {
                 pb::ReportReady {
                     index_key: String::new(),
                     error: why,
+                    store: store.root().to_owned(),
                 }
             }
             Err(ReportFailure::Failed(err)) => {
@@ -406,6 +408,7 @@ impl Coordinator {
                 pb::ReportReady {
                     index_key: String::new(),
                     error,
+                    store: store.root().to_owned(),
                 }
             }
         };
@@ -452,6 +455,7 @@ impl Coordinator {
             event: Some(pb::job_event::Event::Report(pb::ReportReady {
                 index_key,
                 error: String::new(),
+                store: store.root().to_owned(),
             })),
         }))
     }

@@ -417,9 +417,13 @@ async fn a_job_that_finished_unreported_gets_its_report_after_a_restart() {
     let mut c = start(coordinator).await;
     // A watcher learns where the report is, whether it is still being written
     // when the watch begins or already there.
+    // Where the report is: its key, in the coordinator's store.
     let report_of = |events: Vec<pb::JobEvent>| {
         events.into_iter().find_map(|e| match e.event {
-            Some(pb::job_event::Event::Report(r)) => Some(r.index_key),
+            Some(pb::job_event::Event::Report(r)) => {
+                assert_eq!(r.store, store_dir.to_str().unwrap());
+                Some(r.index_key)
+            }
             _ => None,
         })
     };
