@@ -338,7 +338,9 @@ pub async fn watch(connection: &Connection, store: &str, job: &str) -> Result<()
         }
         if let Some(pb::job_event::Event::Report(report)) = &event.event {
             // In the coordinator's store, which is not always the one given here.
-            let store = Some(report.store.as_str()).filter(|s| !s.is_empty()).unwrap_or(store);
+            let store = Some(report.store.as_str())
+                .filter(|s| !s.is_empty())
+                .unwrap_or(store);
             bar.suspend(|| match report.index_key.as_str() {
                 "" => eprintln!("writing the report failed: {}", report.error),
                 key => eprintln!("report: {}", location(store, key)),

@@ -212,7 +212,10 @@ impl Worker {
         let ended = match outcome {
             Outcome::Rendered(output) => {
                 metrics::rendered(&output);
-                match self.store_outputs(&task, &output, started).await {
+                match self
+                    .renewing(&task, self.store_outputs(&task, &output, started))
+                    .await
+                {
                     Ok(()) => {
                         self.report_complete(&task).await;
                         "done"
@@ -250,21 +253,28 @@ impl Worker {
             tokio::time::sleep(*duration).await;
             return Ok(Outcome::Rendered(stand_in_output(&params)));
         }
-        let content = self.fetch(&task.content_key).await?;
-        let style = self.fetch(&task.style_key).await?;
-        // A starting image was uploaded with the grid, like the content and style.
-        let mut params = params;
-        if let Init::Image(path) = &params.init {
-            let key = path.to_string_lossy();
-            if key.starts_with("inputs/") || key.starts_with("s3://") {
-                params.init = Init::Image(self.fetch(&key).await?);
-            }
-        }
-        let weights = match task.weights.as_str() {
-            "" => None,
-            w if w.starts_with("inputs/") || w.starts_with("s3://") => Some(self.fetch(w).await?),
-            local => Some(PathBuf::from(local)),
-        };
+        let (content, style, params, weights) = self
+            .renewing(task, async {
+                let content = self.fetch(&task.content_key).await?;
+                let style = self.fetch(&task.style_key).await?;
+                // A starting image was uploaded with the grid, like the content and style.
+                let mut params = params;
+                if let Init::Image(path) = &params.init {
+                    let key = path.to_string_lossy();
+                    if key.starts_with("inputs/") || key.starts_with("s3://") {
+                        params.init = Init::Image(self.fetch(&key).await?);
+                    }
+                }
+                let weights = match task.weights.as_str() {
+                    "" => None,
+                    w if w.starts_with("inputs/") || w.starts_with("s3://") => {
+                        Some(self.fetch(w).await?)
+                    }
+                    local => Some(PathBuf::from(local)),
+                };
+                anyhow::Ok((content, style, params, weights))
+            })
+            .await?;
         let cancel = Arc::new(AtomicBool::new(false));
         self.current_cancel = Some(Arc::clone(&cancel));
         let (progress_tx, progress) = watch::channel(None);
@@ -287,9 +297,7 @@ impl Worker {
 
         // Heartbeat while the engine works: renew the lease, report the losses, and
         // learn whether to stop.
-        // Often enough to renew the lease with room to spare, and for watchers to
-        // see the losses move.
-        let mut beats = tokio::time::interval((self.lease_timeout / 3).min(Duration::from_secs(2)));
+        let mut beats = tokio::time::interval(self.beat_period());
         beats.tick().await;
         let mut stop: Option<Outcome> = None;
         // The iteration of the preview last stored, for heartbeats (0: none).
@@ -334,6 +342,44 @@ impl Worker {
                             Ok(()) => preview_iteration = iteration,
                             Err(err) => tracing::warn!(error = %err, %key, "storing a preview failed"),
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Often enough to renew the lease with room to spare, and for watchers to
+    /// see the losses move.
+    fn beat_period(&self) -> Duration {
+        (self.lease_timeout / 3).min(Duration::from_secs(2))
+    }
+
+    /// Runs `work` (fetching the inputs, storing the outputs) with heartbeats
+    /// that keep the lease: a large download or a slow store must not let it
+    /// expire. What the replies say is acted on at the next heartbeat of the
+    /// render, or when the task is reported.
+    async fn renewing<T>(
+        &self,
+        task: &pb::TaskAssignment,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let mut client = self.client.clone();
+        let beat = pb::HeartbeatRequest {
+            worker_id: self.id.clone(),
+            job_id: task.job_id.clone(),
+            task_id: task.task_id.clone(),
+            attempt: task.attempt,
+            ..Default::default()
+        };
+        let mut beats = tokio::time::interval(self.beat_period());
+        beats.tick().await;
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = beats.tick() => {
+                    if let Err(status) = client.heartbeat(beat.clone()).await {
+                        tracing::warn!(error = %status.message(), "heartbeat failed");
                     }
                 }
             }
