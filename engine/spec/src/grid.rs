@@ -521,7 +521,7 @@ pub fn parse_grid(file: &Path, text: &str) -> Result<Grid, GridError> {
             ctx.error(&key, span, format!("{e} (for {backbone})"))
         })?;
         if in_backbone {
-            params_points.push(params);
+            params_points.push(params.normalised());
         } else {
             skipped += 1;
         }
@@ -765,6 +765,27 @@ style_depth = [5, 13, 16]
         )
         .unwrap();
         assert_eq!(grid.tasks.len(), 2);
+    }
+
+    #[test]
+    fn points_that_differ_only_in_what_the_render_ignores_are_one_render() {
+        let grid = parse(
+            "content = \"c.jpg\"\nstyle = \"s.jpg\"\n[grid]\noptimizer = [\"adam\", \"lbfgs\"]\n\
+             line_search = [\"none\", \"strong_wolfe\"]\nhistory_size = [10, 100]\n\
+             init = [\"content\", \"noise\"]\nseed = [1, 2]\n",
+        )
+        .unwrap();
+        // Adam: 1 optimiser point; L-BFGS: 2 x 2. Content: 1 seed; noise: 2.
+        assert_eq!(grid.identified_tasks().len(), (1 + 4) * (1 + 2));
+        for (_, task) in grid.identified_tasks() {
+            let p = &task.params;
+            if p.optimizer.kind == OptimizerKind::Adam {
+                assert_eq!(p.optimizer.history_size, 100);
+            }
+            if p.init == Init::Content {
+                assert_eq!(p.seed, 0);
+            }
+        }
     }
 
     #[test]

@@ -249,6 +249,21 @@ impl RenderParams {
     }
 
     /// Checks everything that needs no image and no tensor.
+    /// These parameters with what the render does not read reset to its default
+    /// (Adam has no history or line search; only a noise start uses the seed),
+    /// so that grid points that differ only there are one render.
+    pub fn normalised(mut self) -> Self {
+        if self.optimizer.kind == OptimizerKind::Adam {
+            let defaults = OptimizerSpec::new(OptimizerKind::Adam);
+            self.optimizer.history_size = defaults.history_size;
+            self.optimizer.line_search = defaults.line_search;
+        }
+        if self.init != Init::Noise {
+            self.seed = RenderParams::new(self.backbone).seed;
+        }
+        self
+    }
+
     pub fn validate(&self) -> Result<(), ParamError> {
         if self.content_layers.is_empty() {
             return Err(ParamError::NoLayers("content"));
