@@ -90,7 +90,7 @@ fn write_grid(dir: &Path, name: &str, seeds: usize, sizes: usize) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "name = \"{name}\"\ncontent = \"{}\"\nstyle = \"{}\"\n[grid]\nseed = [{}]\nsize = [{}]\niterations = 1\n",
+            "name = \"{name}\"\ncontent = \"{}\"\nstyle = \"{}\"\n[grid]\ninit = \"noise\"\nseed = [{}]\nsize = [{}]\niterations = 1\n",
             examples.join("chelsea.png").display(),
             examples.join("starry_night.jpg").display(),
             list(seeds, 0),
@@ -130,7 +130,7 @@ fn uploaded_grid(name: &str, seeds: std::ops::Range<usize>, sizes: usize) -> Str
     let (content, style) = input_keys();
     let list = |r: std::ops::Range<usize>| r.map(|v| v.to_string()).collect::<Vec<_>>().join(",");
     format!(
-        "name = \"{name}\"\ncontent = \"{content}\"\nstyle = \"{style}\"\n[grid]\nseed = [{}]\nsize = [{}]\niterations = 1\n",
+        "name = \"{name}\"\ncontent = \"{content}\"\nstyle = \"{style}\"\n[grid]\ninit = \"noise\"\nseed = [{}]\nsize = [{}]\niterations = 1\n",
         list(seeds),
         list(64..64 + sizes)
     )

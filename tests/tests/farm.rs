@@ -312,7 +312,7 @@ async fn a_cancelled_job_stops_its_workers_who_then_take_new_work() {
     let long = write_example_grid(
         dir.path(),
         "endless",
-        "[grid]\nsize = 48\niterations = 100000\nseed = [1, 2]\n",
+        "[grid]\nsize = 48\niterations = 100000\ninit = \"noise\"\nseed = [1, 2]\n",
     );
     let job = submit(&coordinator.url(), &store, &long);
     wait_for_progress(&coordinator.url(), &job).await;

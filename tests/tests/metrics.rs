@@ -61,7 +61,7 @@ fn the_metrics_add_up_to_the_job() {
     let grid = write_example_grid(
         dir.path(),
         "counted",
-        &format!("[grid]\nseed = [1, 2]\nsize = 32\niterations = {ITERATIONS}\n"),
+        &format!("[grid]\nstyle_weight = [1e5, 1e6]\nsize = 32\niterations = {ITERATIONS}\n"),
     );
     let job = succeeded(
         Command::new(bin("pastiche"))

@@ -17,7 +17,7 @@ use pastiche_farm_tests::{
 const TOKEN: &str = "s3cret-t0ken-for-the-farm";
 
 /// The grid of the token and TLS tests: two tiny renders.
-const TWO_TINY_TASKS: &str = "[grid]\nseed = [1, 2]\nsize = 32\niterations = 2\n";
+const TWO_TINY_TASKS: &str = "[grid]\ninit = \"noise\"\nseed = [1, 2]\nsize = 32\niterations = 2\n";
 
 /// `command` without the security settings of whoever runs the tests.
 fn clean(mut command: Command) -> Command {
