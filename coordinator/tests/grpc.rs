@@ -130,6 +130,15 @@ async fn submit(farm: &mut FarmClient<Channel>, grid: &str) -> pb::SubmitJobResp
     .into_inner()
 }
 
+async fn job_status(farm: &mut FarmClient<Channel>, job: &str) -> pb::JobStatus {
+    farm.get_job(pb::GetJobRequest {
+        job_id: job.to_owned(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
 async fn list_tasks(farm: &mut FarmClient<Channel>, job: &str) -> Vec<pb::TaskInfo> {
     let mut stream = farm
         .list_tasks(pb::ListTasksRequest { job_id: job.into() })
@@ -260,12 +269,7 @@ async fn a_job_runs_to_completion_and_its_watchers_see_it() {
         })
         .await
         .unwrap();
-    let status = farm_side
-        .farm
-        .get_job(pb::GetJobRequest { job_id: job.job_id })
-        .await
-        .unwrap()
-        .into_inner();
+    let status = job_status(&mut farm_side.farm, &job.job_id).await;
     assert_eq!(status.state, pb::JobState::Done as i32);
     farm_side.shutdown().await;
 }
@@ -329,12 +333,7 @@ async fn cancelling_tells_the_running_worker_and_drops_the_rest() {
         })
         .await
         .unwrap();
-    let status = c
-        .farm
-        .get_job(pb::GetJobRequest { job_id: job.job_id })
-        .await
-        .unwrap()
-        .into_inner();
+    let status = job_status(&mut c.farm, &job.job_id).await;
     assert_eq!(status.state, pb::JobState::Cancelled as i32);
     assert_eq!(status.counts.unwrap().cancelled, 2);
     let tasks = list_tasks(&mut c.farm, &status.job_id).await;
@@ -359,14 +358,7 @@ async fn a_restarted_coordinator_carries_on_from_its_database() {
     };
     let coordinator = Coordinator::open(Some(&db), config(Duration::from_secs(30))).unwrap();
     let mut c = start(coordinator).await;
-    let status = c
-        .farm
-        .get_job(pb::GetJobRequest {
-            job_id: job.job_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let status = job_status(&mut c.farm, &job.job_id).await;
     let counts = status.counts.unwrap();
     assert_eq!(
         (counts.done, counts.running),
@@ -375,12 +367,7 @@ async fn a_restarted_coordinator_carries_on_from_its_database() {
     );
     // The worker that was rendering carries on and finishes.
     assert!(complete(&mut c.workers, &worker, &running).await);
-    let status = c
-        .farm
-        .get_job(pb::GetJobRequest { job_id: job.job_id })
-        .await
-        .unwrap()
-        .into_inner();
+    let status = job_status(&mut c.farm, &job.job_id).await;
     assert_eq!(status.state, pb::JobState::Done as i32);
     c.shutdown().await;
 }

@@ -94,6 +94,11 @@ fn submit(url: &str, store: &Path, grid: &Path) -> String {
     ]))
 }
 
+/// `pastiche watch JOB` until the job ends, which must be done.
+fn watch_to_the_end(url: &str, job: &str) {
+    succeeded(pastiche(&["watch", job, "--coordinator", url]));
+}
+
 /// Waits (on the job's event stream, not a timer) until a task reports progress.
 async fn wait_for_progress(url: &str, job: &str) -> String {
     let mut farm = FarmClient::connect(url.to_owned()).await.unwrap();
@@ -246,12 +251,7 @@ async fn a_task_of_a_killed_worker_is_finished_by_another() {
     wait_for_progress(&coordinator.url(), &job).await;
     doomed.kill9();
     let _rescuer = start_worker(&coordinator.url(), &store, "rescuer");
-    succeeded(pastiche(&[
-        "watch",
-        &job,
-        "--coordinator",
-        &coordinator.url(),
-    ]));
+    watch_to_the_end(&coordinator.url(), &job);
     let tasks = task_dirs(&store, &job);
     assert_eq!(tasks.len(), 1);
     let json = task_json(&tasks[0]);
@@ -284,12 +284,7 @@ async fn a_coordinator_killed_mid_grid_and_restarted_finishes_it() {
     coordinator.proc.kill9();
     // Same address, same database: the worker reconnects by itself.
     let restarted = start_coordinator(&db, &addr, "2s");
-    succeeded(pastiche(&[
-        "watch",
-        &job,
-        "--coordinator",
-        &restarted.url(),
-    ]));
+    watch_to_the_end(&restarted.url(), &job);
     let tasks = task_dirs(&store, &job);
     assert_eq!(tasks.len(), 3);
     for task in tasks {
@@ -328,12 +323,7 @@ async fn a_cancelled_job_stops_its_workers_who_then_take_new_work() {
     // The worker is free again: a new job gets done.
     let short = write_example_grid(dir.path(), "short", "[grid]\nsize = 32\niterations = 2\n");
     let next = submit(&coordinator.url(), &store, &short);
-    succeeded(pastiche(&[
-        "watch",
-        &next,
-        "--coordinator",
-        &coordinator.url(),
-    ]));
+    watch_to_the_end(&coordinator.url(), &next);
     assert!(
         !store.join("jobs").join(&job).join("tasks").exists(),
         "a cancelled render stores nothing"
@@ -839,12 +829,7 @@ async fn a_completion_waits_for_a_restarting_coordinator_instead_of_being_redone
     // Back (same address, same database): the completion gets through, and the
     // task is not rendered a second time when its lease runs out.
     let restarted = start_coordinator(&db, &addr, "60s");
-    succeeded(pastiche(&[
-        "watch",
-        &job,
-        "--coordinator",
-        &restarted.url(),
-    ]));
+    watch_to_the_end(&restarted.url(), &job);
     let tasks = task_dirs(&store, &job);
     assert_eq!(tasks.len(), 1);
     assert_eq!(task_json(&tasks[0])["attempt"], 1);
