@@ -94,6 +94,19 @@ fn submit(url: &str, store: &Path, grid: &Path) -> String {
     ]))
 }
 
+/// Where the job's tasks stand, as the coordinator says.
+async fn task_counts(url: &str, job: &str) -> pb::TaskCounts {
+    let mut farm = FarmClient::connect(url.to_owned()).await.unwrap();
+    let status = farm
+        .get_job(pb::GetJobRequest {
+            job_id: job.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    status.counts.unwrap()
+}
+
 /// `pastiche watch JOB` until the job ends, which must be done.
 fn watch_to_the_end(url: &str, job: &str) {
     succeeded(pastiche(&["watch", job, "--coordinator", url]));
@@ -457,23 +470,18 @@ async fn a_worker_stopped_with_sigterm_gives_its_task_back() {
         status.success(),
         "a SIGTERMed worker exits cleanly: {status}"
     );
-    let mut farm = FarmClient::connect(coordinator.url()).await.unwrap();
-    let job_status = farm
-        .get_job(pb::GetJobRequest {
-            job_id: job.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let counts = job_status.counts.unwrap();
+    let counts = task_counts(&coordinator.url(), &job).await;
     assert_eq!(
         (counts.queued, counts.running),
         (1, 0),
         "the task is back in the queue"
     );
-    farm.cancel_job(pb::CancelJobRequest { job_id: job })
-        .await
-        .unwrap();
+    succeeded(pastiche(&[
+        "cancel",
+        &job,
+        "--coordinator",
+        &coordinator.url(),
+    ]));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -794,16 +802,8 @@ async fn a_completion_waits_for_a_restarting_coordinator_instead_of_being_redone
     );
     let grid = write_example_grid(dir.path(), "patient", "[grid]\nsize = 32\n");
     let job = submit(&url, &store, &grid);
-    let mut farm = FarmClient::connect(url.clone()).await.unwrap();
     loop {
-        let status = farm
-            .get_job(pb::GetJobRequest {
-                job_id: job.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if status.counts.unwrap().running == 1 {
+        if task_counts(&url, &job).await.running == 1 {
             break;
         }
         tokio::task::yield_now().await;
