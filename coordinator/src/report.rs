@@ -39,6 +39,7 @@ pub fn from_task_list(id: &str, name: &str, tasks: Vec<pb::TaskInfo>) -> Result<
         })
         .collect::<Result<_>>()?;
     Ok(ReportJob {
+        slice: None,
         id: id.to_owned(),
         name: name.to_owned(),
         tasks,
@@ -85,6 +86,7 @@ pub async fn from_store(store: &Store, job: &str) -> Result<ReportJob> {
         });
     }
     Ok(ReportJob {
+        slice: None,
         id: job.to_owned(),
         name: grid.name,
         tasks,

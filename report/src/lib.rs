@@ -80,6 +80,9 @@ pub struct ReportJob {
     pub id: String,
     pub name: String,
     pub tasks: Vec<ReportTask>,
+    /// Which part of the job a report of some of its tasks shows (see
+    /// [`slice()`]); `None` for the whole job.
+    pub slice: Option<String>,
 }
 
 /// Where the report will be read from, which decides how it links the pastiches.

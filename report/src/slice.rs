@@ -37,7 +37,14 @@ pub fn slice(job: &ReportJob, only: &[String]) -> Result<ReportJob, ReportError>
         }
         tasks = kept;
     }
+    let filters: Vec<&str> = only.iter().map(|f| f.trim()).collect();
     Ok(ReportJob {
+        slice: Some(format!(
+            "{} ({} of its {} tasks)",
+            filters.join(", "),
+            tasks.len(),
+            job.tasks.len()
+        )),
         id: job.id.clone(),
         name: job.name.clone(),
         tasks,
@@ -126,6 +133,7 @@ mod tests {
             }
         }
         ReportJob {
+            slice: None,
             id: "study-1".into(),
             name: "study".into(),
             tasks,

@@ -39,6 +39,7 @@ pub(crate) struct Study {
 pub(crate) struct Summary {
     pub job_id: String,
     pub job_name: String,
+    pub slice: Option<String>,
     pub params: Vec<Param>,
     /// Every iteration any task logged, ascending.
     pub iterations: Vec<u32>,
@@ -89,6 +90,7 @@ impl Summary {
         Summary {
             job_id: job.id.clone(),
             job_name: job.name.clone(),
+            slice: job.slice.clone(),
             params: axes.varied.iter().map(|a| a.param).collect(),
             iterations,
             rows,
@@ -228,7 +230,11 @@ impl Summary {
             }
         }
         let parts: Vec<String> = counts.iter().map(|(l, n)| format!("{n} {l}")).collect();
-        format!("{} tasks: {}", self.rows.len(), parts.join(", "))
+        let counts = format!("{} tasks: {}", self.rows.len(), parts.join(", "));
+        match &self.slice {
+            Some(slice) => format!("a slice of the job, {slice}; {counts}"),
+            None => counts,
+        }
     }
 }
 

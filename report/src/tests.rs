@@ -67,6 +67,7 @@ async fn finished_job(without_outputs: &[usize]) -> Fixture {
         _dir: dir,
         store,
         job: ReportJob {
+            slice: None,
             id: job_id.into(),
             name: "seed <study> & co".into(),
             tasks: Vec::new(),
@@ -558,6 +559,7 @@ async fn varied_inputs_label_the_rows_and_columns_with_their_pictures() {
         }
     }
     let job = ReportJob {
+        slice: None,
         id: "pairs".into(),
         name: "pairs".into(),
         tasks,
@@ -595,6 +597,7 @@ async fn an_empty_or_single_task_job_still_has_a_report() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().to_str().unwrap()).unwrap();
     let mut job = ReportJob {
+        slice: None,
         id: "empty".into(),
         name: "empty".into(),
         tasks: vec![],
@@ -621,6 +624,7 @@ async fn an_empty_or_single_task_job_still_has_a_report() {
     assert!(files.iter().any(|f| f.name == "plots/loss.svg"));
 
     let bad = ReportJob {
+        slice: None,
         id: "../up".into(),
         ..job
     };
@@ -687,4 +691,14 @@ async fn a_job_too_large_for_one_report_is_reported_in_slices() {
         .unwrap();
     let summary = String::from_utf8(file(&files, SUMMARY_CSV).to_vec()).unwrap();
     assert_eq!(summary.lines().count(), 1 + fx.job.tasks.len());
+    // The page and the table say which part of the job they show.
+    let said = format!(
+        "a slice of the job, seed=0 ({} of its {} tasks)",
+        fx.job.tasks.len(),
+        MAX_REPORT_TASKS + 1
+    );
+    for name in [INDEX_HTML, SUMMARY_MD] {
+        let text = String::from_utf8(file(&files, name).to_vec()).unwrap();
+        assert!(text.contains(&said), "{name}: {text}");
+    }
 }
