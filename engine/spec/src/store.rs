@@ -109,7 +109,11 @@ impl Store {
                 root: url.trim_end_matches('/').to_owned(),
             });
         }
-        if url.contains("://") && !url.starts_with("file://") {
+        // `s3:/bucket` (one slash) is a typo, not a directory named `s3:`.
+        let scheme = url.split_once(':').map(|(scheme, _)| scheme);
+        let mistyped =
+            scheme.is_some_and(|s| s.eq_ignore_ascii_case("s3") || s.eq_ignore_ascii_case("file"));
+        if (url.contains("://") || mistyped) && !url.starts_with("file://") {
             return Err(bad("expected a directory, file:// or s3://".into()));
         }
         let dir = url.strip_prefix("file://").unwrap_or(url);
@@ -298,5 +302,9 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("ftp://host/x"));
+        // One slash short: refused, not made into a directory named `s3:`.
+        assert!(Store::open("s3:/bucket").is_err());
+        assert!(Store::open("S3:/bucket").is_err());
+        assert!(!std::path::Path::new("s3:").exists());
     }
 }
