@@ -52,7 +52,7 @@ pub struct SubmitArgs {
     #[arg(long)]
     pub watch: bool,
     /// Store each task's current iterate as its preview.png every N iterations
-    /// [default: the grid's `preview_every`, else off].
+    /// (0: never) [default: the grid's `preview_every`, else off].
     #[arg(long, value_name = "N")]
     pub preview_every: Option<u32>,
 }
@@ -256,7 +256,7 @@ pub async fn send(args: &SubmitArgs, upload: Upload) -> Result<String> {
             grid_name: name,
             priority: args.priority,
             max_attempts: args.max_attempts.unwrap_or(0),
-            preview_every: args.preview_every.unwrap_or(0),
+            preview_every: args.preview_every,
         })
         .await
         .map_err(status_error)?

@@ -29,7 +29,7 @@ pub struct LocalArgs {
     #[arg(long, env = "PASTICHE_DEVICE")]
     pub device: Option<String>,
     /// Store each task's current iterate as its preview.png every N iterations
-    /// [default: the grid's `preview_every`, else off].
+    /// (0: never) [default: the grid's `preview_every`, else off].
     #[arg(long, value_name = "N")]
     pub preview_every: Option<u32>,
 }

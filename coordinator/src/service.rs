@@ -275,10 +275,7 @@ impl Coordinator {
             grid_toml: request.grid_toml,
             submitted_at,
             cancelled: false,
-            preview_every: match request.preview_every {
-                0 => grid.preview_every,
-                every => every,
-            },
+            preview_every: request.preview_every.unwrap_or(grid.preview_every),
         };
         let spec = JobSpec {
             id: job.id.clone(),

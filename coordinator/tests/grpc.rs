@@ -158,7 +158,7 @@ async fn previews_come_from_the_grid_unless_the_submission_says() {
     let mut c = start(coordinator).await;
     let grid = format!("preview_every = 5\n{GRID}");
     let worker = register(&mut c.workers, "w").await;
-    for (asked, expected) in [(0, 5), (2, 2)] {
+    for (asked, expected) in [(None, 5), (Some(2), 2), (Some(0), 0)] {
         c.farm
             .submit_job(pb::SubmitJobRequest {
                 grid_toml: grid.clone(),
