@@ -312,6 +312,7 @@ mod tests {
             task: "t".into(),
             attempt: 2,
             reason: "lease expired".into(),
+            given_back: false,
         };
         let done = Event::TaskDone {
             job: "j".into(),

@@ -121,12 +121,14 @@ pub enum Event {
         attempt: u32,
         worker: WorkerId,
     },
-    /// Back in the queue as `attempt` (the lease expired, or a retryable failure).
+    /// Back in the queue as `attempt` (the lease expired, a retryable failure,
+    /// or, `given_back`, a worker that stopped: that one uses up no attempt).
     TaskRequeued {
         job: JobId,
         task: TaskId,
         attempt: u32,
         reason: String,
+        given_back: bool,
     },
     TaskDone {
         job: JobId,
@@ -201,6 +203,8 @@ struct Job {
     failures_by_worker: HashMap<WorkerId, u32>,
     /// Workers kept off the job, until when.
     blocklist: HashMap<WorkerId, Instant>,
+    /// How many times each task was given back by a worker that stopped.
+    given_back: HashMap<TaskId, u32>,
 }
 
 impl Counts {
@@ -299,6 +303,7 @@ impl Scheduler {
         spec: JobSpec,
         cancelled: bool,
         states: &HashMap<TaskId, TaskState>,
+        given_back: &HashMap<TaskId, u32>,
         now: Instant,
     ) -> Result<(), SchedulerError> {
         let lease_until = now + self.config.lease_timeout;
@@ -321,6 +326,7 @@ impl Scheduler {
         })?;
         let job = self.jobs.get_mut(&spec.id).expect("inserted");
         job.cancelled = cancelled;
+        job.given_back = given_back.clone();
         job.finished = job.counts().finished();
         self.events.clear();
         Ok(())
@@ -346,6 +352,7 @@ impl Scheduler {
             counts: Counts::default(),
             failures_by_worker: HashMap::new(),
             blocklist: HashMap::new(),
+            given_back: HashMap::new(),
         };
         for task in &spec.tasks {
             let state = prior(task).unwrap_or(TaskState::Queued { attempt: 1 });
@@ -547,6 +554,35 @@ impl Scheduler {
         true
     }
 
+    /// A worker that is stopping hands `attempt` back: the task goes back to
+    /// the queue as a new attempt that its attempt limit does not count, and
+    /// the worker is not blamed. Returns false for a stale report.
+    pub fn give_back(&mut self, job_id: &str, task: &str, attempt: u32, worker: &str) -> bool {
+        let Some(job) = self.current_job(job_id, task, attempt, worker) else {
+            return false;
+        };
+        if job.cancel_requested(task) {
+            self.end_cancelled(job_id, task);
+            return true;
+        }
+        *job.given_back.entry(task.to_owned()).or_default() += 1;
+        job.set_state(
+            task,
+            TaskState::Queued {
+                attempt: attempt + 1,
+            },
+        );
+        job.queue.push_back(task.to_owned());
+        self.events.push(Event::TaskRequeued {
+            job: job_id.to_owned(),
+            task: task.to_owned(),
+            attempt: attempt + 1,
+            reason: format!("given back by {worker}, which stopped"),
+            given_back: true,
+        });
+        true
+    }
+
     fn retry_or_fail(
         &mut self,
         job_id: &str,
@@ -556,7 +592,9 @@ impl Scheduler {
         error: &str,
     ) {
         let job = self.jobs.get_mut(job_id).expect("caller checked");
-        if retryable && attempt < job.spec.max_attempts {
+        // Leases handed back by stopping workers are attempts, but not failures.
+        let failed_attempts = attempt - job.given_back.get(task).copied().unwrap_or(0);
+        if retryable && failed_attempts < job.spec.max_attempts {
             job.set_state(
                 task,
                 TaskState::Queued {
@@ -569,6 +607,7 @@ impl Scheduler {
                 task: task.to_owned(),
                 attempt: attempt + 1,
                 reason: error.to_owned(),
+                given_back: false,
             });
         } else {
             let error = if retryable {
@@ -886,6 +925,37 @@ mod tests {
     }
 
     #[test]
+    fn a_task_given_back_uses_up_no_attempt_and_blames_no_worker() {
+        let mut s = scheduler(); // blocklist after 2 failures; 3 attempts
+        let now = Instant::now();
+        s.submit(job("j", 0, &["a"])).unwrap();
+        // Five stopping workers in a row (a rolling update, scale-down, ...).
+        for attempt in 1..=5 {
+            let lease = s.lease("w", now).unwrap();
+            assert_eq!(lease.attempt, attempt, "a new attempt each time");
+            assert!(s.give_back("j", "a", attempt, "w"));
+            assert!(
+                !s.give_back("j", "a", attempt, "w"),
+                "stale once given back"
+            );
+        }
+        // Five give-backs did not put "w" on the blocklist (after 2 failures)...
+        assert!(!s
+            .take_events()
+            .iter()
+            .any(|e| matches!(e, Event::WorkerBlocklisted { .. })));
+        // ...and the task still has all three of its attempts to fail.
+        for worker in ["x", "y", "z"] {
+            let lease = s.lease(worker, now).unwrap();
+            s.fail("j", "a", lease.attempt, worker, true, "oom", now);
+        }
+        assert!(matches!(
+            s.task_state("j", "a").unwrap(),
+            TaskState::Failed { attempt: 8, .. }
+        ));
+    }
+
+    #[test]
     fn failures_of_the_task_itself_keep_no_worker_off_the_job() {
         let mut s = scheduler(); // blocklist after 2 failures
         let now = Instant::now();
@@ -988,7 +1058,8 @@ mod tests {
                 },
             ),
         ]);
-        s.restore(spec, false, &states, t0).unwrap();
+        s.restore(spec, false, &states, &HashMap::new(), t0)
+            .unwrap();
         // The running task's worker carries on and is re-adopted.
         assert_eq!(
             s.heartbeat("j", "b", 2, "w2", t0 + LEASE / 2),
@@ -1016,7 +1087,8 @@ mod tests {
                 cancel_requested: false,
             },
         )]);
-        s.restore(job("j", 0, &["a"]), false, &states, t0).unwrap();
+        s.restore(job("j", 0, &["a"]), false, &states, &HashMap::new(), t0)
+            .unwrap();
         assert_eq!(s.lease("w", t0), None);
         assert_eq!(s.expire_leases(t0 + LEASE), 1);
         assert_eq!(s.lease("w", t0 + LEASE).unwrap().attempt, 2);

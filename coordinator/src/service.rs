@@ -137,7 +137,13 @@ impl Coordinator {
         let mut scheduler = Scheduler::new(config.scheduler);
         let mut jobs = HashMap::new();
         for stored in state.load(now)? {
-            scheduler.restore(stored.spec(), stored.job.cancelled, &stored.states, now)?;
+            scheduler.restore(
+                stored.spec(),
+                stored.job.cancelled,
+                &stored.states,
+                &stored.given_back,
+                now,
+            )?;
             jobs.insert(stored.job.id.clone(), stored.job);
         }
         if !jobs.is_empty() {
@@ -906,6 +912,17 @@ impl Workers for WorkersService {
         let coordinator = Arc::clone(&self.0);
         blocking(move || {
             let mut inner = coordinator.lock();
+            if r.given_back {
+                let accepted =
+                    inner
+                        .scheduler
+                        .give_back(&r.job_id, &r.task_id, r.attempt, &r.worker_id);
+                coordinator.commit(&mut inner)?;
+                if accepted {
+                    tracing::info!(job = %r.job_id, task = %r.task_id, attempt = r.attempt, worker = %r.worker_id, "task given back");
+                }
+                return Ok(pb::FailResponse { accepted });
+            }
             let accepted = inner
                 .scheduler
                 .fail(

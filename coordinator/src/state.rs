@@ -50,6 +50,8 @@ pub struct StoredJob {
     pub job: JobRecord,
     pub tasks: Vec<TaskRecord>,
     pub states: HashMap<String, TaskState>,
+    /// How many times each task was given back by a stopping worker.
+    pub given_back: HashMap<String, u32>,
 }
 
 pub struct State {
@@ -211,11 +213,17 @@ impl State {
                     task,
                     attempt,
                     reason,
+                    given_back,
                 } => {
                     set("queued", *attempt, None, Some(reason), job, task)?;
+                    // Counted at load (see `load`): a give-back uses up no attempt.
                     log(
                         job,
-                        "requeued",
+                        if *given_back {
+                            "given-back"
+                        } else {
+                            "requeued"
+                        },
                         Some(task),
                         Some(*attempt),
                         None,
@@ -339,8 +347,14 @@ impl State {
             "SELECT task_id, params, content_key, style_key, weights, state, attempt, worker, error
              FROM tasks WHERE job_id = ?1 ORDER BY position",
         )?;
+        let mut given_back_stmt = self.conn.prepare(
+            "SELECT task_id, COUNT(*) FROM events WHERE job_id = ?1 AND kind = 'given-back' GROUP BY task_id",
+        )?;
         let mut stored = Vec::with_capacity(jobs.len());
         for job in jobs {
+            let given_back = given_back_stmt
+                .query_map(params![job.id], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<_, _>>()?;
             let mut tasks = Vec::new();
             let mut states = HashMap::new();
             let rows = tasks_stmt.query_map(params![job.id], |row| {
@@ -374,7 +388,12 @@ impl State {
                 states.insert(record.id.clone(), state);
                 tasks.push(record);
             }
-            stored.push(StoredJob { job, tasks, states });
+            stored.push(StoredJob {
+                job,
+                tasks,
+                states,
+                given_back,
+            });
         }
         Ok(stored)
     }
@@ -529,6 +548,57 @@ mod tests {
     }
 
     #[test]
+    fn give_backs_are_counted_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let job = JobRecord {
+            id: "j".into(),
+            name: "j".into(),
+            priority: 0,
+            max_attempts: 2,
+            grid_toml: String::new(),
+            submitted_at: 1,
+            cancelled: false,
+            preview_every: 0,
+        };
+        let now = Instant::now();
+        {
+            let mut state = State::open(&path).unwrap();
+            state.insert_job(&job, &[task("a")]).unwrap();
+            let mut scheduler = Scheduler::new(SchedulerConfig::default());
+            scheduler
+                .submit(JobSpec {
+                    id: "j".into(),
+                    priority: 0,
+                    max_attempts: 2,
+                    tasks: vec!["a".into()],
+                })
+                .unwrap();
+            for attempt in 1..=2 {
+                scheduler.lease("w", now).unwrap();
+                assert!(scheduler.give_back("j", "a", attempt, "w"));
+            }
+            state.apply(&scheduler.take_events()).unwrap();
+        }
+        let stored = State::open(&path).unwrap().load(now).unwrap();
+        assert_eq!(stored[0].given_back, HashMap::from([("a".to_owned(), 2)]));
+        // Restored, the task still has both its attempts: the first failure (on
+        // lease 3) is retried.
+        let mut scheduler = Scheduler::new(SchedulerConfig::default());
+        let s = &stored[0];
+        scheduler
+            .restore(s.spec(), false, &s.states, &s.given_back, now)
+            .unwrap();
+        let lease = scheduler.lease("w", now).unwrap();
+        assert_eq!(lease.attempt, 3);
+        scheduler.fail("j", "a", 3, "w", true, "oom", now);
+        assert_eq!(
+            scheduler.task_state("j", "a").unwrap(),
+            &TaskState::Queued { attempt: 4 }
+        );
+    }
+
+    #[test]
     fn a_reopened_database_restores_the_scheduler_where_it_stopped() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
@@ -581,7 +651,13 @@ mod tests {
 
         let mut scheduler = Scheduler::new(SchedulerConfig::default());
         scheduler
-            .restore(stored[0].spec(), false, &stored[0].states, now)
+            .restore(
+                stored[0].spec(),
+                false,
+                &stored[0].states,
+                &stored[0].given_back,
+                now,
+            )
             .unwrap();
         assert_eq!(scheduler.lease("w3", now).unwrap().task, "c");
         assert_eq!(state.task("j", "b").unwrap().unwrap(), tasks[1]);

@@ -330,6 +330,7 @@ async fn cancelling_tells_the_running_worker_and_drops_the_rest() {
             attempt: task.attempt,
             retryable: false,
             error: "cancelled".into(),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -258,6 +258,7 @@ async fn metrics_follow_the_scheduler() {
             attempt: first.attempt,
             retryable: true,
             error: "out of memory".into(),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -153,9 +153,7 @@ pub async fn run(
             if let Some(cancel) = worker.current_cancel.take() {
                 cancel.store(true, Ordering::Relaxed);
             }
-            worker
-                .report_failure(&task, true, "the worker shut down")
-                .await;
+            worker.give_back(&task).await;
             break;
         }
     }
@@ -466,14 +464,34 @@ impl Worker {
 
     async fn report_failure(&mut self, task: &pb::TaskAssignment, retryable: bool, error: &str) {
         tracing::warn!(job = %task.job_id, task = %task.task_id, retryable, %error, "task failed");
-        let request = pb::FailRequest {
+        self.send_failure(pb::FailRequest {
             worker_id: self.id.clone(),
             job_id: task.job_id.clone(),
             task_id: task.task_id.clone(),
             attempt: task.attempt,
             retryable,
             error: error.to_owned(),
-        };
+            given_back: false,
+        })
+        .await;
+    }
+
+    /// Hands the task back on the way out: another worker gets it at once, and
+    /// it uses up none of its attempts.
+    async fn give_back(&mut self, task: &pb::TaskAssignment) {
+        tracing::info!(job = %task.job_id, task = %task.task_id, "giving the task back");
+        self.send_failure(pb::FailRequest {
+            worker_id: self.id.clone(),
+            job_id: task.job_id.clone(),
+            task_id: task.task_id.clone(),
+            attempt: task.attempt,
+            given_back: true,
+            ..Default::default()
+        })
+        .await;
+    }
+
+    async fn send_failure(&mut self, request: pb::FailRequest) {
         let client = &self.client;
         let reply = while_unavailable(REPORT_PATIENCE, "reporting", || {
             let (mut client, request) = (client.clone(), request.clone());
