@@ -566,21 +566,30 @@ impl Scheduler {
             return true;
         }
         *job.given_back.entry(task.to_owned()).or_default() += 1;
-        job.set_state(
-            task,
-            TaskState::Queued {
-                attempt: attempt + 1,
-            },
-        );
+        let reason = format!("given back by {worker}, which stopped");
+        self.requeue(job_id, task, attempt + 1, reason, true);
+        true
+    }
+
+    /// Puts `task` back at the end of the queue, as `attempt`.
+    fn requeue(
+        &mut self,
+        job_id: &str,
+        task: &str,
+        attempt: u32,
+        reason: String,
+        given_back: bool,
+    ) {
+        let job = self.jobs.get_mut(job_id).expect("caller checked");
+        job.set_state(task, TaskState::Queued { attempt });
         job.queue.push_back(task.to_owned());
         self.events.push(Event::TaskRequeued {
             job: job_id.to_owned(),
             task: task.to_owned(),
-            attempt: attempt + 1,
-            reason: format!("given back by {worker}, which stopped"),
-            given_back: true,
+            attempt,
+            reason,
+            given_back,
         });
-        true
     }
 
     fn retry_or_fail(
@@ -595,20 +604,7 @@ impl Scheduler {
         // Leases handed back by stopping workers are attempts, but not failures.
         let failed_attempts = attempt - job.given_back.get(task).copied().unwrap_or(0);
         if retryable && failed_attempts < job.spec.max_attempts {
-            job.set_state(
-                task,
-                TaskState::Queued {
-                    attempt: attempt + 1,
-                },
-            );
-            job.queue.push_back(task.to_owned());
-            self.events.push(Event::TaskRequeued {
-                job: job_id.to_owned(),
-                task: task.to_owned(),
-                attempt: attempt + 1,
-                reason: error.to_owned(),
-                given_back: false,
-            });
+            self.requeue(job_id, task, attempt + 1, error.to_owned(), false);
         } else {
             let error = if retryable {
                 format!("{error} (gave up after {attempt} attempts)")
