@@ -106,10 +106,7 @@ pub async fn connect(connection: &Connection) -> Result<FarmClient<AuthChannel>>
         .await
         .map_err(|err| {
             // The transport's chain repeats itself: its innermost cause says it all.
-            let mut cause: &dyn std::error::Error = &err;
-            while let Some(next) = cause.source() {
-                cause = next;
-            }
+            let cause = pastiche_spec::innermost_cause(&err);
             anyhow::anyhow!("cannot reach the coordinator at {url}: {cause}")
         })?;
     Ok(FarmClient::new(security.authorize(channel)).max_decoding_message_size(64 << 20))

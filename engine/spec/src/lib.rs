@@ -23,3 +23,15 @@ pub use params::{
     Init, LineSearch, OptimizerKind, OptimizerSpec, ParamError, RenderParams, StyleLayer, MAX_SIZE,
     MIN_SIZE,
 };
+
+/// The last error of `error`'s chain of sources: for errors whose messages
+/// repeat their causes' (transports, object stores), the one worth printing.
+pub fn innermost_cause<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> &'a (dyn std::error::Error + 'static) {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause
+}

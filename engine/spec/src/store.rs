@@ -42,17 +42,13 @@ pub enum StoreError {
 /// object_store's message, and the innermost cause when the message does not
 /// already say it (e.g. "Connection refused").
 fn describe(error: &object_store::Error) -> String {
-    let mut message = error.to_string();
-    let mut innermost = std::error::Error::source(error);
-    while let Some(next) = innermost.and_then(std::error::Error::source) {
-        innermost = Some(next);
+    let message = error.to_string();
+    let cause = crate::innermost_cause(error).to_string();
+    if message.contains(&cause) {
+        message
+    } else {
+        format!("{message}: {cause}")
     }
-    if let Some(cause) = innermost.map(ToString::to_string) {
-        if !message.contains(&cause) {
-            message = format!("{message}: {cause}");
-        }
-    }
-    message
 }
 
 #[derive(Clone)]
