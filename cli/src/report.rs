@@ -49,11 +49,7 @@ pub async fn run(args: ReportArgs) -> Result<()> {
             );
             // The coordinator's report knows which tasks failed or were
             // cancelled; one from the store alone does not replace it.
-            let index = format!(
-                "{}{}",
-                pastiche_spec::layout::report_prefix(&args.job)?,
-                pastiche_report::INDEX_HTML
-            );
+            let index = pastiche_report::index_key(&args.job)?;
             anyhow::ensure!(
                 args.out.is_some() || !store.exists(&index).await?,
                 "the store has the coordinator's report of job {} ({}), which a report \
@@ -90,12 +86,7 @@ pub async fn run(args: ReportArgs) -> Result<()> {
         None => {
             let files = build_report(&store, &job, &options).await?;
             pastiche_report::write_to_store(&store, &job.id, &files).await?;
-            let key = format!(
-                "{}{}",
-                pastiche_spec::layout::report_prefix(&job.id)?,
-                pastiche_report::INDEX_HTML
-            );
-            farm::location(store.root(), &key)
+            farm::location(store.root(), &pastiche_report::index_key(&job.id)?)
         }
     };
     println!("{index}");

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use pastiche_proto::pb;
 use pastiche_report::{
-    build_report, write_to_store, Outcome, ReportJob, ReportOptions, ReportTask, INDEX_HTML,
+    build_report, write_to_store, Outcome, ReportJob, ReportOptions, ReportTask,
 };
 use pastiche_spec::layout;
 use pastiche_spec::store::{Store, StoreError};
@@ -98,5 +98,5 @@ pub async fn from_store(store: &Store, job: &str) -> Result<ReportJob> {
 pub async fn write_in_store(store: &Store, job: &ReportJob) -> Result<String> {
     let files = build_report(store, job, &ReportOptions::default()).await?;
     write_to_store(store, &job.id, &files).await?;
-    Ok(format!("{}{INDEX_HTML}", layout::report_prefix(&job.id)?))
+    Ok(pastiche_report::index_key(&job.id)?)
 }

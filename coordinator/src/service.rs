@@ -446,10 +446,9 @@ impl Coordinator {
         let Some(store) = &self.config.store else {
             return Ok(None);
         };
-        let Ok(prefix) = layout::report_prefix(job) else {
+        let Ok(index_key) = pastiche_report::index_key(job) else {
             return Ok(None);
         };
-        let index_key = format!("{prefix}{}", pastiche_report::INDEX_HTML);
         if !store.exists(&index_key).await.unwrap_or(false) {
             return Ok(None);
         }
@@ -470,17 +469,22 @@ impl Coordinator {
     }
 
     async fn write_report(&self, store: &Store, job: &str) -> Result<String, ReportFailure> {
-        let name = self.status(job).map_err(anyhow::Error::from)?.name;
-        let tasks = self.tasks(job).map_err(anyhow::Error::from)?;
+        let status = self.status(job).map_err(anyhow::Error::from)?;
+        let c = status.counts.unwrap_or_default();
+        let total = [c.queued, c.running, c.done, c.failed, c.cancelled]
+            .iter()
+            .map(|&n| n as usize)
+            .sum::<usize>();
         // A report shows a grid people can look at; a larger job is looked at
-        // in slices, on request.
-        if tasks.len() > MAX_REPORT_TASKS {
+        // in slices, on request. Counted before its task list is read.
+        if total > MAX_REPORT_TASKS {
             return Err(ReportFailure::Declined(format!(
-                "{} tasks are more than the {MAX_REPORT_TASKS} one report shows; \
-                 run `pastiche report {job} --only PARAM=VALUE --out DIR` for slices",
-                tasks.len()
+                "{total} tasks are more than the {MAX_REPORT_TASKS} one report shows; \
+                 run `pastiche report {job} --only PARAM=VALUE --out DIR` for slices"
             )));
         }
+        let tasks = self.tasks(job).map_err(anyhow::Error::from)?;
+        let name = status.name;
         let report = crate::report::from_task_list(job, &name, tasks)?;
         // Drawing the sheet and plots is CPU work: off the runtime's threads.
         let store = store.clone();

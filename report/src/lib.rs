@@ -257,6 +257,11 @@ pub async fn build_report(
     Ok(files)
 }
 
+/// Where a job's report in the store opens: `jobs/<job>/report/index.html`.
+pub fn index_key(job_id: &str) -> Result<String, BadId> {
+    Ok(format!("{}{INDEX_HTML}", layout::report_prefix(job_id)?))
+}
+
 /// Puts the report under `jobs/<job>/report/` (see [`layout::report_prefix`]).
 pub async fn write_to_store(
     store: &Store,
