@@ -385,35 +385,28 @@ impl Coordinator {
 
     /// Writes `job`'s report, notes it in the database and broadcasts where it is.
     async fn report(&self, store: &Store, job: String) {
-        let ready = match self.write_report(store, &job).await {
+        let (index_key, error) = match self.write_report(store, &job).await {
             Ok(index_key) => {
                 tracing::info!(%job, report = %index_key, "report written");
                 self.note_reported(&job, &index_key);
-                pb::ReportReady {
-                    index_key,
-                    error: String::new(),
-                    store: store.root().to_owned(),
-                }
+                (index_key, String::new())
             }
             Err(ReportFailure::Declined(why)) => {
                 tracing::info!(%job, %why, "no automatic report");
                 self.note_reported(&job, &why);
-                pb::ReportReady {
-                    index_key: String::new(),
-                    error: why,
-                    store: store.root().to_owned(),
-                }
+                (String::new(), why)
             }
             Err(ReportFailure::Failed(err)) => {
                 // Not noted: the next start tries again.
                 let error = format!("{err:#}");
                 tracing::warn!(%job, %error, "writing the report failed");
-                pb::ReportReady {
-                    index_key: String::new(),
-                    error,
-                    store: store.root().to_owned(),
-                }
+                (String::new(), error)
             }
+        };
+        let ready = pb::ReportReady {
+            index_key,
+            error,
+            store: store.root().to_owned(),
         };
         // Watchers check for a pending report after subscribing: taken off the
         // list before the broadcast, it cannot be missed.
