@@ -137,7 +137,7 @@ pub async fn upload_inputs(grid_path: &Path, text: &str, store: &Store) -> Resul
         store: &Store,
         uploaded: &mut BTreeMap<String, String>,
     ) -> Result<String> {
-        if entry.starts_with("s3://") || entry.starts_with("inputs/") {
+        if layout::is_stored(entry) {
             return Ok(entry.to_owned());
         }
         if let Some(key) = uploaded.get(entry) {

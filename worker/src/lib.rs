@@ -259,15 +259,13 @@ impl Worker {
                 let mut params = params;
                 if let Init::Image(path) = &params.init {
                     let key = path.to_string_lossy();
-                    if key.starts_with("inputs/") || key.starts_with("s3://") {
+                    if layout::is_stored(&key) {
                         params.init = Init::Image(self.fetch(&key).await?);
                     }
                 }
                 let weights = match task.weights.as_str() {
                     "" => None,
-                    w if w.starts_with("inputs/") || w.starts_with("s3://") => {
-                        Some(self.fetch(w).await?)
-                    }
+                    w if layout::is_stored(w) => Some(self.fetch(w).await?),
                     local => Some(PathBuf::from(local)),
                 };
                 anyhow::Ok((content, style, params, weights))

@@ -47,6 +47,12 @@ pub fn input_key(sha256: &str, extension: &str) -> String {
     }
 }
 
+/// Whether a grid's file entry names an object already (an uploaded input's
+/// key, or an `s3://` URL) rather than a local path.
+pub fn is_stored(entry: &str) -> bool {
+    entry.starts_with("inputs/") || entry.starts_with("s3://")
+}
+
 pub fn job_prefix(job: &str) -> Result<String, BadId> {
     Ok(format!("jobs/{}/", check_id(job)?))
 }
