@@ -467,6 +467,20 @@ mod tests {
         }
     }
 
+    /// A job of one-task grids, as the database keeps it.
+    fn job(id: &str, max_attempts: u32) -> JobRecord {
+        JobRecord {
+            id: id.into(),
+            name: id.into(),
+            priority: 0,
+            max_attempts,
+            grid_toml: String::new(),
+            submitted_at: 1,
+            cancelled: false,
+            preview_every: 0,
+        }
+    }
+
     #[test]
     fn a_database_from_before_previews_is_migrated_and_keeps_its_jobs() {
         let dir = tempfile::tempdir().unwrap();
@@ -496,21 +510,11 @@ mod tests {
     fn finished_jobs_stay_unreported_until_noted_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
-        let job = |id: &str| JobRecord {
-            id: id.into(),
-            name: id.into(),
-            priority: 0,
-            max_attempts: 1,
-            grid_toml: String::new(),
-            submitted_at: 1,
-            cancelled: false,
-            preview_every: 0,
-        };
         {
             let mut state = State::open(&path).unwrap();
             let mut scheduler = Scheduler::new(SchedulerConfig::default());
             for id in ["finishes", "runs", "finishes-too"] {
-                state.insert_job(&job(id), &[task("t")]).unwrap();
+                state.insert_job(&job(id, 1), &[task("t")]).unwrap();
                 scheduler
                     .submit(JobSpec {
                         id: id.into(),
@@ -551,20 +555,10 @@ mod tests {
     fn give_backs_are_counted_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
-        let job = JobRecord {
-            id: "j".into(),
-            name: "j".into(),
-            priority: 0,
-            max_attempts: 2,
-            grid_toml: String::new(),
-            submitted_at: 1,
-            cancelled: false,
-            preview_every: 0,
-        };
         let now = Instant::now();
         {
             let mut state = State::open(&path).unwrap();
-            state.insert_job(&job, &[task("a")]).unwrap();
+            state.insert_job(&job("j", 2), &[task("a")]).unwrap();
             let mut scheduler = Scheduler::new(SchedulerConfig::default());
             scheduler
                 .submit(JobSpec {
