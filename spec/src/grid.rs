@@ -868,7 +868,7 @@ style_depth = [5, 13, 16]
 
     #[test]
     fn the_shipped_study_grids_expand_as_their_comments_say() {
-        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
         let full = read_grid(&examples.join("seed-study.toml")).unwrap();
         assert_eq!((full.tasks.len(), full.skipped), (100, 20));
         assert_eq!(full.weights.len(), 3);
