@@ -11,7 +11,7 @@ use pastiche_proto::pb;
 use pastiche_proto::pb::farm_client::FarmClient;
 use pastiche_proto::security::{AuthChannel, ClientSecurityArgs};
 use pastiche_spec::store::Store;
-use pastiche_spec::{layout, Init};
+use pastiche_spec::layout;
 
 #[derive(Args, Clone)]
 pub struct Connection {
@@ -127,78 +127,18 @@ pub fn status_error(status: tonic::Status) -> anyhow::Error {
 /// them by object key; paths are relative to the grid file.
 pub async fn upload_inputs(grid_path: &Path, text: &str, store: &Store) -> Result<String> {
     let base = grid_path.parent().unwrap_or(Path::new("."));
-    let mut table: toml::Table = text
-        .parse()
+    let entries = pastiche_spec::local_inputs(text)
         .with_context(|| format!("reading {}", grid_path.display()))?;
-    let mut uploaded: BTreeMap<String, String> = BTreeMap::new();
-    async fn key_for(
-        entry: &str,
-        base: &Path,
-        store: &Store,
-        uploaded: &mut BTreeMap<String, String>,
-    ) -> Result<String> {
-        if layout::is_stored(entry) {
-            return Ok(entry.to_owned());
-        }
-        if let Some(key) = uploaded.get(entry) {
-            return Ok(key.clone());
-        }
-        let path = base.join(entry);
+    let mut keys = BTreeMap::new();
+    for entry in entries {
+        let path = base.join(&entry);
         let key = store
             .put_input(&path)
             .await
             .with_context(|| format!("uploading {}", path.display()))?;
-        uploaded.insert(entry.to_owned(), key.clone());
-        Ok(key)
+        keys.insert(entry, key);
     }
-    for field in ["content", "style"] {
-        let entries: Vec<String> = match table.get(field) {
-            Some(toml::Value::String(s)) => vec![s.clone()],
-            Some(toml::Value::Array(items)) => items
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect(),
-            _ => continue, // the coordinator's parser says what is wrong
-        };
-        let mut keys = Vec::new();
-        for entry in &entries {
-            keys.push(toml::Value::String(
-                key_for(entry, base, store, &mut uploaded).await?,
-            ));
-        }
-        table.insert(field.into(), toml::Value::Array(keys));
-    }
-    // Starting images (`init` values other than content and noise) too.
-    if let Some(toml::Value::Table(axes)) = table.get_mut("grid") {
-        let is_image = |entry: &str| {
-            entry
-                .parse::<Init>()
-                .is_ok_and(|i| matches!(i, Init::Image(_)))
-        };
-        match axes.get_mut("init") {
-            Some(toml::Value::String(entry)) if is_image(entry) => {
-                *entry = key_for(entry, base, store, &mut uploaded).await?;
-            }
-            Some(toml::Value::Array(entries)) => {
-                for value in entries.iter_mut() {
-                    if let toml::Value::String(entry) = value {
-                        if is_image(entry) {
-                            *entry = key_for(entry, base, store, &mut uploaded).await?;
-                        }
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    if let Some(toml::Value::Table(weights)) = table.get_mut("weights") {
-        for (_, value) in weights.iter_mut() {
-            if let toml::Value::String(location) = value {
-                *location = key_for(location, base, store, &mut uploaded).await?;
-            }
-        }
-    }
-    Ok(toml::to_string(&table)?)
+    Ok(pastiche_spec::grid_with_input_keys(text, &keys)?)
 }
 
 /// Fails on a refused token before anything is uploaded: any answer past the

@@ -7,10 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use pastiche_engine::spec::{
-    Backbone, Init, LineSearch, OptimizerKind, OptimizerSpec, RenderParams, StyleLayer,
-};
 use pastiche_engine::{parse_device, render, FeatureNet, Prepared};
+
+use crate::param_flags::ParamFlags;
 
 #[derive(Args)]
 pub struct RenderArgs {
@@ -27,97 +26,20 @@ pub struct RenderArgs {
     #[arg(long, env = "PASTICHE_LOSSES")]
     losses: Option<PathBuf>,
 
-    /// vgg16, vgg19 or googlenet.
-    #[arg(long, env = "PASTICHE_BACKBONE", default_value = "vgg19")]
-    backbone: Backbone,
     /// Backbone weights: a .safetensors file with torchvision's names, as written by
     /// scripts/export_weights.py. Without it, a seeded random network (lower quality).
     #[arg(long, env = "PASTICHE_WEIGHTS")]
     weights: Option<PathBuf>,
-    /// Comma-separated content layers [default: relu4_2; inception3b for googlenet].
-    #[arg(long, env = "PASTICHE_CONTENT_LAYERS", value_delimiter = ',')]
-    content_layers: Option<Vec<String>>,
-    /// Comma-separated style layers, each NAME or NAME:WEIGHT
-    /// [default: relu1_1,relu2_1,relu3_1,relu4_1,relu5_1; conv1,conv3,inception3a,inception4a,inception5a for googlenet].
-    #[arg(long, env = "PASTICHE_STYLE_LAYERS", value_delimiter = ',')]
-    style_layers: Option<Vec<StyleLayer>>,
-    /// alpha: weight of the content loss.
-    #[arg(long, env = "PASTICHE_CONTENT_WEIGHT", default_value_t = 1.0)]
-    content_weight: f64,
-    /// beta: weight of the style loss.
-    #[arg(long, env = "PASTICHE_STYLE_WEIGHT", default_value_t = 1e6)]
-    style_weight: f64,
-    /// gamma: weight of the total-variation loss (smoothness).
-    #[arg(long, env = "PASTICHE_TV_WEIGHT", default_value_t = 0.0)]
-    tv_weight: f64,
-    /// Start from `content`, seeded white `noise`, or the path of an image.
-    #[arg(long, env = "PASTICHE_INIT", default_value = "content")]
-    init: Init,
-    /// lbfgs or adam.
-    #[arg(long, env = "PASTICHE_OPTIMIZER", default_value = "lbfgs")]
-    optimizer: OptimizerKind,
-    /// Learning rate [default: 1 for lbfgs, 0.02 for adam].
-    #[arg(long, env = "PASTICHE_LR")]
-    lr: Option<f64>,
-    /// L-BFGS line search: strong_wolfe, or none (a fixed step, as the PyTorch
-    /// tutorial; cheaper per iteration but stalls on random-weight backbones).
-    #[arg(long, env = "PASTICHE_LINE_SEARCH", default_value = "strong_wolfe")]
-    line_search: LineSearch,
-    /// L-BFGS history size.
-    #[arg(long, env = "PASTICHE_HISTORY_SIZE", default_value_t = 100)]
-    history_size: usize,
-    /// Optimiser iterations (one L-BFGS iteration or one Adam step each).
-    #[arg(long, env = "PASTICHE_ITERATIONS", default_value_t = 300)]
-    iterations: u32,
-    /// Longer side of the pastiche in pixels.
-    #[arg(long, env = "PASTICHE_SIZE", default_value_t = 512)]
-    size: u32,
-    /// The style image's longer side, relative to the pastiche's.
-    #[arg(long, env = "PASTICHE_STYLE_SCALE", default_value_t = 1.0)]
-    style_scale: f64,
-    /// Seed of the white-noise start.
-    #[arg(long, env = "PASTICHE_SEED", default_value_t = 0)]
-    seed: u64,
-    /// Log the losses every this many iterations (and at the last).
-    #[arg(long, env = "PASTICHE_LOG_EVERY", default_value_t = 50)]
-    log_every: u32,
     /// cpu, cuda:N, or auto (the first GPU if there is one).
     #[arg(long, env = "PASTICHE_DEVICE", default_value = "auto")]
     device: String,
-}
-
-impl RenderArgs {
-    fn params(&self) -> RenderParams {
-        let defaults = RenderParams::new(self.backbone);
-        RenderParams {
-            backbone: self.backbone,
-            content_layers: self
-                .content_layers
-                .clone()
-                .unwrap_or(defaults.content_layers),
-            style_layers: self.style_layers.clone().unwrap_or(defaults.style_layers),
-            content_weight: self.content_weight,
-            style_weight: self.style_weight,
-            tv_weight: self.tv_weight,
-            init: self.init.clone(),
-            optimizer: OptimizerSpec {
-                lr: self.lr.unwrap_or(self.optimizer.default_lr()),
-                history_size: self.history_size,
-                line_search: self.line_search,
-                ..OptimizerSpec::new(self.optimizer)
-            },
-            iterations: self.iterations,
-            size: self.size,
-            style_scale: self.style_scale,
-            seed: self.seed,
-            log_every: self.log_every,
-        }
-    }
+    /// The render's parameters, as the grid file's keys.
+    #[command(flatten)]
+    params: ParamFlags,
 }
 
 pub fn run(args: RenderArgs) -> Result<()> {
-    let params = args.params();
-    params.validate()?;
+    let params = args.params.params()?;
     let device = parse_device(&args.device)?;
     // Before the render, not after it: a long render is not lost to a typo.
     check_writable(&args.out)?;

@@ -6,7 +6,7 @@ use pastiche_proto::pb;
 use pastiche_report::{
     build_report, write_to_store, Outcome, ReportJob, ReportOptions, ReportTask,
 };
-use pastiche_spec::layout;
+use pastiche_spec::{layout, FinishedTask};
 use pastiche_spec::store::{Store, StoreError};
 
 /// The report's view of a job, from the coordinator's task list.
@@ -64,12 +64,9 @@ pub async fn from_store(store: &Store, job: &str) -> Result<ReportJob> {
     let grid = pastiche_spec::parse_grid(std::path::Path::new(&key), &text)?;
     let mut tasks = Vec::new();
     for (id, task) in grid.identified_tasks() {
-        let record = format!("{}task.json", layout::task_prefix(job, &id)?);
+        let record = layout::task_file_key(job, &id, layout::TASK_JSON)?;
         let attempts = match store.get(&record).await {
-            Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|json| json["attempt"].as_u64())
-                .map(|a| a as u32),
+            Ok(bytes) => FinishedTask::from_json(&bytes).ok().map(|t| t.attempt),
             Err(_) => None,
         };
         tasks.push(ReportTask {

@@ -2,99 +2,53 @@
 
 use std::collections::BTreeSet;
 
-use pastiche_spec::{Backbone, LineSearch, RenderParams};
+use pastiche_spec::params::table::{Shown, PARAMS};
 
 use crate::{ReportError, ReportTask};
 
-/// A parameter of a task, named as in grid files.
+pub(crate) use pastiche_spec::params::table::format_number;
+
+/// What a task is made of, named as in grid files: its images, and the render
+/// parameters of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Param {
-    Backbone,
     Content,
     Style,
-    ContentLayers,
-    StyleLayers,
-    ContentWeight,
-    StyleWeight,
-    TvWeight,
-    Init,
-    Optimizer,
-    Lr,
-    LineSearch,
-    HistorySize,
-    Iterations,
-    Size,
-    StyleScale,
-    Seed,
-    LogEvery,
-}
-
-/// A parameter's value: what tells it apart (the full store key for an image),
-/// how it is shown, and where it sorts (`None`: in order of appearance).
-struct Value {
-    id: String,
-    label: String,
-    rank: Option<f64>,
+    Render(&'static pastiche_spec::params::table::Param),
 }
 
 impl Param {
-    /// Every parameter, in the order the report lists them.
-    pub(crate) const ALL: [Param; 18] = [
-        Param::Backbone,
-        Param::Content,
-        Param::Style,
-        Param::ContentLayers,
-        Param::StyleLayers,
-        Param::ContentWeight,
-        Param::StyleWeight,
-        Param::TvWeight,
-        Param::Init,
-        Param::Optimizer,
-        Param::Lr,
-        Param::LineSearch,
-        Param::HistorySize,
-        Param::Iterations,
-        Param::Size,
-        Param::StyleScale,
-        Param::Seed,
-        Param::LogEvery,
-    ];
+    /// Every parameter, in the order the report lists them: the backbone, the
+    /// images, then the table's order.
+    pub(crate) fn all() -> impl Iterator<Item = Param> {
+        let (backbone, rest) = PARAMS.split_first().expect("the table is not empty");
+        std::iter::once(Param::Render(backbone))
+            .chain([Param::Content, Param::Style])
+            .chain(rest.iter().map(Param::Render))
+    }
+
+    /// The render parameter called `name` (tests and fixed uses).
+    pub(crate) fn render(name: &str) -> Param {
+        Param::Render(
+            pastiche_spec::params::table::Param::find(name).expect("a parameter of the table"),
+        )
+    }
 
     pub(crate) fn name(self) -> &'static str {
         match self {
-            Param::Backbone => "backbone",
             Param::Content => "content",
             Param::Style => "style",
-            Param::ContentLayers => "content_layers",
-            Param::StyleLayers => "style_layers",
-            Param::ContentWeight => "content_weight",
-            Param::StyleWeight => "style_weight",
-            Param::TvWeight => "tv_weight",
-            Param::Init => "init",
-            Param::Optimizer => "optimizer",
-            Param::Lr => "lr",
-            Param::LineSearch => "line_search",
-            Param::HistorySize => "history_size",
-            Param::Iterations => "iterations",
-            Param::Size => "size",
-            Param::StyleScale => "style_scale",
-            Param::Seed => "seed",
-            Param::LogEvery => "log_every",
+            Param::Render(param) => param.name,
         }
     }
 
     /// A grid-file key (or a common spelling of one).
     pub(crate) fn parse(name: &str) -> Option<Param> {
-        let name = name.trim().to_ascii_lowercase().replace('-', "_");
-        let name = match name.as_str() {
-            "learning_rate" => "lr",
-            // By depth, style layers read "first N" (see `value`).
-            "style_depth" => "style_layers",
-            "content_image" => "content",
-            "style_image" => "style",
-            other => other,
-        };
-        Param::ALL.into_iter().find(|p| p.name() == name)
+        match name.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "content" | "content_image" => Some(Param::Content),
+            "style" | "style_image" => Some(Param::Style),
+            other => pastiche_spec::params::table::Param::find(other).map(Param::Render),
+        }
     }
 
     /// The content and style images: shown as pictures where they label the sheet.
@@ -108,8 +62,10 @@ impl Param {
     pub(crate) fn matches(self, task: &ReportTask, wanted: &str) -> bool {
         let value = self.value(task);
         let wanted = wanted.trim();
-        if let (Some(rank), Ok(number)) = (value.rank, wanted.parse::<f64>()) {
-            if self != Param::Backbone && self != Param::StyleLayers {
+        if let (Param::Render(param), Some(rank), Ok(number)) =
+            (self, value.rank, wanted.parse::<f64>())
+        {
+            if param.is_numeric() {
                 return rank == number;
             }
         }
@@ -120,97 +76,19 @@ impl Param {
             || (self.is_image() && stem.eq_ignore_ascii_case(wanted))
     }
 
-    fn value(self, task: &ReportTask) -> Value {
-        let p = &task.params;
-        let number = |v: f64| Value {
-            id: v.to_string(),
-            label: format_number(v),
-            rank: Some(v),
-        };
-        let whole = |v: u64| Value {
-            id: v.to_string(),
-            label: v.to_string(),
-            rank: Some(v as f64),
-        };
-        let text = |label: String| Value {
-            id: label.clone(),
-            label,
-            rank: None,
-        };
-        let image = |key: &str| Value {
+    /// The task's value: what tells it apart (the full store key for an image),
+    /// how it is shown, and where it sorts.
+    fn value(self, task: &ReportTask) -> Shown {
+        let image = |key: &str| Shown {
             id: key.to_owned(),
             label: short_key(key),
             rank: None,
         };
         match self {
-            Param::Backbone => Value {
-                id: p.backbone.name().to_owned(),
-                label: p.backbone.name().to_owned(),
-                rank: Backbone::ALL
-                    .iter()
-                    .position(|b| *b == p.backbone)
-                    .map(|i| i as f64),
-            },
             Param::Content => image(&task.content_key),
             Param::Style => image(&task.style_key),
-            Param::ContentLayers => text(p.content_layers.join(",")),
-            // Layers chosen by depth (`style_depth`) read as such, and compare
-            // equal across backbones.
-            Param::StyleLayers if is_first_conv_layers(p) => Value {
-                id: format!("first {}", p.style_layers.len()),
-                label: format!("first {}", p.style_layers.len()),
-                rank: Some(p.style_layers.len() as f64),
-            },
-            Param::StyleLayers => text(
-                p.style_layers
-                    .iter()
-                    .map(|l| {
-                        if l.weight == 1.0 {
-                            l.name.clone()
-                        } else {
-                            format!("{}:{}", l.name, format_number(l.weight))
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
-            Param::ContentWeight => number(p.content_weight),
-            Param::StyleWeight => number(p.style_weight),
-            Param::TvWeight => number(p.tv_weight),
-            Param::Init => text(p.init.to_string()),
-            Param::Optimizer => text(p.optimizer.kind.to_string()),
-            Param::Lr => number(p.optimizer.lr),
-            Param::LineSearch => text(
-                match p.optimizer.line_search {
-                    LineSearch::None => "none",
-                    LineSearch::StrongWolfe => "strong_wolfe",
-                }
-                .to_owned(),
-            ),
-            Param::HistorySize => whole(p.optimizer.history_size as u64),
-            Param::Iterations => whole(p.iterations.into()),
-            Param::Size => whole(p.size.into()),
-            Param::StyleScale => number(p.style_scale),
-            Param::Seed => whole(p.seed),
-            Param::LogEvery => whole(p.log_every.into()),
+            Param::Render(param) => param.shown(&task.params),
         }
-    }
-}
-
-/// Whether the style layers are the backbone's first N convolutional stages, all
-/// weighted 1 (what a grid's `style_depth = N` gives).
-fn is_first_conv_layers(p: &RenderParams) -> bool {
-    let names: Vec<&str> = p.style_layers.iter().map(|l| l.name.as_str()).collect();
-    p.style_layers.iter().all(|l| l.weight == 1.0)
-        && p.backbone.first_conv_layers(names.len()).as_deref() == Some(names.as_slice())
-}
-
-/// Numbers as a person writes them in a grid: `1e4`, `0.5`, `300`.
-pub(crate) fn format_number(v: f64) -> String {
-    if v != 0.0 && v.is_finite() && (v.abs() >= 1e4 || v.abs() < 1e-2) {
-        format!("{v:e}")
-    } else {
-        format!("{v}")
     }
 }
 
@@ -245,7 +123,7 @@ pub(crate) struct Axis {
 /// The job's parameters, split into those that vary and those that do not.
 #[derive(Debug, Clone)]
 pub(crate) struct Axes {
-    /// In [`Param::ALL`] order.
+    /// In [`Param::all`] order.
     pub varied: Vec<Axis>,
     /// Parameters every task shares, with their value.
     pub fixed: Vec<(Param, String)>,
@@ -273,9 +151,9 @@ impl Axes {
     pub(crate) fn analyse(tasks: &[ReportTask]) -> Axes {
         let mut varied = Vec::new();
         let mut fixed = Vec::new();
-        for param in Param::ALL {
-            let values: Vec<Value> = tasks.iter().map(|t| param.value(t)).collect();
-            let mut distinct: Vec<&Value> = Vec::new();
+        for param in Param::all() {
+            let values: Vec<Shown> = tasks.iter().map(|t| param.value(t)).collect();
+            let mut distinct: Vec<&Shown> = Vec::new();
             for value in &values {
                 if !distinct.iter().any(|d| d.id == value.id) {
                     distinct.push(value);
@@ -495,7 +373,7 @@ fn decides(a: &Axis, b: &Axis) -> bool {
 mod tests {
     use super::*;
     use crate::Outcome;
-    use pastiche_spec::{OptimizerKind, StyleLayer};
+    use pastiche_spec::{Backbone, OptimizerKind, RenderParams, StyleLayer};
 
     fn task(id: &str, f: impl FnOnce(&mut RenderParams)) -> ReportTask {
         let mut params = RenderParams::new(Backbone::Vgg19);
@@ -543,7 +421,7 @@ mod tests {
         assert!(axes
             .fixed
             .iter()
-            .any(|(p, v)| *p == Param::Size && v == "512"));
+            .any(|(p, v)| *p == Param::render("size") && v == "512"));
 
         let layout = axes.choose(None, None).unwrap();
         assert_eq!((layout.rows, layout.cols), (vec![1], vec![0]));
@@ -612,7 +490,7 @@ mod tests {
         let depth = axes
             .varied
             .iter()
-            .position(|a| a.param == Param::StyleLayers)
+            .position(|a| a.param == Param::render("style_layers"))
             .unwrap();
         assert!(
             !axes.dependent[depth],
@@ -620,13 +498,13 @@ mod tests {
         );
         let labels: BTreeSet<String> = tasks
             .iter()
-            .map(|t| Param::StyleLayers.value(t).label)
+            .map(|t| Param::render("style_layers").value(t).label)
             .collect();
         assert_eq!(labels, BTreeSet::from(["first 3".into(), "first 5".into()]));
         // Named layers that are not a prefix keep their names.
         let named = task("n", |_| {});
         assert_eq!(
-            Param::StyleLayers.value(&named).label,
+            Param::render("style_layers").value(&named).label,
             "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"
         );
     }

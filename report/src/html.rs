@@ -5,6 +5,8 @@
 
 use std::fmt::Write;
 
+use pastiche_spec::layout;
+
 use crate::axes::{Axes, SheetAxes};
 use crate::load::JobData;
 use crate::plots::Plot;
@@ -32,11 +34,11 @@ impl Links {
     }
 
     pub(crate) fn pastiche(&self, task: &str) -> String {
-        self.task_file(task, "pastiche.png")
+        self.task_file(task, layout::PASTICHE_PNG)
     }
 
     pub(crate) fn losses(&self, task: &str) -> String {
-        self.task_file(task, "losses.csv")
+        self.task_file(task, layout::LOSSES_CSV)
     }
 }
 

@@ -112,10 +112,11 @@ async fn load_task<'a>(
     if task.outcome != Outcome::Done {
         return Ok(data);
     }
-    let prefix = layout::task_prefix(job, &task.id)?;
+    let key = |name| layout::task_file_key(job, &task.id, name);
+    let (pastiche_file, losses_file) = (layout::PASTICHE_PNG, layout::LOSSES_CSV);
 
-    match optional(store.get(&format!("{prefix}pastiche.png")).await)? {
-        None => data.notes.push("pastiche.png is missing".into()),
+    match optional(store.get(&key(pastiche_file)?).await)? {
+        None => data.notes.push(format!("{pastiche_file} is missing")),
         Some(bytes) => match thumbnail(&bytes) {
             Ok(thumb) => {
                 data.thumb = Some(thumb);
@@ -126,17 +127,17 @@ async fn load_task<'a>(
             }
             Err(why) => data
                 .notes
-                .push(format!("pastiche.png is unreadable: {why}")),
+                .push(format!("{pastiche_file} is unreadable: {why}")),
         },
     }
 
-    match optional(store.get(&format!("{prefix}losses.csv")).await)? {
-        None => data.notes.push("losses.csv is missing".into()),
+    match optional(store.get(&key(losses_file)?).await)? {
+        None => data.notes.push(format!("{losses_file} is missing")),
         Some(bytes) => {
             let (losses, bad) = parse_losses(&String::from_utf8_lossy(&bytes));
             if bad > 0 {
                 data.notes
-                    .push(format!("losses.csv has {bad} unreadable line(s)"));
+                    .push(format!("{losses_file} has {bad} unreadable line(s)"));
             }
             data.losses = losses;
             data.has_losses = true;

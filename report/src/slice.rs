@@ -15,7 +15,7 @@ pub fn slice(job: &ReportJob, only: &[String]) -> Result<ReportJob, ReportError>
     let mut wanted: BTreeMap<usize, (Param, Vec<String>, Vec<&str>)> = BTreeMap::new();
     for filter in only {
         let (param, value) = parse_filter(filter)?;
-        let position = Param::ALL.iter().position(|p| *p == param).expect("listed");
+        let position = Param::all().position(|p| p == param).expect("listed");
         let entry = wanted
             .entry(position)
             .or_insert_with(|| (param, Vec::new(), Vec::new()));
@@ -65,10 +65,10 @@ fn parse_filter(filter: &str) -> Result<(Param, String), ReportError> {
     }
     // The grid file's `style_depth = N` reads as style layers "first N".
     if name.trim().eq_ignore_ascii_case("style_depth") {
-        return Ok((Param::StyleLayers, format!("first {value}")));
+        return Ok((Param::render("style_layers"), format!("first {value}")));
     }
     let param = Param::parse(name).ok_or_else(|| {
-        let names: Vec<&str> = Param::ALL.iter().map(|p| p.name()).collect();
+        let names: Vec<&str> = Param::all().map(Param::name).collect();
         bad(&format!(
             "unknown parameter '{}'; parameters: {}",
             name.trim(),
@@ -194,7 +194,7 @@ mod tests {
         assert!(err.starts_with("--only style_depth=7: "), "{err}");
         assert!(err.contains("first 3, first 5"), "{err}");
         // As the grid file says it, for the sheet's axes too.
-        assert_eq!(Param::parse("style_depth"), Some(Param::StyleLayers));
+        assert_eq!(Param::parse("style_depth"), Some(Param::render("style_layers")));
     }
 
     #[test]

@@ -240,7 +240,7 @@ impl Summary {
 
 /// The study's tables: one per group of tasks equal in everything but the backbone.
 fn studies(axes: &Axes, rows: &[Row], iterations: &[u32]) -> Vec<Study> {
-    let Some(backbone) = axes.find(Param::Backbone) else {
+    let Some(backbone) = axes.find(Param::render("backbone")) else {
         return Vec::new();
     };
     // What the backbone decides (its default layers) does not split a group.

@@ -12,27 +12,30 @@
 //! vgg19 = "s3://models/vgg19.safetensors"
 //! ```
 //!
-//! Every `[grid]` key takes one value or a list of values; the renders are the
-//! cartesian product of all lists times every content x style pair. For the layer
-//! keys a value is itself a set of layers, so a list of alternatives is a list of
-//! sets: `style_layers = "relu1_1,relu2_1"` is one set, `style_layers =
-//! ["relu1_1,relu2_1", ["relu1_1"]]` two. `style_depth = [5, 8]` instead picks
-//! each backbone's first N convolutional stages (see [`Backbone::conv_layers`]);
-//! points that ask a backbone for more stages than it has are left out and
-//! counted in [`Grid::skipped`].
+//! Every `[grid]` key is a render parameter of the table ([`PARAMS`]) and takes one
+//! value or a list of values; the renders are the cartesian product of all lists
+//! times every content x style pair. For the layer keys a value is itself a set of
+//! layers, so a list of alternatives is a list of sets: `style_layers =
+//! "relu1_1,relu2_1"` is one set, `style_layers = ["relu1_1,relu2_1", ["relu1_1"]]`
+//! two. `style_depth = [5, 8]` (or `style_layers = [5, 8]`) instead picks each
+//! backbone's first N convolutional stages (see [`Backbone::conv_layers`]); points
+//! that ask a backbone for more stages than it has are left out and counted in
+//! [`Grid::skipped`].
 //!
 //! `preview_every = K` (top level) asks workers to upload the current iterate of
 //! every task each K iterations; it is off by default.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use toml::{Spanned, Value};
+use toml::{Spanned, Value as Toml};
 
-use crate::{Backbone, Init, LineSearch, OptimizerKind, ParamError, RenderParams, StyleLayer};
+use crate::params::table::{Param, Value, PARAMS};
+use crate::{layout, Backbone, ParamError, RenderParams};
 
 /// A grid file that could not be read, located as precisely as it can be.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,66 +63,16 @@ impl fmt::Display for GridError {
 
 impl std::error::Error for GridError {}
 
-/// The axes of `[grid]`, each one value or a list of them (checked when expanded).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Axes {
-    backbone: Option<Spanned<Value>>,
-    content_layers: Option<Spanned<Value>>,
-    style_layers: Option<Spanned<Value>>,
-    style_depth: Option<Spanned<Value>>,
-    content_weight: Option<Spanned<Value>>,
-    style_weight: Option<Spanned<Value>>,
-    tv_weight: Option<Spanned<Value>>,
-    init: Option<Spanned<Value>>,
-    optimizer: Option<Spanned<Value>>,
-    lr: Option<Spanned<Value>>,
-    line_search: Option<Spanned<Value>>,
-    history_size: Option<Spanned<Value>>,
-    iterations: Option<Spanned<Value>>,
-    size: Option<Spanned<Value>>,
-    style_scale: Option<Spanned<Value>>,
-    seed: Option<Spanned<Value>>,
-    log_every: Option<Spanned<Value>>,
-}
-
-impl Axes {
-    /// Where the grid sets `key`, if it does.
-    fn span_of(&self, key: &str) -> Option<std::ops::Range<usize>> {
-        let axis = match key {
-            "backbone" => &self.backbone,
-            "content_layers" => &self.content_layers,
-            "style_layers" if self.style_depth.is_some() => &self.style_depth,
-            "style_layers" => &self.style_layers,
-            "style_depth" => &self.style_depth,
-            "content_weight" => &self.content_weight,
-            "style_weight" => &self.style_weight,
-            "tv_weight" => &self.tv_weight,
-            "init" => &self.init,
-            "optimizer" => &self.optimizer,
-            "lr" | "learning_rate" => &self.lr,
-            "line_search" => &self.line_search,
-            "history_size" => &self.history_size,
-            "iterations" => &self.iterations,
-            "size" => &self.size,
-            "style_scale" => &self.style_scale,
-            "seed" => &self.seed,
-            "log_every" => &self.log_every,
-            _ => return None,
-        };
-        axis.as_ref().map(Spanned::span)
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawGrid {
     name: Option<Spanned<String>>,
-    content: Spanned<Value>,
-    style: Spanned<Value>,
-    preview_every: Option<Spanned<Value>>,
+    content: Spanned<Toml>,
+    style: Spanned<Toml>,
+    preview_every: Option<Spanned<Toml>>,
+    /// Render parameters by key, checked against the table.
     #[serde(default)]
-    grid: Axes,
+    grid: BTreeMap<Spanned<String>, Spanned<Toml>>,
     #[serde(default)]
     weights: BTreeMap<Spanned<String>, Spanned<String>>,
 }
@@ -186,13 +139,6 @@ pub fn input_digest(key: &str) -> &str {
         .unwrap_or(key)
 }
 
-/// A `[grid]` choice of style layers: by name, or the first N conv stages.
-#[derive(Debug, Clone)]
-enum StyleChoice {
-    Layers(Vec<StyleLayer>),
-    Depth(usize),
-}
-
 /// More renders than this in one grid is surely a mistake (a list where a value was meant).
 pub const MAX_GRID_TASKS: usize = 1_000_000;
 
@@ -209,12 +155,7 @@ impl Ctx<'_> {
             + 1
     }
 
-    fn error(
-        &self,
-        key: &str,
-        span: Option<std::ops::Range<usize>>,
-        message: impl Into<String>,
-    ) -> GridError {
+    fn error(&self, key: &str, span: Option<Range<usize>>, message: impl Into<String>) -> GridError {
         GridError {
             file: self.file.to_owned(),
             line: span.map(|s| self.line_of(s.start)),
@@ -222,31 +163,37 @@ impl Ctx<'_> {
             message: message.into(),
         }
     }
+}
 
-    /// One value or a list of them, each converted by `parse`.
-    fn axis<T: fmt::Debug>(
-        &self,
-        key: &str,
-        value: &Option<Spanned<Value>>,
-        parse: impl Fn(&Value) -> Result<T, String>,
-    ) -> Result<Option<Vec<T>>, GridError> {
-        let Some(value) = value else { return Ok(None) };
-        let items: Vec<&Value> = match value.get_ref() {
-            Value::Array(items) if items.is_empty() => {
-                return Err(self.error(
-                    key,
-                    Some(value.span()),
-                    "an empty list leaves nothing to render",
-                ))
+/// One `[grid]` key: a parameter and the values it takes, each once.
+struct Axis {
+    param: &'static Param,
+    /// As written (a parameter's name or one of its aliases), for messages.
+    key: String,
+    span: Range<usize>,
+    values: Vec<Value>,
+}
+
+impl Axis {
+    fn read(ctx: &Ctx<'_>, param: &'static Param, key: &Spanned<String>, value: &Spanned<Toml>) -> Result<Axis, GridError> {
+        let written = format!("grid.{}", key.get_ref());
+        let items: Vec<&Toml> = match value.get_ref() {
+            Toml::Array(items) if items.is_empty() => {
+                return Err(ctx.error(&written, Some(value.span()), "an empty list leaves nothing to render"))
             }
-            Value::Array(items) => items.iter().collect(),
+            Toml::Array(items) => items.iter().collect(),
             single => vec![single],
         };
         let values = items
             .into_iter()
-            .map(|item| parse(item).map_err(|m| self.error(key, Some(value.span()), m)))
-            .collect::<Result<Vec<T>, _>>()?;
-        Ok(Some(distinct(values)))
+            .map(|item| param.parse_toml(item).map_err(|m| ctx.error(&written, Some(value.span()), m)))
+            .collect::<Result<Vec<Value>, _>>()?;
+        Ok(Axis {
+            param,
+            key: written,
+            span: value.span(),
+            values: distinct(values),
+        })
     }
 }
 
@@ -259,91 +206,29 @@ fn distinct<T: fmt::Debug>(values: Vec<T>) -> Vec<T> {
         .collect()
 }
 
-fn parse_str<T: std::str::FromStr>(value: &Value) -> Result<T, String>
-where
-    T::Err: fmt::Display,
-{
-    match value {
-        Value::String(s) => s.parse().map_err(|e: T::Err| e.to_string()),
-        other => Err(format!("expected a string, found {}", other.type_str())),
-    }
-}
-
-fn parse_f64(value: &Value) -> Result<f64, String> {
-    match value {
-        Value::Float(f) => Ok(*f),
-        Value::Integer(i) => Ok(*i as f64),
-        other => Err(format!("expected a number, found {}", other.type_str())),
-    }
-}
-
-fn parse_uint<T: TryFrom<i64>>(value: &Value) -> Result<T, String> {
-    match value {
-        Value::Integer(i) => T::try_from(*i).map_err(|_| format!("{i} is out of range")),
-        other => Err(format!(
-            "expected a whole number, found {}",
-            other.type_str()
-        )),
-    }
-}
-
-fn parse_strings(value: &Value) -> Result<Vec<String>, String> {
-    let strings = parse_string_list(value)?;
-    if strings.iter().any(|s| s.trim().is_empty()) {
-        return Err("an empty name names no file".into());
-    }
-    Ok(strings)
-}
-
-fn parse_string_list(value: &Value) -> Result<Vec<String>, String> {
-    match value {
-        Value::String(s) => Ok(vec![s.clone()]),
-        Value::Array(items) if !items.is_empty() => items
+/// `content` and `style`: one file name or a list of them.
+fn parse_file_names(value: &Toml) -> Result<Vec<String>, String> {
+    let names = match value {
+        Toml::String(s) => vec![s.clone()],
+        Toml::Array(items) if !items.is_empty() => items
             .iter()
             .map(|item| match item {
-                Value::String(s) => Ok(s.clone()),
+                Toml::String(s) => Ok(s.clone()),
                 other => Err(format!("expected strings, found {}", other.type_str())),
             })
-            .collect(),
-        Value::Array(_) => Err("an empty list leaves nothing to render".into()),
-        other => Err(format!(
-            "expected a string or a list of strings, found {}",
-            other.type_str()
-        )),
-    }
-}
-
-/// A set of layers: `"a,b"` or `["a", "b"]`.
-fn parse_layer_set(value: &Value) -> Result<Vec<String>, String> {
-    let names: Vec<String> = match value {
-        Value::String(s) => s.split(',').map(|l| l.trim().to_owned()).collect(),
-        Value::Array(items) => items
-            .iter()
-            .map(|item| match item {
-                Value::String(s) => Ok(s.trim().to_owned()),
-                other => Err(format!("expected layer names, found {}", other.type_str())),
-            })
             .collect::<Result<_, _>>()?,
-        other => return Err(format!("expected layer names, found {}", other.type_str())),
+        Toml::Array(_) => return Err("an empty list leaves nothing to render".into()),
+        other => {
+            return Err(format!(
+                "expected a string or a list of strings, found {}",
+                other.type_str()
+            ))
+        }
     };
-    if names.iter().any(String::is_empty) {
-        return Err("empty layer name".into());
+    if names.iter().any(|s: &String| s.trim().is_empty()) {
+        return Err("an empty name names no file".into());
     }
-    if let Some(twice) = names
-        .iter()
-        .enumerate()
-        .find_map(|(i, n)| names[..i].contains(n).then_some(n))
-    {
-        return Err(format!("layer '{twice}' is listed twice in one set"));
-    }
-    Ok(names)
-}
-
-fn parse_style_layer_set(value: &Value) -> Result<Vec<StyleLayer>, String> {
-    parse_layer_set(value)?
-        .iter()
-        .map(|l| l.parse::<StyleLayer>().map_err(|e| e.to_string()))
-        .collect()
+    Ok(distinct(names))
 }
 
 /// Reads a grid file's text (`file` names it in errors) and expands it.
@@ -367,11 +252,9 @@ pub fn parse_grid(file: &Path, text: &str) -> Result<Grid, GridError> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "grid".into()),
     };
-    let contents = parse_strings(raw.content.get_ref())
-        .map(distinct)
+    let contents = parse_file_names(raw.content.get_ref())
         .map_err(|m| ctx.error("content", Some(raw.content.span()), m))?;
-    let styles = parse_strings(raw.style.get_ref())
-        .map(distinct)
+    let styles = parse_file_names(raw.style.get_ref())
         .map_err(|m| ctx.error("style", Some(raw.style.span()), m))?;
     let mut weights = BTreeMap::new();
     for (backbone, location) in &raw.weights {
@@ -390,80 +273,21 @@ pub fn parse_grid(file: &Path, text: &str) -> Result<Grid, GridError> {
             ));
         }
     }
-
-    let axes = &raw.grid;
-    let backbones = ctx.axis("grid.backbone", &axes.backbone, parse_str::<Backbone>)?;
-    let content_layers = ctx.axis("grid.content_layers", &axes.content_layers, parse_layer_set)?;
-    let style_layers = match (&axes.style_layers, &axes.style_depth) {
-        (Some(_), Some(depth)) => {
-            return Err(ctx.error(
-                "grid.style_depth",
-                Some(depth.span()),
-                "give style_layers or style_depth, not both",
-            ))
-        }
-        (_, Some(_)) => ctx.axis(
-            "grid.style_depth",
-            &axes.style_depth,
-            |v| match parse_uint::<usize>(v)? {
-                0 => Err("a depth counts layers: at least 1".into()),
-                depth => Ok(StyleChoice::Depth(depth)),
-            },
-        )?,
-        _ => ctx.axis("grid.style_layers", &axes.style_layers, |v| {
-            parse_style_layer_set(v).map(StyleChoice::Layers)
-        })?,
-    };
     let preview_every = match &raw.preview_every {
         None => 0,
-        Some(value) => parse_uint::<u32>(value.get_ref())
-            .map_err(|m| ctx.error("preview_every", Some(value.span()), m))?,
+        Some(value) => match value.get_ref() {
+            Toml::Integer(i) => u32::try_from(*i).map_err(|_| format!("{i} is out of range")),
+            other => Err(format!("expected a whole number, found {}", other.type_str())),
+        }
+        .map_err(|m| ctx.error("preview_every", Some(value.span()), m))?,
     };
-    let content_weights = ctx.axis("grid.content_weight", &axes.content_weight, parse_f64)?;
-    let style_weights = ctx.axis("grid.style_weight", &axes.style_weight, parse_f64)?;
-    let tv_weights = ctx.axis("grid.tv_weight", &axes.tv_weight, parse_f64)?;
-    let inits = ctx.axis("grid.init", &axes.init, parse_str::<Init>)?;
-    let optimizers = ctx.axis(
-        "grid.optimizer",
-        &axes.optimizer,
-        parse_str::<OptimizerKind>,
-    )?;
-    let lrs = ctx.axis("grid.lr", &axes.lr, parse_f64)?;
-    let line_searches = ctx.axis(
-        "grid.line_search",
-        &axes.line_search,
-        parse_str::<LineSearch>,
-    )?;
-    let history_sizes = ctx.axis("grid.history_size", &axes.history_size, parse_uint::<usize>)?;
-    let iterations = ctx.axis("grid.iterations", &axes.iterations, parse_uint::<u32>)?;
-    let sizes = ctx.axis("grid.size", &axes.size, parse_uint::<u32>)?;
-    let style_scales = ctx.axis("grid.style_scale", &axes.style_scale, parse_f64)?;
-    let seeds = ctx.axis("grid.seed", &axes.seed, parse_uint::<u64>)?;
-    let log_everys = ctx.axis("grid.log_every", &axes.log_every, parse_uint::<u32>)?;
 
-    // Each axis as (its length, its key); index vectors walk the product.
-    let lens = [
-        backbones.as_ref().map_or(1, Vec::len),
-        content_layers.as_ref().map_or(1, Vec::len),
-        style_layers.as_ref().map_or(1, Vec::len),
-        content_weights.as_ref().map_or(1, Vec::len),
-        style_weights.as_ref().map_or(1, Vec::len),
-        tv_weights.as_ref().map_or(1, Vec::len),
-        inits.as_ref().map_or(1, Vec::len),
-        optimizers.as_ref().map_or(1, Vec::len),
-        lrs.as_ref().map_or(1, Vec::len),
-        line_searches.as_ref().map_or(1, Vec::len),
-        history_sizes.as_ref().map_or(1, Vec::len),
-        iterations.as_ref().map_or(1, Vec::len),
-        sizes.as_ref().map_or(1, Vec::len),
-        style_scales.as_ref().map_or(1, Vec::len),
-        seeds.as_ref().map_or(1, Vec::len),
-        log_everys.as_ref().map_or(1, Vec::len),
-    ];
-    let points = lens
+    let axes = read_axes(&ctx, &raw.grid)?;
+    let points = axes
         .iter()
-        .chain([&contents.len(), &styles.len()])
-        .try_fold(1usize, |acc, &n| acc.checked_mul(n))
+        .map(|a| a.values.len())
+        .chain([contents.len(), styles.len()])
+        .try_fold(1usize, |acc, n| acc.checked_mul(n))
         .filter(|&n| n <= MAX_GRID_TASKS)
         .ok_or_else(|| {
             ctx.error(
@@ -475,86 +299,53 @@ pub fn parse_grid(file: &Path, text: &str) -> Result<Grid, GridError> {
 
     let mut params_points = Vec::new();
     let mut skipped = 0;
-    let mut index = [0usize; 16];
+    let mut unfit = None;
+    // Odometer over the axes: the last turns fastest.
+    let mut index = vec![0usize; axes.len()];
     loop {
-        let backbone = pick(&backbones, index[0]).unwrap_or(Backbone::Vgg19);
-        let mut params = RenderParams::new(backbone);
-        if let Some(layers) = pick(&content_layers, index[1]) {
-            params.content_layers = layers;
-        }
-        let mut in_backbone = true;
-        match pick(&style_layers, index[2]) {
-            Some(StyleChoice::Layers(layers)) => params.style_layers = layers,
-            Some(StyleChoice::Depth(depth)) => match backbone.first_conv_layers(depth) {
-                Some(layers) => {
-                    params.style_layers = layers
-                        .into_iter()
-                        .map(|name| StyleLayer {
-                            name: name.to_owned(),
-                            weight: 1.0,
-                        })
-                        .collect()
-                }
-                None => in_backbone = false,
-            },
-            None => {}
-        }
-        params.content_weight = pick(&content_weights, index[3]).unwrap_or(params.content_weight);
-        params.style_weight = pick(&style_weights, index[4]).unwrap_or(params.style_weight);
-        params.tv_weight = pick(&tv_weights, index[5]).unwrap_or(params.tv_weight);
-        params.init = pick(&inits, index[6]).unwrap_or(params.init);
-        let optimizer = pick(&optimizers, index[7]).unwrap_or(params.optimizer.kind);
-        params.optimizer.kind = optimizer;
-        params.optimizer.lr = pick(&lrs, index[8]).unwrap_or(optimizer.default_lr());
-        params.optimizer.line_search =
-            pick(&line_searches, index[9]).unwrap_or(params.optimizer.line_search);
-        params.optimizer.history_size =
-            pick(&history_sizes, index[10]).unwrap_or(params.optimizer.history_size);
-        params.iterations = pick(&iterations, index[11]).unwrap_or(params.iterations);
-        params.size = pick(&sizes, index[12]).unwrap_or(params.size);
-        params.style_scale = pick(&style_scales, index[13]).unwrap_or(params.style_scale);
-        params.seed = pick(&seeds, index[14]).unwrap_or(params.seed);
-        params.log_every = pick(&log_everys, index[15]).unwrap_or(params.log_every);
-        params.validate().map_err(|e| {
-            let key = key_of(&e, &params);
-            let span = axes.span_of(key.trim_start_matches("grid."));
-            ctx.error(&key, span, format!("{e} (for {backbone})"))
-        })?;
-        if in_backbone {
-            params_points.push(params.normalised());
-        } else {
-            skipped += 1;
-        }
-
-        // Odometer: the last axis turns fastest.
-        let mut axis = lens.len();
-        loop {
-            if axis == 0 {
-                break;
+        let given = |param: &Param| {
+            axes.iter()
+                .position(|a| std::ptr::eq(a.param, param))
+                .map(|i| &axes[i].values[index[i]])
+        };
+        match RenderParams::with_values(given) {
+            Ok(params) => {
+                params.validate().map_err(|e| {
+                    let axis = e.param().and_then(|name| axes.iter().find(|a| a.param.name == name));
+                    let key = match (axis, e.param()) {
+                        (Some(axis), _) => axis.key.clone(),
+                        (None, Some(name)) => format!("grid.{name}"),
+                        (None, None) => "grid".into(),
+                    };
+                    ctx.error(&key, axis.map(|a| a.span.clone()), format!("{e} (for {})", params.backbone))
+                })?;
+                params_points.push(params.normalised());
             }
-            axis -= 1;
-            index[axis] += 1;
-            if index[axis] < lens[axis] {
-                break;
+            Err(e @ ParamError::DoesNotFit { .. }) => {
+                skipped += 1;
+                unfit = Some(e);
             }
-            index[axis] = 0;
+            Err(e) => return Err(ctx.error("grid", None, e.to_string())),
         }
-        if index.iter().all(|&i| i == 0) {
+        let Some(axis) = (0..index.len()).rev().find(|&a| index[a] + 1 < axes[a].values.len()) else {
             break;
-        }
+        };
+        index[axis] += 1;
+        index[axis + 1..].fill(0);
     }
 
     let skipped = skipped * contents.len() * styles.len();
     if params_points.is_empty() {
+        let e = unfit.expect("a point is either kept or does not fit");
+        let axis = axes.iter().find(|a| Some(a.param.name) == e.param());
         return Err(ctx.error(
-            "grid.style_depth",
-            axes.span_of("style_depth"),
-            "no backbone of the grid has that many convolutional stages \
-             (vgg16 has 13, vgg19 16, googlenet 12)",
+            axis.map_or("grid", |a| a.key.as_str()),
+            axis.map(|a| a.span.clone()),
+            format!("no point of the grid fits: {e}"),
         ));
     }
-    // Every axis holds distinct values (see `axis`), so every combination is a
-    // distinct render: no need to compare the (possibly 100,000) tasks.
+    // Every axis holds distinct values, so every combination is a distinct
+    // render: no need to compare the (possibly 100,000) tasks.
     let mut tasks = Vec::with_capacity(points);
     for content in &contents {
         for style in &styles {
@@ -578,29 +369,113 @@ pub fn parse_grid(file: &Path, text: &str) -> Result<Grid, GridError> {
     })
 }
 
-/// The `i`th value of an axis the grid sets.
-fn pick<T: Clone>(axis: &Option<Vec<T>>, i: usize) -> Option<T> {
-    axis.as_ref().map(|values| values[i].clone())
+/// The `[grid]` keys as axes, in the table's order; unknown keys and a
+/// parameter given under two names are refused.
+fn read_axes(ctx: &Ctx<'_>, grid: &BTreeMap<Spanned<String>, Spanned<Toml>>) -> Result<Vec<Axis>, GridError> {
+    let mut axes: Vec<Axis> = Vec::new();
+    for (key, value) in grid {
+        let written = key.get_ref().as_str();
+        let param = PARAMS
+            .iter()
+            .find(|p| p.name == written || p.aliases.contains(&written))
+            .ok_or_else(|| {
+                let keys: Vec<&str> = PARAMS.iter().map(|p| p.name).collect();
+                ctx.error(
+                    &format!("grid.{written}"),
+                    Some(key.span()),
+                    format!("unknown key '{written}'; the keys are: {}", keys.join(", ")),
+                )
+            })?;
+        let axis = Axis::read(ctx, param, key, value)?;
+        if let Some(other) = axes.iter().find(|a| a.param == param) {
+            // Name the later of the two, where the reader will look.
+            let (first, second) = if other.span.start < axis.span.start {
+                (other, &axis)
+            } else {
+                (&axis, other)
+            };
+            return Err(ctx.error(
+                &second.key,
+                Some(second.span.clone()),
+                format!(
+                    "give {} or {}, not both (they are one parameter)",
+                    first.key.trim_start_matches("grid."),
+                    second.key.trim_start_matches("grid.")
+                ),
+            ));
+        }
+        axes.push(axis);
+    }
+    let position = |axis: &Axis| PARAMS.iter().position(|p| p == axis.param);
+    axes.sort_by_key(position);
+    Ok(axes)
 }
 
-/// The grid key a parameter error is about, where it names one.
-fn key_of(error: &ParamError, params: &RenderParams) -> String {
-    match error {
-        ParamError::Layer(crate::LayerError::UnknownLayer { layer, .. })
-            if params.content_layers.contains(layer) =>
-        {
-            "grid.content_layers".into()
+/// The entries of a grid file's text that name files: content and style images,
+/// starting images, weights. `visit` may rewrite each.
+fn for_each_input(table: &mut toml::Table, visit: &mut dyn FnMut(&mut String)) {
+    let mut strings = |value: &mut Toml, only: &dyn Fn(&str) -> bool| match value {
+        Toml::String(entry) if only(entry) => visit(entry),
+        Toml::Array(items) => {
+            for item in items {
+                if let Toml::String(entry) = item {
+                    if only(entry) {
+                        visit(entry);
+                    }
+                }
+            }
         }
-        ParamError::Layer(_) | ParamError::BadLayerWeight(_) => "grid.style_layers".into(),
-        ParamError::NoLayers(which) => format!("grid.{which}_layers"),
-        ParamError::OutOfRange { name, .. } => match *name {
-            "learning rate" => "grid.lr".into(),
-            "style layer weight" => "grid.style_layers".into(),
-            name => format!("grid.{}", name.replace(' ', "_")),
-        },
-        ParamError::UnknownOptimizer(_) => "grid.optimizer".into(),
-        ParamError::UnknownLineSearch(_) => "grid.line_search".into(),
+        _ => {}
+    };
+    for field in ["content", "style"] {
+        if let Some(value) = table.get_mut(field) {
+            strings(value, &|_| true);
+        }
     }
+    if let Some(Toml::Table(axes)) = table.get_mut("grid") {
+        for (key, value) in axes.iter_mut() {
+            if let Some(param) = PARAMS
+                .iter()
+                .find(|p| p.name == key || p.aliases.contains(&key.as_str()))
+            {
+                strings(value, &|entry| param.names_file(entry));
+            }
+        }
+    }
+    if let Some(Toml::Table(weights)) = table.get_mut("weights") {
+        for (_, value) in weights.iter_mut() {
+            strings(value, &|_| true);
+        }
+    }
+}
+
+/// The files a grid's text names that are not in a store yet (paths, relative
+/// to the grid file), each once, in order: what `submit` uploads, and what
+/// `plan` hashes.
+pub fn local_inputs(text: &str) -> Result<Vec<String>, toml::de::Error> {
+    let mut table: toml::Table = text.parse()?;
+    let mut entries = Vec::new();
+    for_each_input(&mut table, &mut |entry| {
+        if !layout::is_stored(entry) && !entries.contains(entry) {
+            entries.push(entry.clone());
+        }
+    });
+    Ok(entries)
+}
+
+/// The grid's text with each local input that `keys` names replaced by its
+/// object key, as the coordinator receives it.
+pub fn grid_with_input_keys(
+    text: &str,
+    keys: &BTreeMap<String, String>,
+) -> Result<String, toml::de::Error> {
+    let mut table: toml::Table = text.parse()?;
+    for_each_input(&mut table, &mut |entry| {
+        if let Some(key) = keys.get(entry.as_str()) {
+            *entry = key.clone();
+        }
+    });
+    Ok(toml::to_string(&table).expect("a parsed table serialises"))
 }
 
 /// Reads and expands the grid file at `path`.
@@ -640,6 +515,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Init, OptimizerKind};
 
     fn parse(text: &str) -> Result<Grid, GridError> {
         parse_grid(Path::new("study.toml"), text)

@@ -6,10 +6,14 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// A frozen classification network whose feature maps define the losses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Backbone {
     Vgg16,
+    /// What a render uses when nothing says which.
+    #[default]
     Vgg19,
     #[serde(rename = "googlenet")]
     GoogLeNet,

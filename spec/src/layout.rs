@@ -47,6 +47,13 @@ pub fn input_key(sha256: &str, extension: &str) -> String {
     }
 }
 
+/// The key a local file gets when it is uploaded: its content's digest, and its
+/// extension.
+pub fn input_key_of(path: &std::path::Path, bytes: &[u8]) -> String {
+    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    input_key(&crate::sha256_hex(bytes), extension)
+}
+
 /// Whether a grid's file entry names an object already (an uploaded input's
 /// key, or an `s3://` URL) rather than a local path.
 pub fn is_stored(entry: &str) -> bool {
@@ -65,9 +72,27 @@ pub fn task_prefix(job: &str, task: &str) -> Result<String, BadId> {
     Ok(format!("{}tasks/{}/", job_prefix(job)?, check_id(task)?))
 }
 
+/// A task's pastiche.
+pub const PASTICHE_PNG: &str = "pastiche.png";
+/// A task's loss log (see [`LOSSES_CSV_HEADER`](crate::LOSSES_CSV_HEADER)).
+pub const LOSSES_CSV: &str = "losses.csv";
+/// A finished task's record (see [`FinishedTask`](crate::FinishedTask)); stored
+/// last, so its presence says the other outputs are there.
+pub const TASK_JSON: &str = "task.json";
+/// The latest iterate of a task being rendered (opt-in).
+pub const PREVIEW_PNG: &str = "preview.png";
+
+/// The three objects every finished task has, in the order they are stored.
+pub const TASK_OUTPUTS: [&str; 3] = [PASTICHE_PNG, LOSSES_CSV, TASK_JSON];
+
+/// `jobs/<job>/tasks/<task>/<name>`, for `name` one of the task's files above.
+pub fn task_file_key(job: &str, task: &str, name: &str) -> Result<String, BadId> {
+    Ok(format!("{}{name}", task_prefix(job, task)?))
+}
+
 /// Where a worker stores a task's current iterate while it renders.
 pub fn preview_key(job: &str, task: &str) -> Result<String, BadId> {
-    Ok(format!("{}preview.png", task_prefix(job, task)?))
+    task_file_key(job, task, PREVIEW_PNG)
 }
 
 /// `jobs/<job>/report/`: the job's contact sheet, loss plots, tables and index page.
@@ -75,8 +100,6 @@ pub fn report_prefix(job: &str) -> Result<String, BadId> {
     Ok(format!("{}report/", job_prefix(job)?))
 }
 
-/// The three objects every finished task has.
-pub const TASK_OUTPUTS: [&str; 3] = ["pastiche.png", "losses.csv", "task.json"];
 
 #[cfg(test)]
 mod tests {

@@ -5,20 +5,23 @@
 //! that can be checked without a tensor is checked here, so a bad parameter is
 //! refused where it is written rather than on a worker.
 
+mod finished;
 mod grid;
 mod layers;
 pub mod layout;
 mod losses;
-mod params;
+pub mod params;
 #[cfg(feature = "store")]
 pub mod store;
 
+pub use finished::{FinishedTask, TaskInputs};
 pub use grid::{
-    input_digest, parse_grid, read_grid, sha256_hex, task_id, Grid, GridError, GridTask,
-    MAX_GRID_TASKS,
+    grid_with_input_keys, input_digest, local_inputs, parse_grid, read_grid, sha256_hex, task_id,
+    Grid, GridError, GridTask, MAX_GRID_TASKS,
 };
 pub use layers::{Backbone, LayerError, GOOGLENET_LAYERS, VGG16_LAYERS, VGG19_LAYERS};
 pub use losses::{LossRecord, LOSSES_CSV_HEADER};
+pub use params::table::{Param, PARAMS};
 pub use params::{
     Init, LineSearch, OptimizerKind, OptimizerSpec, ParamError, RenderParams, StyleLayer, MAX_SIZE,
     MIN_SIZE,
@@ -34,4 +37,12 @@ pub fn innermost_cause<'a>(
         cause = next;
     }
     cause
+}
+
+/// Seconds since the Unix epoch, for the records people read (0 if the clock is
+/// before it).
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }

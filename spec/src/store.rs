@@ -209,8 +209,7 @@ impl Store {
                 path: path.display().to_string(),
                 cause,
             })?;
-        let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        let key = layout::input_key(&crate::sha256_hex(&bytes), extension);
+        let key = layout::input_key_of(path, &bytes);
         if !self.exists(&key).await? {
             self.put(&key, bytes).await?;
         }

@@ -11,7 +11,7 @@ pub mod supervisor;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use engine_thread::{EngineThread, RenderJob, RenderOutput};
@@ -21,7 +21,7 @@ use pastiche_proto::pb;
 use pastiche_proto::pb::workers_client::WorkersClient;
 use pastiche_proto::security::{AuthChannel, ClientSecurity};
 use pastiche_spec::store::Store;
-use pastiche_spec::Init;
+use pastiche_spec::{unix_now, FinishedTask, Init, TaskInputs};
 use tokio::sync::{oneshot, watch};
 
 use refused::refused;
@@ -77,12 +77,6 @@ enum Outcome {
     Cancelled,
     /// The lease went to another worker: store nothing, report nothing.
     Stale,
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Runs until `shutdown` resolves. A task in progress is then given back (reported
@@ -404,32 +398,38 @@ impl Worker {
         output: &RenderOutput,
         started: f64,
     ) -> Result<()> {
-        let prefix = layout::task_prefix(&task.job_id, &task.task_id)?;
-        let record = serde_json::json!({
-            "job": task.job_id,
-            "task": task.task_id,
-            "attempt": task.attempt,
-            "params": task.params.clone().map(RenderParams::try_from).transpose()?,
-            "inputs": {"content": task.content_key, "style": task.style_key, "weights": task.weights},
-            "worker": self.id,
-            "device": self.device_name,
-            "started_at": started,
-            "finished_at": unix_now(),
-            "render_seconds": output.elapsed.as_secs_f64(),
-            "losses": output.losses.last(),
-        });
-        // task.json last: its presence says the other two are there.
+        let record = FinishedTask {
+            job: task.job_id.clone(),
+            task: task.task_id.clone(),
+            attempt: task.attempt,
+            params: task
+                .params
+                .clone()
+                .context("task without parameters")?
+                .try_into()?,
+            inputs: TaskInputs {
+                content: task.content_key.clone(),
+                style: task.style_key.clone(),
+                weights: task.weights.clone(),
+            },
+            worker: self.id.clone(),
+            device: self.device_name.clone(),
+            started_at: started,
+            finished_at: unix_now(),
+            render_seconds: output.elapsed.as_secs_f64(),
+            losses: output.losses.last().copied(),
+        };
+        let key = |name| layout::task_file_key(&task.job_id, &task.task_id, name);
+        // In layout::TASK_OUTPUTS's order: task.json last, so its presence says
+        // the other two are there.
         self.store
-            .put(&format!("{prefix}pastiche.png"), output.png.clone())
+            .put(&key(layout::PASTICHE_PNG)?, output.png.clone())
             .await?;
         self.store
-            .put(&format!("{prefix}losses.csv"), output.losses_csv.clone())
+            .put(&key(layout::LOSSES_CSV)?, output.losses_csv.clone())
             .await?;
         self.store
-            .put(
-                &format!("{prefix}task.json"),
-                serde_json::to_vec_pretty(&record)?,
-            )
+            .put(&key(layout::TASK_JSON)?, record.to_json())
             .await?;
         Ok(())
     }

@@ -1,4 +1,8 @@
-//! The parameters of one render, as a user writes them on the command line or in a grid.
+//! The parameters of one render, as a user writes them on the command line or in a
+//! grid: their types, their defaults ([`RenderParams::new`]), and the table that
+//! says how each is written, bounded and shown ([`table`]).
+
+pub mod table;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -7,6 +11,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::layers::{Backbone, LayerError};
+use table::{Param, Value, PARAMS};
 
 /// Images are resized so that their longer side is `size`; below this the deeper
 /// layers of every backbone have no pixels left.
@@ -64,6 +69,8 @@ pub enum OptimizerKind {
 }
 
 impl OptimizerKind {
+    pub const ALL: [OptimizerKind; 2] = [OptimizerKind::Lbfgs, OptimizerKind::Adam];
+
     /// torch.optim.LBFGS's default step; for Adam on [0, 1] pixels, a step that moves
     /// a pixel by a few levels of 255 per iteration.
     pub fn default_lr(self) -> f64 {
@@ -108,6 +115,15 @@ pub enum LineSearch {
     /// iteration, and robust to the scale of the problem.
     #[default]
     StrongWolfe,
+}
+
+impl fmt::Display for LineSearch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LineSearch::None => "none",
+            LineSearch::StrongWolfe => "strong_wolfe",
+        })
+    }
 }
 
 impl FromStr for LineSearch {
@@ -172,8 +188,32 @@ impl FromStr for StyleLayer {
     }
 }
 
+impl fmt::Display for StyleLayer {
+    /// `relu1_1`, or `relu1_1:0.5` where the weight is not 1.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.weight == 1.0 {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}:{}", self.name, table::format_number(self.weight))
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ParamError {
+    /// A value out of its parameter's bounds (the message names it).
+    #[error("{message}")]
+    Invalid {
+        param: &'static str,
+        message: String,
+    },
+    /// A value that does not exist for this render: a style depth deeper than
+    /// the backbone. A grid leaves such points out.
+    #[error("{message}")]
+    DoesNotFit {
+        param: &'static str,
+        message: String,
+    },
     #[error(transparent)]
     Layer(#[from] LayerError),
     #[error("unknown optimizer '{0}' (expected lbfgs or adam)")]
@@ -182,14 +222,18 @@ pub enum ParamError {
     UnknownLineSearch(String),
     #[error("bad style layer '{0}': expected NAME or NAME:WEIGHT")]
     BadLayerWeight(String),
-    #[error("no {0} layers given")]
-    NoLayers(&'static str),
-    #[error("{name} must be {expected}, got {value}")]
-    OutOfRange {
-        name: &'static str,
-        expected: String,
-        value: String,
-    },
+}
+
+impl ParamError {
+    /// The parameter at fault, where there is one.
+    pub fn param(&self) -> Option<&'static str> {
+        match self {
+            ParamError::Invalid { param, .. } | ParamError::DoesNotFit { param, .. } => {
+                Some(param)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Everything that decides what a render computes, apart from its input images and
@@ -248,70 +292,61 @@ impl RenderParams {
         }
     }
 
-    /// Checks everything that needs no image and no tensor.
+    /// A render with the values `given` returns (by parameter), every other
+    /// parameter at its default, which may depend on those given (a backbone's
+    /// layers, an optimizer's learning rate). Not yet checked: see
+    /// [`validate`](Self::validate).
+    pub fn with_values<'a>(
+        given: impl Fn(&Param) -> Option<&'a Value>,
+    ) -> Result<RenderParams, ParamError> {
+        let backbone = &PARAMS[0];
+        debug_assert_eq!(backbone.name, "backbone", "the table starts with it");
+        let mut params = RenderParams::new(Backbone::default());
+        if let Some(value) = given(backbone) {
+            backbone.set(&mut params, value).expect("every backbone exists");
+            params = RenderParams::new(params.backbone);
+        }
+        for param in &PARAMS[1..] {
+            let value = match given(param) {
+                Some(value) => value.clone(),
+                None => match param.derived_default_in(&params) {
+                    Some(value) => value,
+                    None => continue,
+                },
+            };
+            param
+                .set(&mut params, &value)
+                .map_err(|message| ParamError::DoesNotFit {
+                    param: param.name,
+                    message,
+                })?;
+        }
+        Ok(params)
+    }
+
     /// These parameters with what the render does not read reset to its default
     /// (Adam has no history or line search; only a noise start uses the seed),
     /// so that grid points that differ only there are one render.
     pub fn normalised(mut self) -> Self {
-        if self.optimizer.kind == OptimizerKind::Adam {
-            let defaults = OptimizerSpec::new(OptimizerKind::Adam);
-            self.optimizer.history_size = defaults.history_size;
-            self.optimizer.line_search = defaults.line_search;
-        }
-        if self.init != Init::Noise {
-            self.seed = RenderParams::new(self.backbone).seed;
+        for param in PARAMS {
+            if !param.applies_to(&self) {
+                let default = param.default_in(&self);
+                param.set(&mut self, &default).expect("defaults fit");
+            }
         }
         self
     }
 
+    /// Checks everything that needs no image and no tensor, in table order; the
+    /// error names the parameter.
     pub fn validate(&self) -> Result<(), ParamError> {
-        if self.content_layers.is_empty() {
-            return Err(ParamError::NoLayers("content"));
-        }
-        if self.style_layers.is_empty() {
-            return Err(ParamError::NoLayers("style"));
-        }
-        for layer in &self.content_layers {
-            self.backbone.layer_index(layer)?;
-        }
-        for layer in &self.style_layers {
-            self.backbone.layer_index(&layer.name)?;
-            non_negative("style layer weight", layer.weight)?;
-        }
-        non_negative("content weight", self.content_weight)?;
-        non_negative("style weight", self.style_weight)?;
-        non_negative("tv weight", self.tv_weight)?;
-        let lr = self.optimizer.lr;
-        if !(lr.is_finite() && lr > 0.0) {
-            return Err(out_of_range("learning rate", "a positive number", lr));
-        }
-        if self.optimizer.history_size == 0 {
-            return Err(out_of_range("history size", "at least 1", 0));
-        }
-        if self.iterations == 0 {
-            return Err(out_of_range("iterations", "at least 1", 0));
-        }
-        if !(MIN_SIZE..=MAX_SIZE).contains(&self.size) {
-            return Err(out_of_range(
-                "size",
-                &format!("between {MIN_SIZE} and {MAX_SIZE} pixels"),
-                self.size,
-            ));
-        }
-        if !(self.style_scale.is_finite() && self.style_scale > 0.0 && self.style_scale <= 8.0) {
-            return Err(out_of_range("style scale", "in (0, 8]", self.style_scale));
-        }
-        // The style image is resized to size x style scale: the same bound holds.
-        let style_side = f64::from(self.size) * self.style_scale;
-        if style_side > f64::from(MAX_SIZE) {
-            return Err(out_of_range(
-                "style scale",
-                &format!("at most {MAX_SIZE} / size (the style image's side, {style_side} px, is too large)"),
-                self.style_scale,
-            ));
-        }
-        if self.log_every == 0 {
-            return Err(out_of_range("log every", "at least 1", 0));
+        for param in PARAMS {
+            param
+                .check(self)
+                .map_err(|message| ParamError::Invalid {
+                    param: param.name,
+                    message,
+                })?;
         }
         Ok(())
     }
@@ -319,22 +354,6 @@ impl RenderParams {
     /// Whether a loss row is logged after `iteration` steps.
     pub fn logs_at(&self, iteration: u32) -> bool {
         iteration == self.iterations || (iteration > 0 && iteration % self.log_every == 0)
-    }
-}
-
-fn non_negative(name: &'static str, value: f64) -> Result<(), ParamError> {
-    if value.is_finite() && value >= 0.0 {
-        Ok(())
-    } else {
-        Err(out_of_range(name, "a finite number >= 0", value))
-    }
-}
-
-fn out_of_range(name: &'static str, expected: &str, value: impl fmt::Display) -> ParamError {
-    ParamError::OutOfRange {
-        name,
-        expected: expected.to_owned(),
-        value: value.to_string(),
     }
 }
 
@@ -403,21 +422,21 @@ mod tests {
                     style_weight: f64::NAN,
                     ..base.clone()
                 },
-                "style weight",
+                "style_weight must be a finite number",
             ),
             (
                 RenderParams {
                     content_weight: -1.0,
                     ..base.clone()
                 },
-                "content weight",
+                "content_weight",
             ),
             (
                 RenderParams {
                     style_scale: 0.0,
                     ..base.clone()
                 },
-                "style scale",
+                "style_scale",
             ),
             (
                 RenderParams {
@@ -458,6 +477,60 @@ mod tests {
         };
         let logged: Vec<u32> = (0..=120).filter(|&i| params.logs_at(i)).collect();
         assert_eq!(logged, vec![50, 100, 120]);
+    }
+
+    /// The task id hashes the parameters' JSON: a parameter added later must
+    /// leave it alone at its default (`skip_serializing_if`), or every id of
+    /// every existing grid changes. See docs/adding-a-parameter.md.
+    #[test]
+    fn a_parameter_at_its_default_leaves_task_ids_alone() {
+        const IN_EVERY_ID: [&str; 13] = [
+            "backbone",
+            "content_layers",
+            "style_layers",
+            "content_weight",
+            "style_weight",
+            "tv_weight",
+            "init",
+            "optimizer",
+            "iterations",
+            "size",
+            "style_scale",
+            "seed",
+            "log_every",
+        ];
+        for backbone in Backbone::ALL {
+            let json = serde_json::to_value(RenderParams::new(backbone)).unwrap();
+            let mut keys: Vec<&str> = json
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            keys.sort_unstable();
+            let mut expected = IN_EVERY_ID.to_vec();
+            expected.sort_unstable();
+            assert_eq!(keys, expected, "a new parameter entered the id at its default");
+        }
+    }
+
+    #[test]
+    fn normalising_resets_what_the_render_does_not_read() {
+        let mut adam = RenderParams::new(Backbone::Vgg16);
+        adam.optimizer = OptimizerSpec::new(OptimizerKind::Adam);
+        adam.optimizer.history_size = 5;
+        adam.optimizer.line_search = LineSearch::None;
+        adam.seed = 7;
+        let normalised = adam.clone().normalised();
+        assert_eq!(normalised.optimizer.history_size, 100);
+        assert_eq!(normalised.optimizer.line_search, LineSearch::StrongWolfe);
+        assert_eq!(normalised.seed, 0, "a content start reads no seed");
+        assert_eq!(normalised.optimizer.lr, adam.optimizer.lr);
+        let noise = RenderParams {
+            init: Init::Noise,
+            ..adam
+        };
+        assert_eq!(noise.normalised().seed, 7);
     }
 
     #[test]

@@ -1,0 +1,81 @@
+//! `task.json`: what a worker records of a task it finished, next to its
+//! pastiche and loss log. Written by the worker; read by reports, `pastiche
+//! results` users and anyone scripting over the store.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{LossRecord, RenderParams};
+
+/// The contents of a finished task's `task.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinishedTask {
+    pub job: String,
+    pub task: String,
+    /// The attempt that produced the outputs.
+    pub attempt: u32,
+    pub params: RenderParams,
+    pub inputs: TaskInputs,
+    pub worker: String,
+    /// The device as the engine names it (`cpu`, `cuda:0 (NVIDIA H100)`).
+    pub device: String,
+    /// Seconds since the Unix epoch.
+    pub started_at: f64,
+    pub finished_at: f64,
+    pub render_seconds: f64,
+    /// The last row of the loss log.
+    pub losses: Option<LossRecord>,
+}
+
+/// A task's inputs as object keys (or URLs); `weights` is empty for random weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskInputs {
+    pub content: String,
+    pub style: String,
+    pub weights: String,
+}
+
+impl FinishedTask {
+    /// Pretty JSON, as people read it.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("a finished task serialises")
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<FinishedTask, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Backbone;
+
+    #[test]
+    fn a_record_reads_back_and_keeps_the_names_people_script_against() {
+        let record = FinishedTask {
+            job: "j".into(),
+            task: "t".into(),
+            attempt: 2,
+            params: RenderParams::new(Backbone::Vgg16),
+            inputs: TaskInputs {
+                content: "inputs/c.png".into(),
+                style: "inputs/s.jpg".into(),
+                weights: String::new(),
+            },
+            worker: "host/cpu#1".into(),
+            device: "cpu".into(),
+            started_at: 1.5,
+            finished_at: 2.5,
+            render_seconds: 0.75,
+            losses: None,
+        };
+        let bytes = record.to_json();
+        assert_eq!(FinishedTask::from_json(&bytes).unwrap(), record);
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        for key in ["job", "task", "attempt", "params", "inputs", "worker", "device"] {
+            assert!(json.get(key).is_some(), "{key} missing from {json}");
+        }
+        assert_eq!(json["inputs"]["content"], "inputs/c.png");
+        assert_eq!(json["params"]["backbone"], "vgg16");
+    }
+}
