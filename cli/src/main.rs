@@ -3,6 +3,8 @@
 mod farm;
 mod local;
 mod logging;
+mod param_flags;
+mod plan;
 mod render;
 mod report;
 
@@ -27,6 +29,8 @@ struct Cli {
 enum Command {
     /// Render one pastiche on this machine.
     Render(render::RenderArgs),
+    /// List the tasks a grid expands to, with their ids, without submitting it.
+    Plan(plan::PlanArgs),
     /// Run a grid on this machine: a coordinator and workers in this process.
     Local(local::LocalArgs),
     /// Submit a grid to a coordinator (uploading its local inputs to the store).
@@ -45,7 +49,7 @@ enum Command {
 
 async fn run_farm_command(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Render(_) => unreachable!("rendered without a runtime"),
+        Command::Render(_) | Command::Plan(_) => unreachable!("run without a runtime"),
         Command::Local(args) => local::run(args).await,
         Command::Submit(args) => {
             let job = farm::submit(&args).await?;
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
     logging::init(&cli.log);
     let result = match cli.command {
         Command::Render(args) => render::run(args),
+        Command::Plan(args) => plan::run(args),
         farm_command => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|runtime| runtime.block_on(run_farm_command(farm_command))),

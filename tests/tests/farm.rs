@@ -758,6 +758,22 @@ fn a_starting_image_beside_the_grid_is_uploaded_with_it() {
         std::fs::read(store.join(uploaded)).unwrap(),
         std::fs::read(grids.join("start.jpg")).unwrap()
     );
+    // `pastiche plan` gave the tasks, starting image and all, the farm's ids.
+    let plan: serde_json::Value =
+        serde_json::from_str(&succeeded(pastiche(&["plan", grid.to_str().unwrap(), "--format", "json"])))
+            .unwrap();
+    let mut planned: Vec<&str> = plan["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    planned.sort_unstable();
+    let stored: Vec<String> = task_dirs(&store, &job)
+        .iter()
+        .map(|dir| dir.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(planned, stored);
 
     // A bare word is a typo, refused with its place in the file.
     let typo = write_example_grid(&grids, "typo", "[grid]\ninit = [\"nosie\"]\n");

@@ -1,0 +1,171 @@
+//! `pastiche plan GRID`: the tasks a grid expands to, with the ids `submit` will
+//! give them, before anything is uploaded or sent. Users look here before they
+//! send 100,000 renders to a farm.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use pastiche_spec::{layout, parse_grid, Grid, GridTask, PARAMS};
+use serde_json::json;
+
+#[derive(Args)]
+pub struct PlanArgs {
+    /// The grid file (TOML).
+    pub grid: PathBuf,
+    /// `text`: a line per task (its id and the parameters that vary), the count
+    /// on stderr; `json`: everything about every task, for machines.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// A grid as it will be submitted: its local files named by the keys their
+/// upload will give them.
+struct Planned {
+    grid: Grid,
+    /// Object key to the file name the grid wrote, for people.
+    names: BTreeMap<String, String>,
+}
+
+pub fn run(args: PlanArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.grid)
+        .with_context(|| format!("cannot read {}", args.grid.display()))?;
+    // The same checks, in the same order, as `submit`: the grid, then its files.
+    parse_grid(&args.grid, &text)?;
+    let planned = plan(&args.grid, &text)?;
+    let tasks = planned.grid.identified_tasks();
+    let varying = varying(&tasks);
+    match args.format {
+        Format::Text => {
+            for (id, task) in &tasks {
+                let values: Vec<String> = varying
+                    .iter()
+                    .map(|column| format!("{}={}", column.name(), column.show(task, &planned.names)))
+                    .collect();
+                // Two spaces apart: a value may have one (`style_layers=first 5`).
+                println!("{}", format!("{id}  {}", values.join("  ")).trim_end());
+            }
+            eprintln!("{}", summary(&args.grid, &planned.grid, tasks.len()));
+        }
+        Format::Json => {
+            let list: Vec<_> = tasks
+                .iter()
+                .map(|(id, task)| {
+                    json!({
+                        "id": id,
+                        "content": planned.name_of(&task.content),
+                        "style": planned.name_of(&task.style),
+                        "content_key": task.content,
+                        "style_key": task.style,
+                        "weights": planned.grid.weights_for(task.params.backbone),
+                        "params": task.params,
+                    })
+                })
+                .collect();
+            let document = json!({
+                "grid": args.grid.display().to_string(),
+                "name": planned.grid.name,
+                "count": tasks.len(),
+                "skipped": planned.grid.skipped,
+                "varying": varying.iter().map(Column::name).collect::<Vec<_>>(),
+                "tasks": list,
+            });
+            println!("{}", serde_json::to_string_pretty(&document)?);
+        }
+    }
+    Ok(())
+}
+
+/// Hashes the grid's local files as `submit` would upload them, and expands the
+/// grid that names them by key.
+fn plan(grid_path: &Path, text: &str) -> Result<Planned> {
+    let base = grid_path.parent().unwrap_or(Path::new("."));
+    let mut keys = BTreeMap::new();
+    let mut names = BTreeMap::new();
+    for entry in pastiche_spec::local_inputs(text)? {
+        let path = base.join(&entry);
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let key = layout::input_key_of(&path, &bytes);
+        names.insert(key.clone(), entry.clone());
+        keys.insert(entry, key);
+    }
+    let submitted = pastiche_spec::grid_with_input_keys(text, &keys)?;
+    let grid = parse_grid(grid_path, &submitted)?;
+    Ok(Planned { grid, names })
+}
+
+impl Planned {
+    fn name_of<'a>(&'a self, key: &'a str) -> &'a str {
+        self.names.get(key).map_or(key, String::as_str)
+    }
+}
+
+/// What a line of the plan shows: an image, or a render parameter.
+enum Column {
+    Content,
+    Style,
+    Param(&'static pastiche_spec::Param),
+}
+
+impl Column {
+    fn name(&self) -> &'static str {
+        match self {
+            Column::Content => "content",
+            Column::Style => "style",
+            Column::Param(param) => param.name,
+        }
+    }
+
+    fn show(&self, task: &GridTask, names: &BTreeMap<String, String>) -> String {
+        let name = |key: &str| names.get(key).cloned().unwrap_or_else(|| key.to_owned());
+        match self {
+            Column::Content => name(&task.content),
+            Column::Style => name(&task.style),
+            Column::Param(param) => {
+                let label = param.shown(&task.params).label;
+                // A starting image by the name the grid gave it.
+                names.get(&label).cloned().unwrap_or(label)
+            }
+        }
+    }
+}
+
+/// The images and parameters that take more than one value, in the report's order.
+fn varying(tasks: &[(String, &GridTask)]) -> Vec<Column> {
+    let (backbone, rest) = PARAMS.split_first().expect("the table is not empty");
+    let columns = std::iter::once(Column::Param(backbone))
+        .chain([Column::Content, Column::Style])
+        .chain(rest.iter().map(Column::Param));
+    let no_names = BTreeMap::new();
+    columns
+        .filter(|column| {
+            let mut values = tasks.iter().map(|(_, task)| column.show(task, &no_names));
+            let first = values.next();
+            values.any(|value| Some(value) != first)
+        })
+        .collect()
+}
+
+fn summary(path: &Path, grid: &Grid, count: usize) -> String {
+    let mut line = format!(
+        "{count} task{} in {} (job name '{}')",
+        if count == 1 { "" } else { "s" },
+        path.display(),
+        grid.name
+    );
+    if grid.skipped > 0 {
+        line += &format!(
+            "; {} left out, asking a backbone for more convolutional stages than it has",
+            grid.skipped
+        );
+    }
+    line
+}
