@@ -511,6 +511,54 @@ pub fn grid_with_input_keys(
     Ok(toml::to_string(&table).expect("a parsed table serialises"))
 }
 
+/// What a grid's `[weights]` writes for the pretrained file installed on the
+/// machine that submits it (`vgg16 = "pretrained"`).
+pub const PRETRAINED: &str = "pretrained";
+
+/// The grid's text with each `[weights]` entry that says [`PRETRAINED`] replaced
+/// by the path of the file `installed` gives for its backbone, so that it is
+/// uploaded like any other weights file. The text comes back unchanged when no
+/// entry says it. `file` names the grid in errors; the grid is checked first.
+pub fn grid_with_pretrained_weights(
+    file: &Path,
+    text: &str,
+    installed: &dyn Fn(Backbone) -> Option<PathBuf>,
+) -> Result<String, GridError> {
+    let grid = parse_grid(file, text)?;
+    let wanted: Vec<Backbone> = grid
+        .weights
+        .iter()
+        .filter(|(_, location)| location.as_str() == PRETRAINED)
+        .map(|(backbone, _)| *backbone)
+        .collect();
+    if wanted.is_empty() {
+        return Ok(text.to_owned());
+    }
+    let mut table: toml::Table = text.parse().expect("checked by parse_grid");
+    let Some(Toml::Table(weights)) = table.get_mut("weights") else {
+        unreachable!("parse_grid found [weights]")
+    };
+    for (name, location) in weights.iter_mut() {
+        let Ok(backbone) = name.parse::<Backbone>() else {
+            continue;
+        };
+        if !wanted.contains(&backbone) {
+            continue;
+        }
+        let path = installed(backbone).ok_or_else(|| GridError {
+            file: file.to_owned(),
+            line: None,
+            key: Some(format!("weights.{name}")),
+            message: format!(
+                "no pretrained weights are installed for {backbone} on this machine \
+                 (scripts/setup.sh installs VGG16's; `pastiche weights list` shows what is)"
+            ),
+        })?;
+        *location = Toml::String(path.display().to_string());
+    }
+    Ok(toml::to_string(&table).expect("a parsed table serialises"))
+}
+
 /// Reads and expands the grid file at `path`.
 pub fn read_grid(path: &Path) -> Result<Grid, GridError> {
     let text = std::fs::read_to_string(path).map_err(|e| GridError {
@@ -799,5 +847,37 @@ style_depth = [5, 13, 16]
         );
         let grid = parse(&text).unwrap();
         assert_eq!(grid.tasks.len(), 100_000);
+    }
+
+    #[test]
+    fn pretrained_weights_become_the_installed_file_and_nothing_else_changes() {
+        let file = Path::new("study.toml");
+        let text = "content = \"c.png\"\nstyle = \"s.png\"\n[grid]\nbackbone = [\"vgg16\", \"vgg19\"]\n[weights]\nvgg16 = \"pretrained\"\nvgg19 = \"v19.safetensors\"\n";
+        let installed =
+            |b: Backbone| (b == Backbone::Vgg16).then(|| PathBuf::from("/w/vgg16.safetensors"));
+        let resolved = grid_with_pretrained_weights(file, text, &installed).unwrap();
+        let grid = parse_grid(file, &resolved).unwrap();
+        assert_eq!(grid.weights[&Backbone::Vgg16], "/w/vgg16.safetensors");
+        assert_eq!(grid.weights[&Backbone::Vgg19], "v19.safetensors");
+        assert_eq!(
+            local_inputs(&resolved).unwrap(),
+            ["c.png", "s.png", "/w/vgg16.safetensors", "v19.safetensors"]
+        );
+
+        let without = "content = \"c.png\"\nstyle = \"s.png\"\n";
+        assert_eq!(
+            grid_with_pretrained_weights(file, without, &installed).unwrap(),
+            without
+        );
+
+        let missing = text.replace("vgg19 = \"v19.safetensors\"", "vgg19 = \"pretrained\"");
+        let error = grid_with_pretrained_weights(file, &missing, &installed).unwrap_err();
+        assert_eq!(error.key.as_deref(), Some("weights.vgg19"));
+        assert!(
+            error
+                .to_string()
+                .contains("no pretrained weights are installed for vgg19"),
+            "{error}"
+        );
     }
 }

@@ -16,8 +16,8 @@ pub mod store;
 
 pub use finished::{FinishedTask, TaskInputs};
 pub use grid::{
-    grid_with_input_keys, input_digest, local_inputs, parse_grid, read_grid, sha256_hex, task_id,
-    Grid, GridError, GridTask, MAX_GRID_TASKS,
+    grid_with_input_keys, grid_with_pretrained_weights, input_digest, local_inputs, parse_grid,
+    read_grid, sha256_hex, task_id, Grid, GridError, GridTask, MAX_GRID_TASKS, PRETRAINED,
 };
 pub use layers::{Backbone, LayerError, GOOGLENET_LAYERS, VGG16_LAYERS, VGG19_LAYERS};
 pub use losses::{LossRecord, LOSSES_CSV_HEADER};
