@@ -72,6 +72,7 @@ fn list() -> Result<()> {
     println!("installed in {}:", dir.display());
     for backbone in Backbone::ALL {
         let path = weights::installed_in(&dir, backbone);
+        let backbone = backbone.name(); // Display ignores widths
         if !path.is_file() {
             println!("  {backbone:<10} none (seeded random weights)");
             continue;
@@ -96,7 +97,7 @@ fn list() -> Result<()> {
 fn print_known() -> Result<()> {
     println!("known:");
     for (backbone, what) in KNOWN {
-        println!("  {backbone:<10} {what}");
+        println!("  {:<10} {what}", backbone.name());
     }
     Ok(())
 }

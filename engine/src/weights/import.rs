@@ -187,5 +187,12 @@ fn write(to: &Path, tensors: &[(String, Tensor)], metadata: HashMap<&str, String
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
     safetensors::serialize_to_file(views, Some(metadata), to)
-        .map_err(|e| cannot(std::io::Error::other(e.to_string())))
+        .map_err(|e| cannot(std::io::Error::other(e.to_string())))?;
+    // Written through a temporary file, which is private; weights are not secret.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o644)).map_err(cannot)?;
+    }
+    Ok(())
 }
