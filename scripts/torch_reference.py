@@ -6,6 +6,8 @@ Run with the reference environment that `scripts/setup.sh --test` installs
 both sides see bit-identical tensors. Subcommands:
 
   features  torchvision feature maps at named layers
+  save-state-dict  a state dict saved by torch.save (zip or legacy format), and
+            what torch.load reads back from it
   optim     a torch.optim trajectory on the Rosenbrock function
   losses    Gram matrices and the Gatys losses computed directly
   gatys     the whole style-transfer optimisation, as the PyTorch tutorial writes
@@ -34,6 +36,15 @@ GOOGLENET_LAYERS = [
 ]
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+# Caffe's and Keras's VGG inputs: BGR in [0, 255] minus this mean pixel (BGR order).
+CAFFE_MEAN_BGR = torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
+
+
+def preprocess(image, convention):
+    """An RGB image in [0, 1] as a network trained with `convention` expects it."""
+    if convention == "caffe":
+        return image.flip(1) * 255 - CAFFE_MEAN_BGR
+    return (image - MEAN) / STD
 
 
 def layer_names(model):
@@ -99,10 +110,29 @@ def total_variation(x):
 def cmd_features(args):
     model = load_model(args.model, args.weights)
     x = load_file(args.input)["input"]
+    if args.convention:
+        x = preprocess(x, args.convention)
     layers = args.layers.split(",")
     with torch.no_grad():
         outs = Extractor(args.model, model)(x, layers)
     save_file({name: out.contiguous() for name, out in zip(layers, outs)}, args.out)
+
+
+def cmd_save_state_dict(args):
+    # A random torchvision model's state dict (an OrderedDict with `_metadata`),
+    # without the classifier, plus two views the reader must follow: strides and an
+    # offset into a storage shared with other data.
+    torch.manual_seed(args.seed)
+    state = build_model(args.model, pretrained=False).state_dict()
+    for key in [k for k in state if not k.startswith("features.")]:
+        del state[key]
+    state["features.0.weight"] = torch.randn(3, 64, 3, 3).transpose(0, 1)
+    state["features.2.bias"] = torch.randn(200)[10:74]
+    if args.misshape:
+        state[args.misshape] = torch.zeros(1)
+    torch.save(state, args.out, _use_new_zipfile_serialization=not args.legacy)
+    loaded = torch.load(args.out)
+    save_file({k: v.contiguous() for k, v in loaded.items()}, args.reference)
 
 
 def rosenbrock(x):
@@ -249,6 +279,16 @@ def main():
     p.add_argument("--input", required=True)
     p.add_argument("--layers", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--convention", choices=("torchvision", "caffe"),
+                   help="--input is an RGB image in [0, 1], to preprocess as this says (default: already preprocessed)")
+
+    p = sub.add_parser("save-state-dict")
+    p.add_argument("--model", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--legacy", action="store_true", help="torch.save(..., _use_new_zipfile_serialization=False)")
+    p.add_argument("--misshape", help="replace this tensor with one of shape [1]")
+    p.add_argument("--out", required=True)
+    p.add_argument("--reference", required=True, help="where to write torch.load's tensors (.safetensors)")
 
     p = sub.add_parser("perturb-bn")
     p.add_argument("--weights", required=True)
@@ -290,7 +330,7 @@ def main():
     p.add_argument("--out", required=True)
 
     args = parser.parse_args()
-    {"features": cmd_features, "perturb-bn": cmd_perturb_bn, "optim": cmd_optim, "losses": cmd_losses, "gatys": cmd_gatys}[args.cmd](args)
+    {"features": cmd_features, "save-state-dict": cmd_save_state_dict, "perturb-bn": cmd_perturb_bn, "optim": cmd_optim, "losses": cmd_losses, "gatys": cmd_gatys}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ mod param_flags;
 mod plan;
 mod render;
 mod report;
+mod weights;
 
 use std::process::ExitCode;
 
@@ -45,11 +46,15 @@ enum Command {
     Results(farm::ResultsArgs),
     /// Make a job's report: contact sheet, loss curves, summary tables, index.html.
     Report(report::ReportArgs),
+    /// Pretrained weights: list what is installed, import other files.
+    Weights(weights::WeightsArgs),
 }
 
 async fn run_farm_command(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Render(_) | Command::Plan(_) => unreachable!("run without a runtime"),
+        Command::Render(_) | Command::Plan(_) | Command::Weights(_) => {
+            unreachable!("run without a runtime")
+        }
         Command::Local(args) => local::run(args).await,
         Command::Submit(args) => {
             let job = farm::submit(&args).await?;
@@ -73,6 +78,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Render(args) => render::run(args),
         Command::Plan(args) => plan::run(args),
+        Command::Weights(args) => weights::run(args),
         farm_command => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|runtime| runtime.block_on(run_farm_command(farm_command))),

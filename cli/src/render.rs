@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use pastiche_engine::weights::{self, WeightsChoice};
 use pastiche_engine::{parse_device, render, FeatureNet, Prepared};
 
 use crate::param_flags::ParamFlags;
@@ -26,8 +27,10 @@ pub struct RenderArgs {
     #[arg(long, env = "PASTICHE_LOSSES")]
     losses: Option<PathBuf>,
 
-    /// Backbone weights: a .safetensors file with torchvision's names, as written by
-    /// scripts/export_weights.py. Without it, a seeded random network (lower quality).
+    /// Backbone weights: a .safetensors file with torchvision's names (`pastiche
+    /// weights import` makes one). Without it, the backbone's installed pretrained
+    /// file (see `pastiche weights list`; looked for in $PASTICHE_WEIGHTS_DIR, else in
+    /// .deps/weights above the executable), else a seeded random network (lower quality).
     #[arg(long, env = "PASTICHE_WEIGHTS")]
     weights: Option<PathBuf>,
     /// cpu, cuda:N, or auto (the first GPU if there is one).
@@ -46,17 +49,24 @@ pub fn run(args: RenderArgs) -> Result<()> {
     if let Some(losses) = &args.losses {
         check_writable(losses)?;
     }
-    match &args.weights {
-        Some(path) => {
+    let weights = weights::resolve(params.backbone, args.weights.as_deref());
+    match &weights {
+        WeightsChoice::Given(path) => {
             tracing::info!(backbone = %params.backbone, weights = %path.display(), "loading weights")
         }
-        None => tracing::warn!(
+        WeightsChoice::Installed(path) => tracing::info!(
             backbone = %params.backbone,
-            "no --weights given: using a seeded random-weight network, which transfers \
-             style less faithfully than pretrained weights (see scripts/export_weights.py)"
+            weights = %path.display(),
+            "no --weights given: using the installed pretrained weights"
+        ),
+        WeightsChoice::Random => tracing::warn!(
+            backbone = %params.backbone,
+            "no --weights given and none installed for this backbone: using a seeded \
+             random-weight network, which transfers style less faithfully than pretrained \
+             weights (see `pastiche weights list`)"
         ),
     }
-    let net = FeatureNet::load(params.backbone, args.weights.as_deref(), device)?;
+    let net = FeatureNet::load(params.backbone, weights.path(), device)?;
     let prepared = Prepared::new(&net, &params, &args.content, &args.style)?;
 
     let bar = ProgressBar::new(u64::from(params.iterations));

@@ -15,8 +15,9 @@ pub mod loss;
 pub mod memory;
 pub mod optim;
 pub mod render;
+pub mod weights;
 
-pub use backbone::{FeatureNet, RANDOM_WEIGHTS_SEED};
+pub use backbone::{FeatureNet, InputConvention, RANDOM_WEIGHTS_SEED};
 pub use device::{device_name, parse_device};
 pub use error::{EngineError, Result};
 pub use memory::tune_allocator;

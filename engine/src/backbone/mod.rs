@@ -4,7 +4,8 @@
 //! Parameters never require grad, so autograd only ever computes the input's gradient.
 
 mod arch;
-mod weights;
+mod convention;
+pub(crate) mod weights;
 
 use std::path::Path;
 
@@ -13,6 +14,8 @@ use tch::{Device, Kind, Tensor};
 
 pub(crate) use arch::Shape;
 use arch::{architecture, ConvShape, InceptionShape, LayerSpec, Pool};
+pub use convention::InputConvention;
+use convention::{IMAGENET_MEAN, IMAGENET_STD};
 use weights::{InitRule, ParamSource, RandomParams, SafetensorsFile};
 
 use crate::error::Result;
@@ -20,10 +23,6 @@ use crate::error::Result;
 /// Every render without `--weights` uses the same random network, so that renders
 /// differ only by their parameters.
 pub const RANDOM_WEIGHTS_SEED: u64 = 0;
-
-/// ImageNet statistics that torchvision's weights expect their inputs normalised with.
-const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 struct Conv {
     weight: Tensor,
@@ -105,14 +104,16 @@ pub struct FeatureNet {
     /// GoogLeNet's `transform_input`, as a per-channel affine map applied after
     /// ImageNet normalisation.
     input_transform: Option<(Tensor, Tensor)>,
+    convention: InputConvention,
     mean: Tensor,
     std: Tensor,
     device: Device,
 }
 
 impl FeatureNet {
-    /// Loads `weights` (a safetensors file with torchvision's names), or without it a
-    /// seeded random network initialised as torchvision initialises one.
+    /// Loads `weights` (a safetensors file with torchvision's names and, in its
+    /// metadata, its input convention), or without it a seeded random network
+    /// initialised as torchvision initialises one.
     pub fn load(backbone: Backbone, weights: Option<&Path>, device: Device) -> Result<Self> {
         match weights {
             Some(path) => Self::build(backbone, &mut SafetensorsFile::open(path)?, device),
@@ -144,7 +145,11 @@ impl FeatureNet {
                 .f_view([1, 3, 1, 1])?
                 .f_to_device(device)?)
         };
-        let input_transform = if backbone == Backbone::GoogLeNet && src.transform_input() {
+        let convention = src.convention();
+        let input_transform = if backbone == Backbone::GoogLeNet
+            && convention == InputConvention::Torchvision
+            && src.transform_input()
+        {
             // torchvision: x_c * (std_c / 0.5) + (mean_c - 0.5) / 0.5
             let scale = IMAGENET_STD.map(|s| s / 0.5);
             let shift = [0, 1, 2].map(|c| (IMAGENET_MEAN[c] - 0.5) / 0.5);
@@ -152,12 +157,14 @@ impl FeatureNet {
         } else {
             None
         };
+        let (mean, std) = convention.mean_std();
         let mut net = FeatureNet {
             backbone,
             layers,
             input_transform,
-            mean: per_channel(IMAGENET_MEAN)?,
-            std: per_channel(IMAGENET_STD)?,
+            convention,
+            mean: per_channel(mean)?,
+            std: per_channel(std)?,
             device,
         };
         net.move_to(device)?;
@@ -206,6 +213,10 @@ impl FeatureNet {
         self.device
     }
 
+    pub fn convention(&self) -> InputConvention {
+        self.convention
+    }
+
     /// Every weight and bias (after batch-norm folding).
     pub fn parameters(&mut self) -> Vec<Tensor> {
         self.convs_mut()
@@ -242,20 +253,35 @@ impl FeatureNet {
             .sum()
     }
 
-    /// ImageNet normalisation of an image in [0, 1].
+    /// An RGB image in [0, 1] as the network's input, by the weights' convention.
     pub fn normalize(&self, image: &Tensor) -> Result<Tensor> {
+        let image = if self.convention.bgr() {
+            image.f_flip([1])?
+        } else {
+            image.shallow_clone()
+        };
         Ok(image.f_sub(&self.mean)?.f_div(&self.std)?)
     }
 
     /// Feature maps of the layers at `wanted` (indices into `backbone.layers()`), in
     /// that order, from one forward pass of an image in [0, 1] that stops at the
-    /// deepest of them.
+    /// deepest of them; times the convention's
+    /// [`feature_scale`](InputConvention::feature_scale), so that losses on every
+    /// convention are on one scale.
     pub fn extract(&self, image: &Tensor, wanted: &[usize]) -> Result<Vec<Tensor>> {
-        self.extract_normalized(&self.normalize(image)?, wanted)
+        let features = self.extract_normalized(&self.normalize(image)?, wanted)?;
+        let scale = self.convention.feature_scale();
+        if scale == 1.0 {
+            return Ok(features);
+        }
+        features
+            .iter()
+            .map(|f| Ok(f.f_mul_scalar(scale)?))
+            .collect()
     }
 
-    /// As [`extract`](Self::extract), for an input already normalised as torchvision's
-    /// models expect.
+    /// The network's own activations (unscaled) for an input already normalised as
+    /// [`normalize`](Self::normalize) does.
     pub fn extract_normalized(&self, input: &Tensor, wanted: &[usize]) -> Result<Vec<Tensor>> {
         let Some(&deepest) = wanted.iter().max() else {
             return Ok(Vec::new());
@@ -284,6 +310,23 @@ impl FeatureNet {
 /// memory format, which tch has no name for: libtorch infers it from the strides.
 /// oneDNN's and cuDNN's convolutions are faster on it, and they keep it for
 /// their outputs.
+/// Checks every parameter `backbone` needs from `src`, as loading it would.
+pub(crate) fn check_params(backbone: Backbone, src: &mut dyn ParamSource) -> Result<()> {
+    FeatureNet::build(backbone, src, Device::Cpu).map(drop)
+}
+
+/// The `features.N` prefixes of a VGG's convolutions in forward order, with their
+/// weight shapes; none for GoogLeNet.
+pub(crate) fn vgg_convs(backbone: Backbone) -> Vec<(String, [i64; 4])> {
+    architecture(backbone)
+        .into_iter()
+        .filter_map(|layer| match layer.spec {
+            LayerSpec::Conv(shape) => Some((layer.param_prefix, conv_weight_shape(&shape))),
+            _ => None,
+        })
+        .collect()
+}
+
 fn channels_last(x: &Tensor) -> Result<Tensor> {
     Ok(x.f_permute([0, 2, 3, 1])?
         .f_contiguous()?
