@@ -125,6 +125,18 @@ pub fn status_error(status: tonic::Status) -> anyhow::Error {
 
 /// Uploads a grid's local inputs (content-addressed) and rewrites the grid to name
 /// them by object key; paths are relative to the grid file.
+/// A grid file's text as it will be submitted: checked, with `pretrained` weights
+/// naming this machine's installed file (which is then uploaded like any other).
+pub fn read_grid_file(path: &Path) -> Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(pastiche_spec::grid_with_pretrained_weights(
+        path,
+        &text,
+        &pastiche_engine::weights::installed,
+    )?)
+}
+
 pub async fn upload_inputs(grid_path: &Path, text: &str, store: &Store) -> Result<String> {
     let base = grid_path.parent().unwrap_or(Path::new("."));
     let entries = pastiche_spec::local_inputs(text)
@@ -165,10 +177,8 @@ pub async fn submit(args: &SubmitArgs) -> Result<String> {
 
 /// Checks the grid and the token, then uploads the grid's inputs.
 pub async fn upload(args: &SubmitArgs) -> Result<Upload> {
-    let text = std::fs::read_to_string(&args.grid)
-        .with_context(|| format!("cannot read {}", args.grid.display()))?;
     // Checked here first, so that a bad grid uploads nothing.
-    pastiche_spec::parse_grid(&args.grid, &text)?;
+    let text = read_grid_file(&args.grid)?;
     let store = Store::open(&args.store.store)?;
     let mut farm = connect(&args.connection).await?;
     check_access(&mut farm).await?;

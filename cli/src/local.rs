@@ -37,9 +37,7 @@ pub struct LocalArgs {
 pub async fn run(args: LocalArgs) -> Result<()> {
     anyhow::ensure!(args.workers >= 1, "--workers must be at least 1");
     // Refuse a bad grid before starting anything.
-    let text = std::fs::read_to_string(&args.grid)
-        .with_context(|| format!("cannot read {}", args.grid.display()))?;
-    pastiche_spec::parse_grid(&args.grid, &text)?;
+    farm::read_grid_file(&args.grid)?;
 
     let config = CoordinatorConfig {
         store: Some(Store::open(&args.store.store)?),

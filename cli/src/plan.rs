@@ -35,10 +35,8 @@ struct Planned {
 }
 
 pub fn run(args: PlanArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&args.grid)
-        .with_context(|| format!("cannot read {}", args.grid.display()))?;
     // The same checks, in the same order, as `submit`: the grid, then its files.
-    parse_grid(&args.grid, &text)?;
+    let text = crate::farm::read_grid_file(&args.grid)?;
     let planned = plan(&args.grid, &text)?;
     let tasks = planned.grid.identified_tasks();
     let varying = varying(&tasks);

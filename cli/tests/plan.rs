@@ -111,3 +111,92 @@ fn a_bad_grid_or_a_missing_file_is_refused_as_submit_refuses_it() {
         "{stderr}"
     );
 }
+
+#[test]
+fn pretrained_weights_are_the_installed_file_as_submit_uploads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = root().join("examples");
+    let grid = dir.path().join("pretrained.toml");
+    std::fs::write(
+        &grid,
+        format!(
+            "content = {:?}\nstyle = {:?}\n[grid]\nbackbone = \"vgg16\"\n[weights]\nvgg16 = \"pretrained\"\n",
+            examples.join("chelsea.png"),
+            examples.join("starry_night.jpg"),
+        ),
+    )
+    .unwrap();
+    let plan_with = |weights_dir: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_pastiche"))
+            .args(["plan", grid.to_str().unwrap(), "--format", "json"])
+            .env("PASTICHE_WEIGHTS_DIR", weights_dir)
+            .output()
+            .unwrap()
+    };
+
+    let none = dir.path().join("none");
+    std::fs::create_dir(&none).unwrap();
+    let output = plan_with(&none);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("weights.vgg16: no pretrained weights are installed for vgg16"),
+        "{stderr}"
+    );
+
+    // `plan` only hashes the file, as `submit` does before uploading it.
+    let installed = dir.path().join("installed");
+    std::fs::create_dir(&installed).unwrap();
+    let bytes = b"stands in for a safetensors file".to_vec();
+    std::fs::write(installed.join("vgg16.safetensors"), &bytes).unwrap();
+    let output = plan_with(&installed);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        plan["tasks"][0]["weights"],
+        format!("inputs/{}.safetensors", pastiche_spec::sha256_hex(&bytes))
+    );
+}
+
+/// `pastiche plan big.toml | head` ends quietly when `head` has read enough.
+#[test]
+fn a_closed_pipe_ends_plan_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let examples = root().join("examples");
+    let weights: Vec<String> = (1..=3000).map(|w| w.to_string()).collect();
+    let grid = dir.path().join("big.toml");
+    std::fs::write(
+        &grid,
+        format!(
+            "content = {:?}\nstyle = {:?}\n[grid]\nstyle_weight = [{}]\n",
+            examples.join("chelsea.png"),
+            examples.join("starry_night.jpg"),
+            weights.join(", ")
+        ),
+    )
+    .unwrap();
+    // 3,000 lines are more than a pipe holds: plan is still writing when the
+    // reader goes.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pastiche"))
+        .args(["plan", grid.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("style_weight=1"), "{first}");
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(output.status.code(), Some(101), "{stderr}");
+}
