@@ -10,8 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pastiche_proto::pb;
 use pastiche_proto::pb::farm_client::FarmClient;
 use pastiche_proto::security::{AuthChannel, ClientSecurityArgs};
-use pastiche_spec::store::Store;
 use pastiche_spec::layout;
+use pastiche_spec::store::Store;
 
 #[derive(Args, Clone)]
 pub struct Connection {

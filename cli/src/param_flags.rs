@@ -47,16 +47,22 @@ impl clap::FromArgMatches for ParamFlags {
 
 impl clap::Args for ParamFlags {
     fn augment_args(command: Command) -> Command {
-        PARAMS.iter().fold(command, |command, param: &'static Param| {
-            let arg = Arg::new(param.name)
-                .long(flag(param.name))
-                .aliases(param.aliases.iter().map(|a| flag(a)))
-                .env(format!("PASTICHE_{}", param.name.to_ascii_uppercase()))
-                .value_name(param.name.to_ascii_uppercase())
-                .help(format!("{} [default: {}]", param.help, param.default_text()))
-                .value_parser(move |text: &str| param.parse(text));
-            command.arg(arg)
-        })
+        PARAMS
+            .iter()
+            .fold(command, |command, param: &'static Param| {
+                let arg = Arg::new(param.name)
+                    .long(flag(param.name))
+                    .aliases(param.aliases.iter().map(|a| flag(a)))
+                    .env(format!("PASTICHE_{}", param.name.to_ascii_uppercase()))
+                    .value_name(param.name.to_ascii_uppercase())
+                    .help(format!(
+                        "{} [default: {}]",
+                        param.help,
+                        param.default_text()
+                    ))
+                    .value_parser(move |text: &str| param.parse(text));
+                command.arg(arg)
+            })
     }
 
     fn augment_args_for_update(command: Command) -> Command {

@@ -47,7 +47,9 @@ pub fn run(args: PlanArgs) -> Result<()> {
             for (id, task) in &tasks {
                 let values: Vec<String> = varying
                     .iter()
-                    .map(|column| format!("{}={}", column.name(), column.show(task, &planned.names)))
+                    .map(|column| {
+                        format!("{}={}", column.name(), column.show(task, &planned.names))
+                    })
                     .collect();
                 // Two spaces apart: a value may have one (`style_layers=first 5`).
                 println!("{}", format!("{id}  {}", values.join("  ")).trim_end());

@@ -50,7 +50,10 @@ fn json_lists_every_task_with_the_id_submit_gives_it() {
     let first = &plan["tasks"][0];
     assert_eq!(first["content"], "chelsea.png");
     assert!(
-        first["content_key"].as_str().unwrap().starts_with("inputs/"),
+        first["content_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("inputs/"),
         "{first}"
     );
     assert_eq!(first["params"]["backbone"], "vgg19");
@@ -103,5 +106,8 @@ fn a_bad_grid_or_a_missing_file_is_refused_as_submit_refuses_it() {
     let output = pastiche(&["plan", missing.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    assert!(stderr.contains("cannot read") && stderr.contains("c.png"), "{stderr}");
+    assert!(
+        stderr.contains("cannot read") && stderr.contains("c.png"),
+        "{stderr}"
+    );
 }

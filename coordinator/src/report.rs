@@ -6,8 +6,8 @@ use pastiche_proto::pb;
 use pastiche_report::{
     build_report, write_to_store, Outcome, ReportJob, ReportOptions, ReportTask,
 };
-use pastiche_spec::{layout, FinishedTask};
 use pastiche_spec::store::{Store, StoreError};
+use pastiche_spec::{layout, FinishedTask};
 
 /// The report's view of a job, from the coordinator's task list.
 pub fn from_task_list(id: &str, name: &str, tasks: Vec<pb::TaskInfo>) -> Result<ReportJob> {

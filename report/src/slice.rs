@@ -194,7 +194,10 @@ mod tests {
         assert!(err.starts_with("--only style_depth=7: "), "{err}");
         assert!(err.contains("first 3, first 5"), "{err}");
         // As the grid file says it, for the sheet's axes too.
-        assert_eq!(Param::parse("style_depth"), Some(Param::render("style_layers")));
+        assert_eq!(
+            Param::parse("style_depth"),
+            Some(Param::render("style_layers"))
+        );
     }
 
     #[test]

@@ -72,7 +72,9 @@ mod tests {
         let bytes = record.to_json();
         assert_eq!(FinishedTask::from_json(&bytes).unwrap(), record);
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        for key in ["job", "task", "attempt", "params", "inputs", "worker", "device"] {
+        for key in [
+            "job", "task", "attempt", "params", "inputs", "worker", "device",
+        ] {
             assert!(json.get(key).is_some(), "{key} missing from {json}");
         }
         assert_eq!(json["inputs"]["content"], "inputs/c.png");

@@ -155,7 +155,12 @@ impl Ctx<'_> {
             + 1
     }
 
-    fn error(&self, key: &str, span: Option<Range<usize>>, message: impl Into<String>) -> GridError {
+    fn error(
+        &self,
+        key: &str,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+    ) -> GridError {
         GridError {
             file: self.file.to_owned(),
             line: span.map(|s| self.line_of(s.start)),
@@ -175,18 +180,31 @@ struct Axis {
 }
 
 impl Axis {
-    fn read(ctx: &Ctx<'_>, param: &'static Param, key: &Spanned<String>, value: &Spanned<Toml>) -> Result<Axis, GridError> {
+    fn read(
+        ctx: &Ctx<'_>,
+        param: &'static Param,
+        key: &Spanned<String>,
+        value: &Spanned<Toml>,
+    ) -> Result<Axis, GridError> {
         let written = format!("grid.{}", key.get_ref());
         let items: Vec<&Toml> = match value.get_ref() {
             Toml::Array(items) if items.is_empty() => {
-                return Err(ctx.error(&written, Some(value.span()), "an empty list leaves nothing to render"))
+                return Err(ctx.error(
+                    &written,
+                    Some(value.span()),
+                    "an empty list leaves nothing to render",
+                ))
             }
             Toml::Array(items) => items.iter().collect(),
             single => vec![single],
         };
         let values = items
             .into_iter()
-            .map(|item| param.parse_toml(item).map_err(|m| ctx.error(&written, Some(value.span()), m)))
+            .map(|item| {
+                param
+                    .parse_toml(item)
+                    .map_err(|m| ctx.error(&written, Some(value.span()), m))
+            })
             .collect::<Result<Vec<Value>, _>>()?;
         Ok(Axis {
             param,
@@ -277,7 +295,10 @@ pub fn parse_grid(file: &Path, text: &str) -> Result<Grid, GridError> {
         None => 0,
         Some(value) => match value.get_ref() {
             Toml::Integer(i) => u32::try_from(*i).map_err(|_| format!("{i} is out of range")),
-            other => Err(format!("expected a whole number, found {}", other.type_str())),
+            other => Err(format!(
+                "expected a whole number, found {}",
+                other.type_str()
+            )),
         }
         .map_err(|m| ctx.error("preview_every", Some(value.span()), m))?,
     };
@@ -311,13 +332,19 @@ pub fn parse_grid(file: &Path, text: &str) -> Result<Grid, GridError> {
         match RenderParams::with_values(given) {
             Ok(params) => {
                 params.validate().map_err(|e| {
-                    let axis = e.param().and_then(|name| axes.iter().find(|a| a.param.name == name));
+                    let axis = e
+                        .param()
+                        .and_then(|name| axes.iter().find(|a| a.param.name == name));
                     let key = match (axis, e.param()) {
                         (Some(axis), _) => axis.key.clone(),
                         (None, Some(name)) => format!("grid.{name}"),
                         (None, None) => "grid".into(),
                     };
-                    ctx.error(&key, axis.map(|a| a.span.clone()), format!("{e} (for {})", params.backbone))
+                    ctx.error(
+                        &key,
+                        axis.map(|a| a.span.clone()),
+                        format!("{e} (for {})", params.backbone),
+                    )
                 })?;
                 params_points.push(params.normalised());
             }
@@ -327,7 +354,10 @@ pub fn parse_grid(file: &Path, text: &str) -> Result<Grid, GridError> {
             }
             Err(e) => return Err(ctx.error("grid", None, e.to_string())),
         }
-        let Some(axis) = (0..index.len()).rev().find(|&a| index[a] + 1 < axes[a].values.len()) else {
+        let Some(axis) = (0..index.len())
+            .rev()
+            .find(|&a| index[a] + 1 < axes[a].values.len())
+        else {
             break;
         };
         index[axis] += 1;
@@ -371,7 +401,10 @@ pub fn parse_grid(file: &Path, text: &str) -> Result<Grid, GridError> {
 
 /// The `[grid]` keys as axes, in the table's order; unknown keys and a
 /// parameter given under two names are refused.
-fn read_axes(ctx: &Ctx<'_>, grid: &BTreeMap<Spanned<String>, Spanned<Toml>>) -> Result<Vec<Axis>, GridError> {
+fn read_axes(
+    ctx: &Ctx<'_>,
+    grid: &BTreeMap<Spanned<String>, Spanned<Toml>>,
+) -> Result<Vec<Axis>, GridError> {
     let mut axes: Vec<Axis> = Vec::new();
     for (key, value) in grid {
         let written = key.get_ref().as_str();

@@ -100,7 +100,6 @@ pub fn report_prefix(job: &str) -> Result<String, BadId> {
     Ok(format!("{}report/", job_prefix(job)?))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

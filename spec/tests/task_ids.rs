@@ -25,7 +25,10 @@ fn ids(grid_file: &Path, text: &str) -> Vec<String> {
     }
     let submitted = grid_with_input_keys(text, &keys).unwrap();
     let grid = parse_grid(Path::new("grid.toml"), &submitted).unwrap();
-    grid.identified_tasks().into_iter().map(|(id, _)| id).collect()
+    grid.identified_tasks()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
 }
 
 fn golden(name: &str) -> Vec<String> {

@@ -759,9 +759,13 @@ fn a_starting_image_beside_the_grid_is_uploaded_with_it() {
         std::fs::read(grids.join("start.jpg")).unwrap()
     );
     // `pastiche plan` gave the tasks, starting image and all, the farm's ids.
-    let plan: serde_json::Value =
-        serde_json::from_str(&succeeded(pastiche(&["plan", grid.to_str().unwrap(), "--format", "json"])))
-            .unwrap();
+    let plan: serde_json::Value = serde_json::from_str(&succeeded(pastiche(&[
+        "plan",
+        grid.to_str().unwrap(),
+        "--format",
+        "json",
+    ])))
+    .unwrap();
     let mut planned: Vec<&str> = plan["tasks"]
         .as_array()
         .unwrap()

@@ -228,9 +228,7 @@ impl ParamError {
     /// The parameter at fault, where there is one.
     pub fn param(&self) -> Option<&'static str> {
         match self {
-            ParamError::Invalid { param, .. } | ParamError::DoesNotFit { param, .. } => {
-                Some(param)
-            }
+            ParamError::Invalid { param, .. } | ParamError::DoesNotFit { param, .. } => Some(param),
             _ => None,
         }
     }
@@ -303,7 +301,9 @@ impl RenderParams {
         debug_assert_eq!(backbone.name, "backbone", "the table starts with it");
         let mut params = RenderParams::new(Backbone::default());
         if let Some(value) = given(backbone) {
-            backbone.set(&mut params, value).expect("every backbone exists");
+            backbone
+                .set(&mut params, value)
+                .expect("every backbone exists");
             params = RenderParams::new(params.backbone);
         }
         for param in &PARAMS[1..] {
@@ -341,12 +341,10 @@ impl RenderParams {
     /// error names the parameter.
     pub fn validate(&self) -> Result<(), ParamError> {
         for param in PARAMS {
-            param
-                .check(self)
-                .map_err(|message| ParamError::Invalid {
-                    param: param.name,
-                    message,
-                })?;
+            param.check(self).map_err(|message| ParamError::Invalid {
+                param: param.name,
+                message,
+            })?;
         }
         Ok(())
     }
@@ -510,7 +508,10 @@ mod tests {
             keys.sort_unstable();
             let mut expected = IN_EVERY_ID.to_vec();
             expected.sort_unstable();
-            assert_eq!(keys, expected, "a new parameter entered the id at its default");
+            assert_eq!(
+                keys, expected,
+                "a new parameter entered the id at its default"
+            );
         }
     }
 

@@ -683,7 +683,10 @@ fn style_layer_names(text: &str) -> Result<Value, String> {
         .map(|l| l.parse::<StyleLayer>().map(|l| l.to_string()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
-    let names: Vec<&str> = layers.iter().map(|l| l.split(':').next().unwrap_or(l)).collect();
+    let names: Vec<&str> = layers
+        .iter()
+        .map(|l| l.split(':').next().unwrap_or(l))
+        .collect();
     if let Some(twice) = names
         .iter()
         .enumerate()
@@ -765,10 +768,18 @@ mod tests {
     #[test]
     fn parameters_are_found_by_name_alias_and_flag_spelling() {
         assert_eq!(Param::find("style_weight").unwrap().name, "style_weight");
-        assert_eq!(Param::find("--style-weight".trim_start_matches('-')).unwrap().name, "style_weight");
+        assert_eq!(
+            Param::find("--style-weight".trim_start_matches('-'))
+                .unwrap()
+                .name,
+            "style_weight"
+        );
         assert_eq!(Param::find("Learning-Rate").unwrap().name, "lr");
         assert_eq!(Param::find("style_depth").unwrap().name, "style_layers");
-        assert!(Param::find("content").is_none(), "images are not render parameters");
+        assert!(
+            Param::find("content").is_none(),
+            "images are not render parameters"
+        );
         let mut names: Vec<&str> = PARAMS
             .iter()
             .flat_map(|p| std::iter::once(p.name).chain(p.aliases.iter().copied()))
@@ -790,7 +801,11 @@ mod tests {
         for params in [RenderParams::new(Backbone::Vgg16), varied] {
             for param in PARAMS {
                 let value = param.get(&params);
-                assert_eq!(param.parse(&value.to_string()), Ok(value.clone()), "{param:?}");
+                assert_eq!(
+                    param.parse(&value.to_string()),
+                    Ok(value.clone()),
+                    "{param:?}"
+                );
                 let mut copy = RenderParams::new(params.backbone);
                 copy.optimizer.kind = params.optimizer.kind;
                 param.set(&mut copy, &value).unwrap();
@@ -832,28 +847,54 @@ mod tests {
             _ => None,
         })
         .unwrap_err();
-        assert!(matches!(err, crate::ParamError::DoesNotFit { param: "style_layers", .. }));
+        assert!(matches!(
+            err,
+            crate::ParamError::DoesNotFit {
+                param: "style_layers",
+                ..
+            }
+        ));
         assert!(err.to_string().contains("vgg16 has 13"), "{err}");
     }
 
     #[test]
     fn grid_values_of_the_wrong_type_say_what_was_expected() {
         let size = Param::find("size").unwrap();
-        let err = size.parse_toml(&toml::Value::String("big".into())).unwrap_err();
+        let err = size
+            .parse_toml(&toml::Value::String("big".into()))
+            .unwrap_err();
         assert_eq!(err, "expected a whole number, found string");
-        assert_eq!(size.parse_toml(&toml::Value::Integer(64)), Ok(Value::Whole(64)));
-        assert!(size.parse_toml(&toml::Value::Integer(-1)).unwrap_err().contains("-1"));
-        assert!(size.parse("5000000000").unwrap_err().contains("out of range"));
+        assert_eq!(
+            size.parse_toml(&toml::Value::Integer(64)),
+            Ok(Value::Whole(64))
+        );
+        assert!(size
+            .parse_toml(&toml::Value::Integer(-1))
+            .unwrap_err()
+            .contains("-1"));
+        assert!(size
+            .parse("5000000000")
+            .unwrap_err()
+            .contains("out of range"));
         let weight = Param::find("style_weight").unwrap();
-        assert_eq!(weight.parse_toml(&toml::Value::Integer(10)), Ok(Value::Number(10.0)));
+        assert_eq!(
+            weight.parse_toml(&toml::Value::Integer(10)),
+            Ok(Value::Number(10.0))
+        );
         let layers = Param::find("style_layers").unwrap();
         let set = toml::Value::Array(vec!["relu1_1".into(), "relu2_1:0.5".into()]);
         assert_eq!(
             layers.parse_toml(&set),
             Ok(Value::Layers(vec!["relu1_1".into(), "relu2_1:0.5".into()]))
         );
-        assert_eq!(layers.parse_toml(&toml::Value::Integer(5)), Ok(Value::Whole(5)));
-        assert!(layers.parse("relu1_1,relu1_1:2").unwrap_err().contains("twice"));
+        assert_eq!(
+            layers.parse_toml(&toml::Value::Integer(5)),
+            Ok(Value::Whole(5))
+        );
+        assert!(layers
+            .parse("relu1_1,relu1_1:2")
+            .unwrap_err()
+            .contains("twice"));
         assert!(layers.parse("0").unwrap_err().contains("at least 1"));
         let backbone = Param::find("backbone").unwrap();
         assert_eq!(backbone.parse("VGG16"), Ok(Value::Word("vgg16".into())));
