@@ -28,7 +28,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::scheduler::{Counts, Event};
+use crate::scheduler::{Counts, Event, Phase};
 use crate::service::Coordinator;
 
 /// How long a finished job's task series stay on `/metrics`: long enough for
@@ -215,19 +215,13 @@ struct TaskLabels {
 /// `pastiche_tasks{job,state}` from each job's counts.
 fn task_gauges<'a>(jobs: impl IntoIterator<Item = (&'a str, Counts)>) -> Family<TaskLabels, Gauge> {
     let family = Family::<TaskLabels, Gauge>::default();
-    for (job, c) in jobs {
-        for (state, count) in [
-            ("queued", c.queued),
-            ("running", c.running),
-            ("done", c.done),
-            ("failed", c.failed),
-            ("cancelled", c.cancelled),
-        ] {
+    for (job, counts) in jobs {
+        for phase in Phase::ALL {
             let labels = TaskLabels {
                 job: job.to_owned(),
-                state,
+                state: phase.name(),
             };
-            family.get_or_create(&labels).set(count as i64);
+            family.get_or_create(&labels).set(counts.of(phase) as i64);
         }
     }
     family

@@ -57,6 +57,53 @@ impl TaskState {
             TaskState::Done { .. } | TaskState::Failed { .. } | TaskState::Cancelled
         )
     }
+
+    pub fn phase(&self) -> Phase {
+        match self {
+            TaskState::Queued { .. } => Phase::Queued,
+            TaskState::Running { .. } => Phase::Running,
+            TaskState::Done { .. } => Phase::Done,
+            TaskState::Failed { .. } => Phase::Failed,
+            TaskState::Cancelled => Phase::Cancelled,
+        }
+    }
+}
+
+/// A task's state without its details: what the state database stores, what
+/// metrics are labelled with and what the task list shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    Queued,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 5] = [
+        Phase::Queued,
+        Phase::Running,
+        Phase::Done,
+        Phase::Failed,
+        Phase::Cancelled,
+    ];
+
+    /// The name the state database stores and metrics show.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Queued => "queued",
+            Phase::Running => "running",
+            Phase::Done => "done",
+            Phase::Failed => "failed",
+            Phase::Cancelled => "cancelled",
+        }
+    }
+
+    /// The phase of a [`name`](Self::name); `None` for any other text.
+    pub fn from_name(name: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|phase| phase.name() == name)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,13 +255,19 @@ struct Job {
 }
 
 impl Counts {
-    fn slot(&mut self, state: &TaskState) -> &mut usize {
-        match state {
-            TaskState::Queued { .. } => &mut self.queued,
-            TaskState::Running { .. } => &mut self.running,
-            TaskState::Done { .. } => &mut self.done,
-            TaskState::Failed { .. } => &mut self.failed,
-            TaskState::Cancelled => &mut self.cancelled,
+    /// The tasks in `phase`.
+    pub fn of(&self, phase: Phase) -> usize {
+        let mut counts = *self;
+        *counts.slot(phase)
+    }
+
+    fn slot(&mut self, phase: Phase) -> &mut usize {
+        match phase {
+            Phase::Queued => &mut self.queued,
+            Phase::Running => &mut self.running,
+            Phase::Done => &mut self.done,
+            Phase::Failed => &mut self.failed,
+            Phase::Cancelled => &mut self.cancelled,
         }
     }
 }
@@ -239,10 +292,10 @@ impl Job {
     /// Every change of a task's state goes through here, so the counts stay exact
     /// without scanning the tasks (grids have 100,000 of them).
     fn set_state(&mut self, task: &str, new: TaskState) {
-        *self.counts.slot(&new) += 1;
+        *self.counts.slot(new.phase()) += 1;
         match self.states.get_mut(task) {
             Some(old) => {
-                *self.counts.slot(old) -= 1;
+                *self.counts.slot(old.phase()) -= 1;
                 *old = new;
             }
             None => {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::Stream;
 use pastiche_proto::pb;
@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::scheduler::{
     Counts, Event, HeartbeatReply, JobSpec, Scheduler, SchedulerConfig, TaskState,
 };
-use crate::state::{JobRecord, State, TaskRecord};
+use crate::state::{unix_seconds, JobRecord, State, TaskRecord};
 
 /// Why a finished job has no report.
 enum ReportFailure {
@@ -98,12 +98,6 @@ pub struct Coordinator {
     metrics: Metrics,
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// Job ids go into object keys: lowercase letters, digits and dashes only.
 fn job_id_for(name: &str, grid: &str, submitted_at: i64, seq: u64) -> String {
     let mut slug: String = name
@@ -139,7 +133,7 @@ impl Coordinator {
         for stored in state.load(now)? {
             scheduler.restore(
                 stored.spec(),
-                stored.job.cancelled,
+                stored.cancelled,
                 &stored.states,
                 &stored.given_back,
                 now,
@@ -267,7 +261,7 @@ impl Coordinator {
                 weights: grid.weights_for(t.params.backbone).to_owned(),
             })
             .collect();
-        let submitted_at = unix_now();
+        let submitted_at = unix_seconds();
         let seq = self.next_worker.fetch_add(1, Ordering::Relaxed);
         let job = JobRecord {
             id: job_id_for(&grid.name, &request.grid_toml, submitted_at, seq),
@@ -280,7 +274,6 @@ impl Coordinator {
             },
             grid_toml: request.grid_toml,
             submitted_at,
-            cancelled: false,
             preview_every: request.preview_every.unwrap_or(grid.preview_every),
         };
         let spec = JobSpec {
@@ -316,12 +309,13 @@ impl Coordinator {
         inner
             .jobs
             .values()
-            .filter(|job| job.grid_toml == grid_toml && !job.cancelled)
+            .filter(|job| job.grid_toml == grid_toml)
             .filter(|job| {
-                inner
-                    .scheduler
-                    .counts(&job.id)
-                    .is_ok_and(|counts| !counts.finished())
+                let scheduler = &inner.scheduler;
+                scheduler.is_cancelled(&job.id) == Ok(false)
+                    && scheduler
+                        .counts(&job.id)
+                        .is_ok_and(|counts| !counts.finished())
             })
             .max_by_key(|job| (job.submitted_at, job.id.clone()))
             .map(|job| job.id.clone())
@@ -573,7 +567,7 @@ fn job_status(inner: &Inner, job: &str) -> Result<pb::JobStatus, CoordinatorErro
     let counts = inner.scheduler.counts(job)?;
     let state = if !counts.finished() {
         pb::JobState::Running
-    } else if record.cancelled || inner.scheduler.is_cancelled(job)? {
+    } else if inner.scheduler.is_cancelled(job)? {
         pb::JobState::Cancelled
     } else if counts.failed > 0 {
         pb::JobState::Failed
@@ -659,11 +653,7 @@ impl Farm for FarmService {
                 return Err(CoordinatorError::UnknownJob(job));
             }
             // A job that has ended stays as it ended.
-            let running = !inner.scheduler.counts(&job)?.finished();
             inner.scheduler.cancel(&job)?;
-            if let Some(record) = inner.jobs.get_mut(&job).filter(|_| running) {
-                record.cancelled = true;
-            }
             coordinator.commit(&mut inner)?;
             tracing::info!(%job, "job cancelled");
             Ok(pb::CancelJobResponse {})
