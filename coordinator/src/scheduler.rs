@@ -206,6 +206,23 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The job it happened to.
+    pub fn job(&self) -> &str {
+        match self {
+            Event::JobSubmitted { job, .. }
+            | Event::TaskLeased { job, .. }
+            | Event::TaskRequeued { job, .. }
+            | Event::TaskDone { job, .. }
+            | Event::TaskFailed { job, .. }
+            | Event::TaskCancelled { job, .. }
+            | Event::WorkerBlocklisted { job, .. }
+            | Event::JobCancelled { job }
+            | Event::JobFinished { job, .. } => job,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lease {
     pub job: JobId,
@@ -622,6 +639,26 @@ impl Scheduler {
         let reason = format!("given back by {worker}, which stopped");
         self.requeue(job_id, task, attempt + 1, reason, true);
         true
+    }
+
+    /// A worker stopped `attempt` when its heartbeat said the job was
+    /// cancelled: the task ends cancelled. Returns false for a stale report, and
+    /// for a task whose job asked for no cancel (it changes nothing then: the
+    /// lease expires, and the task is tried again).
+    pub fn acknowledge_cancel(
+        &mut self,
+        job_id: &str,
+        task: &str,
+        attempt: u32,
+        worker: &str,
+    ) -> bool {
+        match self.current_job(job_id, task, attempt, worker) {
+            Some(job) if job.cancel_requested(task) => {
+                self.end_cancelled(job_id, task);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Puts `task` back at the end of the queue, as `attempt`.
@@ -1067,7 +1104,7 @@ mod tests {
             HeartbeatReply::Cancel
         );
         // w1 stops and says so; w2 finished just before it heard.
-        assert!(s.fail("j", &a.task, a.attempt, "w1", false, "cancelled", now));
+        assert!(s.acknowledge_cancel("j", &a.task, a.attempt, "w1"));
         assert!(s.complete("j", &b.task, b.attempt, "w2"));
         let counts = s.counts("j").unwrap();
         assert_eq!(
@@ -1082,6 +1119,26 @@ mod tests {
             .iter()
             .any(|e| matches!(e, Event::JobFinished { .. })));
         assert_eq!(s.queue_depth(), 0);
+    }
+
+    #[test]
+    fn a_cancel_is_acknowledged_only_for_a_task_asked_to_stop() {
+        let mut s = scheduler();
+        let now = Instant::now();
+        s.submit(job("j", 0, &["a"])).unwrap();
+        let a = s.lease("w", now).unwrap();
+        assert!(
+            !s.acknowledge_cancel("j", "a", a.attempt, "w"),
+            "no cancel asked"
+        );
+        assert!(matches!(
+            s.task_state("j", "a").unwrap(),
+            TaskState::Running { .. }
+        ));
+        s.cancel("j").unwrap();
+        assert!(!s.acknowledge_cancel("j", "a", a.attempt, "other"), "stale");
+        assert!(s.acknowledge_cancel("j", "a", a.attempt, "w"));
+        assert_eq!(s.task_state("j", "a").unwrap(), &TaskState::Cancelled);
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{config, GRID};
+use pastiche_coordinator::core::{Coordinator, CoordinatorConfig};
 use pastiche_coordinator::server::serve;
-use pastiche_coordinator::service::{Coordinator, CoordinatorConfig};
 use pastiche_coordinator::state::State;
 use pastiche_proto::pb;
 use pastiche_proto::pb::farm_client::FarmClient;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{config, GRID};
+use pastiche_coordinator::core::Coordinator;
 use pastiche_coordinator::server::{serve_secured, ServerSecurity};
-use pastiche_coordinator::service::Coordinator;
 use pastiche_farm_tests::write_test_pki;
 use pastiche_proto::pb;
 use pastiche_proto::pb::farm_client::FarmClient;
