@@ -140,12 +140,7 @@ impl Workers for WorkersService {
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let r = request.into_inner();
-        let task = TaskRef {
-            worker: r.worker_id,
-            job: r.job_id,
-            task: r.task_id,
-            attempt: r.attempt,
-        };
+        let task = task_ref(r.task)?;
         let progress = Progress {
             iteration: r.iteration,
             iterations: r.iterations,
@@ -165,50 +160,63 @@ impl Workers for WorkersService {
     async fn complete(
         &self,
         request: Request<pb::CompleteRequest>,
-    ) -> Result<Response<pb::CompleteResponse>, Status> {
-        let r = request.into_inner();
-        let task = TaskRef {
-            worker: r.worker_id,
-            job: r.job_id,
-            task: r.task_id,
-            attempt: r.attempt,
-        };
-        let accepted = end(&self.0, task, Ending::Done).await?;
-        Ok(Response::new(pb::CompleteResponse { accepted }))
+    ) -> Result<Response<pb::TaskReportResponse>, Status> {
+        end(&self.0, request.into_inner().task, Ending::Done).await
     }
 
     async fn fail(
         &self,
         request: Request<pb::FailRequest>,
-    ) -> Result<Response<pb::FailResponse>, Status> {
+    ) -> Result<Response<pb::TaskReportResponse>, Status> {
         let r = request.into_inner();
-        let task = TaskRef {
-            worker: r.worker_id,
-            job: r.job_id,
-            task: r.task_id,
-            attempt: r.attempt,
+        let ending = Ending::Failed {
+            retryable: r.retryable,
+            error: r.error,
         };
-        let ending = if r.given_back {
-            Ending::GivenBack
-        } else {
-            Ending::Failed {
-                retryable: r.retryable,
-                error: r.error,
-            }
-        };
-        let accepted = end(&self.0, task, ending).await?;
-        Ok(Response::new(pb::FailResponse { accepted }))
+        end(&self.0, r.task, ending).await
     }
+
+    async fn give_back(
+        &self,
+        request: Request<pb::GiveBackRequest>,
+    ) -> Result<Response<pb::TaskReportResponse>, Status> {
+        end(&self.0, request.into_inner().task, Ending::GivenBack).await
+    }
+
+    async fn acknowledge_cancel(
+        &self,
+        request: Request<pb::AcknowledgeCancelRequest>,
+    ) -> Result<Response<pb::TaskReportResponse>, Status> {
+        end(
+            &self.0,
+            request.into_inner().task,
+            Ending::CancelAcknowledged,
+        )
+        .await
+    }
+}
+
+/// The attempt a worker's message is about.
+fn task_ref(task: Option<pb::TaskRef>) -> Result<TaskRef, Status> {
+    let task = task.ok_or_else(|| Status::from(ConversionError::missing("task")))?;
+    Ok(TaskRef {
+        worker: task.worker_id,
+        job: task.job_id,
+        task: task.task_id,
+        attempt: task.attempt,
+    })
 }
 
 /// A worker's report of how `task` ended, off the runtime's threads.
 async fn end(
     coordinator: &Arc<Coordinator>,
-    task: TaskRef,
+    task: Option<pb::TaskRef>,
     ending: Ending,
-) -> Result<bool, Status> {
+) -> Result<Response<pb::TaskReportResponse>, Status> {
+    let task = task_ref(task)?;
     let coordinator = Arc::clone(coordinator);
-    Ok(blocking(move || coordinator.end(&task, ending)).await?)
+    let accepted = blocking(move || coordinator.end(&task, ending)).await?;
+    Ok(Response::new(pb::TaskReportResponse { accepted }))
 }
 
 fn millis(duration: Duration) -> u32 {
@@ -349,7 +357,7 @@ impl From<JobEvent> for pb::JobEvent {
                     message,
                 } => Event::TaskEnded(pb::TaskEnded {
                     task_id: task,
-                    outcome: outcome_name(outcome).to_owned(),
+                    outcome: pb::TaskOutcome::from(outcome).into(),
                     message,
                 }),
                 JobChange::Report(ReportReady {
@@ -366,11 +374,13 @@ impl From<JobEvent> for pb::JobEvent {
     }
 }
 
-fn outcome_name(outcome: TaskOutcome) -> &'static str {
-    match outcome {
-        TaskOutcome::Done => "done",
-        TaskOutcome::Failed => "failed",
-        TaskOutcome::Cancelled => "cancelled",
-        TaskOutcome::Requeued => "requeued",
+impl From<TaskOutcome> for pb::TaskOutcome {
+    fn from(outcome: TaskOutcome) -> Self {
+        match outcome {
+            TaskOutcome::Done => pb::TaskOutcome::Done,
+            TaskOutcome::Failed => pb::TaskOutcome::Failed,
+            TaskOutcome::Cancelled => pb::TaskOutcome::Cancelled,
+            TaskOutcome::Requeued => pb::TaskOutcome::Requeued,
+        }
     }
 }
