@@ -295,7 +295,7 @@ pub async fn watch(connection: &Connection, store: &str, job: &str) -> Result<()
         }
         if let Some(pb::job_event::Event::TaskEnded(e)) = &event.event {
             previews.remove(&e.task_id);
-            if e.outcome == "failed" {
+            if e.outcome() == pb::TaskOutcome::Failed {
                 bar.suspend(|| eprintln!("task {} failed: {}", e.task_id, e.message));
             }
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use pastiche_coordinator::service::{Coordinator, CoordinatorConfig};
+use pastiche_coordinator::core::{Coordinator, CoordinatorConfig};
 use pastiche_spec::store::Store;
 use pastiche_worker::WorkerConfig;
 

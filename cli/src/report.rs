@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use pastiche_coordinator::report;
+use pastiche_coordinator::core::{reports, TaskInfo};
 use pastiche_proto::pb;
 use pastiche_report::{build_report, write_to_dir, Placement, ReportJob, ReportOptions};
 use pastiche_spec::store::Store;
@@ -57,7 +57,7 @@ pub async fn run(args: ReportArgs) -> Result<()> {
                 args.job,
                 farm::location(store.root(), &index)
             );
-            report::from_store(&store, &args.job).await?
+            reports::from_store(&store, &args.job).await?
         }
     };
     let job = if args.only.is_empty() {
@@ -110,7 +110,7 @@ async fn from_coordinator(mut client: FarmClient<AuthChannel>, job: &str) -> Res
         .into_inner();
     let mut tasks = Vec::new();
     while let Some(task) = stream.message().await.map_err(farm::status_error)? {
-        tasks.push(task);
+        tasks.push(TaskInfo::try_from(task)?);
     }
-    report::from_task_list(job, &status.name, tasks)
+    Ok(reports::from_tasks(job, &status.name, tasks))
 }

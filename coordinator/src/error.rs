@@ -17,6 +17,11 @@ pub enum CoordinatorError {
     Scheduler(#[from] SchedulerError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("the coordinator is shutting down; watch again once it is back")]
+    ShuttingDown,
+    /// Work handed to a thread of its own did not come back (it panicked).
+    #[error("coordinator task failed: {0}")]
+    Interrupted(String),
 }
 
 impl From<CoordinatorError> for Status {
@@ -29,7 +34,8 @@ impl From<CoordinatorError> for Status {
             CoordinatorError::BadGrid(_)
             | CoordinatorError::BadRequest(_)
             | CoordinatorError::Scheduler(SchedulerError::EmptyJob(_)) => Code::InvalidArgument,
-            CoordinatorError::State(_) => Code::Internal,
+            CoordinatorError::ShuttingDown => Code::Unavailable,
+            CoordinatorError::State(_) | CoordinatorError::Interrupted(_) => Code::Internal,
         };
         if code == Code::Internal {
             tracing::error!(error = %err, "internal error");

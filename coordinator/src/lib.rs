@@ -3,17 +3,18 @@
 //!
 //! - [`scheduler`]: who renders what, as plain data (no network, no clock);
 //! - [`state`]: the embedded database that makes a restart lose nothing;
-//! - [`service`]: the gRPC services over both; [`server`]: serving them, with
-//!   [`auth`]'s token check; [`metrics`]: what Prometheus scrapes;
-//! - [`report`]: finished jobs' reports, written into the store.
+//! - [`core`]: the application over both, on its own types (no protobuf):
+//!   jobs, the workers' reports, watch events, finished jobs' reports;
+//! - [`grpc`]: the gRPC services over the core; [`server`]: serving them, with
+//!   [`auth`]'s token check; [`metrics`]: what Prometheus scrapes.
 
 pub mod auth;
+pub mod core;
 pub mod error;
+pub mod grpc;
 pub mod metrics;
-pub mod report;
 pub mod scheduler;
 pub mod server;
-pub mod service;
 pub mod state;
 
 use std::time::Duration;

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use pastiche_coordinator::core::{Coordinator, CoordinatorConfig};
 use pastiche_coordinator::scheduler::SchedulerConfig;
 use pastiche_coordinator::server::ServerSecurity;
-use pastiche_coordinator::service::{Coordinator, CoordinatorConfig};
 use pastiche_coordinator::{metrics, parse_duration, server};
 use pastiche_proto::security::{Token, TOKEN_ENV};
 use pastiche_spec::store::Store;

@@ -28,12 +28,19 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::scheduler::{Counts, Event};
-use crate::service::Coordinator;
+use crate::scheduler::{Counts, Event, Phase};
 
 /// How long a finished job's task series stay on `/metrics`: long enough for
 /// every scrape and dashboard to see the final counts.
 pub const FINISHED_JOBS_SHOWN_FOR: Duration = Duration::from_secs(3600);
+
+/// Where the metrics come from (the coordinator's core), so that this module
+/// needs nothing of it but this.
+pub trait MetricsSource: Send + Sync + 'static {
+    fn metrics(&self) -> &Metrics;
+    /// Every job's task counts, and the tasks queued over all jobs.
+    fn task_counts(&self) -> (Vec<(String, Counts)>, usize);
+}
 
 /// What the coordinator counts as it goes.
 #[derive(Debug)]
@@ -181,8 +188,8 @@ impl Drop for Polling<'_> {
 }
 
 /// The registry that `--metrics-listen` serves.
-pub fn registry(coordinator: &Arc<Coordinator>) -> Registry {
-    let metrics = coordinator.metrics();
+pub fn registry<S: MetricsSource>(source: &Arc<S>) -> Registry {
+    let metrics = source.metrics();
     let mut registry = Registry::default();
     // The text encoding adds `_total` to counters.
     registry.register(
@@ -202,7 +209,8 @@ pub fn registry(coordinator: &Arc<Coordinator>) -> Registry {
         metrics.scheduling_latency.clone(),
     );
     // Weak: the coordinator owns its metrics, not the other way round.
-    registry.register_collector(Box::new(StateCollector(Arc::downgrade(coordinator))));
+    let source: Weak<dyn MetricsSource> = Arc::downgrade(source) as _;
+    registry.register_collector(Box::new(StateCollector(source)));
     registry
 }
 
@@ -215,35 +223,34 @@ struct TaskLabels {
 /// `pastiche_tasks{job,state}` from each job's counts.
 fn task_gauges<'a>(jobs: impl IntoIterator<Item = (&'a str, Counts)>) -> Family<TaskLabels, Gauge> {
     let family = Family::<TaskLabels, Gauge>::default();
-    for (job, c) in jobs {
-        for (state, count) in [
-            ("queued", c.queued),
-            ("running", c.running),
-            ("done", c.done),
-            ("failed", c.failed),
-            ("cancelled", c.cancelled),
-        ] {
+    for (job, counts) in jobs {
+        for phase in Phase::ALL {
             let labels = TaskLabels {
                 job: job.to_owned(),
-                state,
+                state: phase.name(),
             };
-            family.get_or_create(&labels).set(count as i64);
+            family.get_or_create(&labels).set(counts.of(phase) as i64);
         }
     }
     family
 }
 
 /// Reads the scheduler's state at each scrape.
-#[derive(Debug)]
-struct StateCollector(Weak<Coordinator>);
+struct StateCollector(Weak<dyn MetricsSource>);
+
+impl std::fmt::Debug for StateCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateCollector")
+    }
+}
 
 impl Collector for StateCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(coordinator) = self.0.upgrade() else {
+        let Some(source) = self.0.upgrade() else {
             return Ok(());
         };
-        let (jobs, queue_depth) = coordinator.task_counts();
-        let jobs = coordinator
+        let (jobs, queue_depth) = source.task_counts();
+        let jobs = source
             .metrics()
             .shown_jobs(jobs, Instant::now(), FINISHED_JOBS_SHOWN_FOR);
         let tasks = task_gauges(jobs.iter().map(|(job, c)| (job.as_str(), *c)));
@@ -260,7 +267,7 @@ impl Collector for StateCollector {
             None,
             depth.metric_type(),
         )?)?;
-        let workers = ConstGauge::new(coordinator.metrics().live_workers() as i64);
+        let workers = ConstGauge::new(source.metrics().live_workers() as i64);
         workers.encode(encoder.encode_descriptor(
             "pastiche_workers",
             "Workers polling now or heard from within the lease timeout",

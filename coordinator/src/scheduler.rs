@@ -57,6 +57,53 @@ impl TaskState {
             TaskState::Done { .. } | TaskState::Failed { .. } | TaskState::Cancelled
         )
     }
+
+    pub fn phase(&self) -> Phase {
+        match self {
+            TaskState::Queued { .. } => Phase::Queued,
+            TaskState::Running { .. } => Phase::Running,
+            TaskState::Done { .. } => Phase::Done,
+            TaskState::Failed { .. } => Phase::Failed,
+            TaskState::Cancelled => Phase::Cancelled,
+        }
+    }
+}
+
+/// A task's state without its details: what the state database stores, what
+/// metrics are labelled with and what the task list shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    Queued,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 5] = [
+        Phase::Queued,
+        Phase::Running,
+        Phase::Done,
+        Phase::Failed,
+        Phase::Cancelled,
+    ];
+
+    /// The name the state database stores and metrics show.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Queued => "queued",
+            Phase::Running => "running",
+            Phase::Done => "done",
+            Phase::Failed => "failed",
+            Phase::Cancelled => "cancelled",
+        }
+    }
+
+    /// The phase of a [`name`](Self::name); `None` for any other text.
+    pub fn from_name(name: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|phase| phase.name() == name)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +206,23 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The job it happened to.
+    pub fn job(&self) -> &str {
+        match self {
+            Event::JobSubmitted { job, .. }
+            | Event::TaskLeased { job, .. }
+            | Event::TaskRequeued { job, .. }
+            | Event::TaskDone { job, .. }
+            | Event::TaskFailed { job, .. }
+            | Event::TaskCancelled { job, .. }
+            | Event::WorkerBlocklisted { job, .. }
+            | Event::JobCancelled { job }
+            | Event::JobFinished { job, .. } => job,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lease {
     pub job: JobId,
@@ -208,13 +272,19 @@ struct Job {
 }
 
 impl Counts {
-    fn slot(&mut self, state: &TaskState) -> &mut usize {
-        match state {
-            TaskState::Queued { .. } => &mut self.queued,
-            TaskState::Running { .. } => &mut self.running,
-            TaskState::Done { .. } => &mut self.done,
-            TaskState::Failed { .. } => &mut self.failed,
-            TaskState::Cancelled => &mut self.cancelled,
+    /// The tasks in `phase`.
+    pub fn of(&self, phase: Phase) -> usize {
+        let mut counts = *self;
+        *counts.slot(phase)
+    }
+
+    fn slot(&mut self, phase: Phase) -> &mut usize {
+        match phase {
+            Phase::Queued => &mut self.queued,
+            Phase::Running => &mut self.running,
+            Phase::Done => &mut self.done,
+            Phase::Failed => &mut self.failed,
+            Phase::Cancelled => &mut self.cancelled,
         }
     }
 }
@@ -239,10 +309,10 @@ impl Job {
     /// Every change of a task's state goes through here, so the counts stay exact
     /// without scanning the tasks (grids have 100,000 of them).
     fn set_state(&mut self, task: &str, new: TaskState) {
-        *self.counts.slot(&new) += 1;
+        *self.counts.slot(new.phase()) += 1;
         match self.states.get_mut(task) {
             Some(old) => {
-                *self.counts.slot(old) -= 1;
+                *self.counts.slot(old.phase()) -= 1;
                 *old = new;
             }
             None => {
@@ -569,6 +639,26 @@ impl Scheduler {
         let reason = format!("given back by {worker}, which stopped");
         self.requeue(job_id, task, attempt + 1, reason, true);
         true
+    }
+
+    /// A worker stopped `attempt` when its heartbeat said the job was
+    /// cancelled: the task ends cancelled. Returns false for a stale report, and
+    /// for a task whose job asked for no cancel (it changes nothing then: the
+    /// lease expires, and the task is tried again).
+    pub fn acknowledge_cancel(
+        &mut self,
+        job_id: &str,
+        task: &str,
+        attempt: u32,
+        worker: &str,
+    ) -> bool {
+        match self.current_job(job_id, task, attempt, worker) {
+            Some(job) if job.cancel_requested(task) => {
+                self.end_cancelled(job_id, task);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Puts `task` back at the end of the queue, as `attempt`.
@@ -1014,7 +1104,7 @@ mod tests {
             HeartbeatReply::Cancel
         );
         // w1 stops and says so; w2 finished just before it heard.
-        assert!(s.fail("j", &a.task, a.attempt, "w1", false, "cancelled", now));
+        assert!(s.acknowledge_cancel("j", &a.task, a.attempt, "w1"));
         assert!(s.complete("j", &b.task, b.attempt, "w2"));
         let counts = s.counts("j").unwrap();
         assert_eq!(
@@ -1029,6 +1119,26 @@ mod tests {
             .iter()
             .any(|e| matches!(e, Event::JobFinished { .. })));
         assert_eq!(s.queue_depth(), 0);
+    }
+
+    #[test]
+    fn a_cancel_is_acknowledged_only_for_a_task_asked_to_stop() {
+        let mut s = scheduler();
+        let now = Instant::now();
+        s.submit(job("j", 0, &["a"])).unwrap();
+        let a = s.lease("w", now).unwrap();
+        assert!(
+            !s.acknowledge_cancel("j", "a", a.attempt, "w"),
+            "no cancel asked"
+        );
+        assert!(matches!(
+            s.task_state("j", "a").unwrap(),
+            TaskState::Running { .. }
+        ));
+        s.cancel("j").unwrap();
+        assert!(!s.acknowledge_cancel("j", "a", a.attempt, "other"), "stale");
+        assert!(s.acknowledge_cancel("j", "a", a.attempt, "w"));
+        assert_eq!(s.task_state("j", "a").unwrap(), &TaskState::Cancelled);
     }
 
     #[test]

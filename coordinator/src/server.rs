@@ -13,7 +13,8 @@ use tokio_stream::StreamExt;
 use tonic::transport::{Identity, ServerTlsConfig};
 
 use crate::auth::RequireToken;
-use crate::service::{Coordinator, FarmService, WorkersService};
+use crate::core::Coordinator;
+use crate::grpc::{FarmService, WorkersService};
 
 /// Who may call: the default is plaintext and open, as `pastiche local` runs.
 #[derive(Clone, Debug, Default)]

@@ -5,12 +5,12 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use pastiche_spec::RenderParams;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::scheduler::{Event, JobSpec, TaskState};
+use crate::scheduler::{Event, JobSpec, Phase, TaskState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -18,6 +18,13 @@ pub enum StateError {
     Sqlite(#[from] rusqlite::Error),
     #[error("cannot create {0}: {1}")]
     Directory(String, std::io::Error),
+    /// Written by a newer coordinator, or by hand.
+    #[error("state database: task '{task}' of job '{job}' is in an unknown state '{state}'")]
+    UnknownState {
+        job: String,
+        task: String,
+        state: String,
+    },
 }
 
 /// What a task needs besides its state: what to render, from which inputs.
@@ -40,7 +47,6 @@ pub struct JobRecord {
     pub grid_toml: String,
     /// Seconds since the Unix epoch.
     pub submitted_at: i64,
-    pub cancelled: bool,
     /// Workers store a preview every this many iterations (0: never).
     pub preview_every: u32,
 }
@@ -48,6 +54,8 @@ pub struct JobRecord {
 /// A job as it was stored, with every task's last state.
 pub struct StoredJob {
     pub job: JobRecord,
+    /// Cancelled while it ran; the scheduler keeps this once restored.
+    pub cancelled: bool,
     pub tasks: Vec<TaskRecord>,
     pub states: HashMap<String, TaskState>,
     /// How many times each task was given back by a stopping worker.
@@ -97,10 +105,9 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_kind ON events (kind, job_id);
 ";
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+/// Whole seconds since the Unix epoch, as the database keeps times.
+pub fn unix_seconds() -> i64 {
+    pastiche_spec::unix_now() as i64
 }
 
 impl State {
@@ -136,7 +143,7 @@ impl State {
         {
             let mut insert = tx.prepare(
                 "INSERT INTO tasks (job_id, task_id, position, params, content_key, style_key, weights, state, attempt)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', 1)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1)",
             )?;
             for (position, task) in tasks.iter().enumerate() {
                 let params = serde_json::to_string(&task.params).expect("params serialise");
@@ -147,13 +154,14 @@ impl State {
                     params,
                     task.content_key,
                     task.style_key,
-                    task.weights
+                    task.weights,
+                    Phase::Queued.name()
                 ])?;
             }
         }
         tx.execute(
             "INSERT INTO events (job_id, at, kind, message) VALUES (?1, ?2, 'submitted', ?3)",
-            params![job.id, unix_now(), format!("{} tasks", tasks.len())],
+            params![job.id, unix_seconds(), format!("{} tasks", tasks.len())],
         )?;
         tx.commit()?;
         Ok(())
@@ -165,9 +173,9 @@ impl State {
             return Ok(());
         }
         let tx = self.conn.transaction()?;
-        let at = unix_now();
+        let at = unix_seconds();
         for event in events {
-            let set = |state: &str,
+            let set = |phase: Phase,
                        attempt: u32,
                        worker: Option<&str>,
                        error: Option<&str>,
@@ -177,7 +185,7 @@ impl State {
                 tx.prepare_cached(
                     "UPDATE tasks SET state = ?1, attempt = ?2, worker = ?3, error = ?4 WHERE job_id = ?5 AND task_id = ?6",
                 )?
-                .execute(params![state, attempt, worker, error, job, task])
+                .execute(params![phase.name(), attempt, worker, error, job, task])
             };
             let log = |job: &str,
                        kind: &str,
@@ -198,7 +206,7 @@ impl State {
                     attempt,
                     worker,
                 } => {
-                    set("running", *attempt, Some(worker), None, job, task)?;
+                    set(Phase::Running, *attempt, Some(worker), None, job, task)?;
                     log(
                         job,
                         "leased",
@@ -215,7 +223,7 @@ impl State {
                     reason,
                     given_back,
                 } => {
-                    set("queued", *attempt, None, Some(reason), job, task)?;
+                    set(Phase::Queued, *attempt, None, Some(reason), job, task)?;
                     // Counted at load (see `load`): a give-back uses up no attempt.
                     log(
                         job,
@@ -236,7 +244,7 @@ impl State {
                     attempt,
                     worker,
                 } => {
-                    set("done", *attempt, Some(worker), None, job, task)?;
+                    set(Phase::Done, *attempt, Some(worker), None, job, task)?;
                     log(job, "done", Some(task), Some(*attempt), Some(worker), None)?;
                 }
                 Event::TaskFailed {
@@ -245,13 +253,13 @@ impl State {
                     attempt,
                     error,
                 } => {
-                    set("failed", *attempt, None, Some(error), job, task)?;
+                    set(Phase::Failed, *attempt, None, Some(error), job, task)?;
                     log(job, "failed", Some(task), Some(*attempt), None, Some(error))?;
                 }
                 Event::TaskCancelled { job, task } => {
                     tx.execute(
-                        "UPDATE tasks SET state = 'cancelled' WHERE job_id = ?1 AND task_id = ?2",
-                        params![job, task],
+                        "UPDATE tasks SET state = ?1 WHERE job_id = ?2 AND task_id = ?3",
+                        params![Phase::Cancelled.name(), job, task],
                     )?;
                     log(job, "cancelled", Some(task), None, None, None)?;
                 }
@@ -280,7 +288,7 @@ impl State {
     pub fn mark_reported(&mut self, job: &str, note: &str) -> Result<(), StateError> {
         self.conn.execute(
             "INSERT INTO events (job_id, at, kind, message) VALUES (?1, ?2, 'reported', ?3)",
-            params![job, unix_now(), note],
+            params![job, unix_seconds(), note],
         )?;
         Ok(())
     }
@@ -325,7 +333,7 @@ impl State {
     pub fn job(&self, job: &str) -> Result<Option<JobRecord>, StateError> {
         self.conn
             .query_row(
-                "SELECT id, name, priority, max_attempts, grid_toml, submitted_at, cancelled, preview_every FROM jobs WHERE id = ?1",
+                "SELECT id, name, priority, max_attempts, grid_toml, submitted_at, preview_every FROM jobs WHERE id = ?1",
                 params![job],
                 job_from_row,
             )
@@ -338,10 +346,12 @@ impl State {
     /// the scheduler gives them a fresh lease.
     pub fn load(&self, now: Instant) -> Result<Vec<StoredJob>, StateError> {
         let mut jobs_stmt = self.conn.prepare(
-            "SELECT id, name, priority, max_attempts, grid_toml, submitted_at, cancelled, preview_every FROM jobs ORDER BY seq",
+            "SELECT id, name, priority, max_attempts, grid_toml, submitted_at, preview_every, cancelled FROM jobs ORDER BY seq",
         )?;
-        let jobs: Vec<JobRecord> = jobs_stmt
-            .query_map([], job_from_row)?
+        let jobs: Vec<(JobRecord, bool)> = jobs_stmt
+            .query_map([], |row| {
+                Ok((job_from_row(row)?, row.get::<_, i64>(7)? != 0))
+            })?
             .collect::<Result<_, _>>()?;
         let mut tasks_stmt = self.conn.prepare(
             "SELECT task_id, params, content_key, style_key, weights, state, attempt, worker, error
@@ -351,7 +361,7 @@ impl State {
             "SELECT task_id, COUNT(*) FROM events WHERE job_id = ?1 AND kind = 'given-back' GROUP BY task_id",
         )?;
         let mut stored = Vec::with_capacity(jobs.len());
-        for job in jobs {
+        for (job, cancelled) in jobs {
             let given_back = given_back_stmt
                 .query_map(params![job.id], |row| Ok((row.get(0)?, row.get(1)?)))?
                 .collect::<Result<_, _>>()?;
@@ -363,33 +373,39 @@ impl State {
                 let attempt: u32 = row.get(6)?;
                 let worker: Option<String> = row.get(7)?;
                 let error: Option<String> = row.get(8)?;
-                let state = match state.as_str() {
-                    "running" => TaskState::Running {
+                Ok((record, state, attempt, worker, error))
+            })?;
+            for row in rows {
+                let (record, state, attempt, worker, error) = row?;
+                let phase = Phase::from_name(&state).ok_or_else(|| StateError::UnknownState {
+                    job: job.id.clone(),
+                    task: record.id.clone(),
+                    state,
+                })?;
+                let state = match phase {
+                    Phase::Queued => TaskState::Queued { attempt },
+                    Phase::Running => TaskState::Running {
                         attempt,
                         worker: worker.unwrap_or_default(),
                         lease_until: now,
                         cancel_requested: false,
                     },
-                    "done" => TaskState::Done {
+                    Phase::Done => TaskState::Done {
                         attempt,
                         worker: worker.unwrap_or_default(),
                     },
-                    "failed" => TaskState::Failed {
+                    Phase::Failed => TaskState::Failed {
                         attempt,
                         error: error.unwrap_or_default(),
                     },
-                    "cancelled" => TaskState::Cancelled,
-                    _ => TaskState::Queued { attempt },
+                    Phase::Cancelled => TaskState::Cancelled,
                 };
-                Ok((record, state))
-            })?;
-            for row in rows {
-                let (record, state) = row?;
                 states.insert(record.id.clone(), state);
                 tasks.push(record);
             }
             stored.push(StoredJob {
                 job,
+                cancelled,
                 tasks,
                 states,
                 given_back,
@@ -421,8 +437,7 @@ fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
         max_attempts: row.get(3)?,
         grid_toml: row.get(4)?,
         submitted_at: row.get(5)?,
-        cancelled: row.get::<_, i64>(6)? != 0,
-        preview_every: row.get(7)?,
+        preview_every: row.get(6)?,
     })
 }
 
@@ -476,7 +491,6 @@ mod tests {
             max_attempts,
             grid_toml: String::new(),
             submitted_at: 1,
-            cancelled: false,
             preview_every: 0,
         }
     }
@@ -504,6 +518,30 @@ mod tests {
         assert_eq!((job.id.as_str(), job.preview_every), ("old", 0));
         drop(state);
         State::open(&path).unwrap(); // migrating twice is a no-op
+    }
+
+    #[test]
+    fn a_task_in_an_unknown_state_fails_the_load_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let mut state = State::open(&path).unwrap();
+            state
+                .insert_job(&job("j", 3), &[task("a"), task("b")])
+                .unwrap();
+            state
+                .conn
+                .execute("UPDATE tasks SET state = 'paused' WHERE task_id = 'b'", [])
+                .unwrap();
+        }
+        let err = match State::open(&path).unwrap().load(Instant::now()) {
+            Ok(_) => panic!("a task in state 'paused' was loaded"),
+            Err(err) => err.to_string(),
+        };
+        assert!(
+            err.contains("'b'") && err.contains("'j'") && err.contains("'paused'"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -603,7 +641,6 @@ mod tests {
             max_attempts: 3,
             grid_toml: "content = \"c\"".into(),
             submitted_at: 5,
-            cancelled: false,
             preview_every: 10,
         };
         let tasks = [task("a"), task("b"), task("c")];

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{config, GRID};
+use pastiche_coordinator::core::{Coordinator, CoordinatorConfig};
 use pastiche_coordinator::server::serve;
-use pastiche_coordinator::service::{Coordinator, CoordinatorConfig};
 use pastiche_coordinator::state::State;
 use pastiche_proto::pb;
 use pastiche_proto::pb::farm_client::FarmClient;
@@ -80,6 +80,16 @@ async fn lease(
         .task
 }
 
+/// `worker`'s attempt at `task`, as its reports name it.
+fn task_ref(worker: &str, task: &pb::TaskAssignment) -> pb::TaskRef {
+    pb::TaskRef {
+        worker_id: worker.into(),
+        job_id: task.job_id.clone(),
+        task_id: task.task_id.clone(),
+        attempt: task.attempt,
+    }
+}
+
 /// A heartbeat without progress; returns the directive.
 async fn heartbeat(
     workers: &mut WorkersClient<Channel>,
@@ -88,10 +98,7 @@ async fn heartbeat(
 ) -> i32 {
     workers
         .heartbeat(pb::HeartbeatRequest {
-            worker_id: worker.into(),
-            job_id: task.job_id.clone(),
-            task_id: task.task_id.clone(),
-            attempt: task.attempt,
+            task: Some(task_ref(worker, task)),
             ..Default::default()
         })
         .await
@@ -108,10 +115,7 @@ async fn complete(
 ) -> bool {
     workers
         .complete(pb::CompleteRequest {
-            worker_id: worker.into(),
-            job_id: task.job_id.clone(),
-            task_id: task.task_id.clone(),
-            attempt: task.attempt,
+            task: Some(task_ref(worker, task)),
         })
         .await
         .unwrap()
@@ -210,10 +214,7 @@ async fn a_job_runs_to_completion_and_its_watchers_see_it() {
         let reply = farm_side
             .workers
             .heartbeat(pb::HeartbeatRequest {
-                worker_id: worker.clone(),
-                job_id: task.job_id.clone(),
-                task_id: task.task_id.clone(),
-                attempt: task.attempt,
+                task: Some(task_ref(&worker, &task)),
                 iteration: 1,
                 iterations: 3,
                 latest: None,
@@ -234,7 +235,7 @@ async fn a_job_runs_to_completion_and_its_watchers_see_it() {
     while let Some(event) = watch.message().await.unwrap() {
         match event.event {
             Some(pb::job_event::Event::TaskEnded(e)) => {
-                assert_eq!(e.outcome, "done");
+                assert_eq!(e.outcome(), pb::TaskOutcome::Done);
                 ended += 1;
             }
             Some(pb::job_event::Event::Progress(p)) => {
@@ -322,18 +323,14 @@ async fn cancelling_tells_the_running_worker_and_drops_the_rest() {
         lease(&mut c.workers, &worker, 10).await.is_none(),
         "nothing left to take"
     );
-    c.workers
-        .fail(pb::FailRequest {
-            worker_id: worker,
-            job_id: task.job_id,
-            task_id: task.task_id,
-            attempt: task.attempt,
-            retryable: false,
-            error: "cancelled".into(),
-            ..Default::default()
+    let acknowledged = c
+        .workers
+        .acknowledge_cancel(pb::AcknowledgeCancelRequest {
+            task: Some(task_ref(&worker, &task)),
         })
         .await
         .unwrap();
+    assert!(acknowledged.into_inner().accepted);
     let status = job_status(&mut c.farm, &job.job_id).await;
     assert_eq!(status.state, pb::JobState::Cancelled as i32);
     assert_eq!(status.counts.unwrap().cancelled, 2);
@@ -485,6 +482,13 @@ async fn bad_requests_get_clear_statuses() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
+    let err = c
+        .workers
+        .give_back(pb::GiveBackRequest { task: None })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("task"), "{}", err.message());
     c.shutdown().await;
 }
 
@@ -511,7 +515,7 @@ async fn health_checking_and_reflection_are_served() {
         .await
         .unwrap();
     let mut health = HealthClient::new(channel.clone());
-    for service in ["pastiche.v1.Farm", "pastiche.v1.Workers"] {
+    for service in ["pastiche.v2.Farm", "pastiche.v2.Workers"] {
         let reply = health
             .check(HealthCheckRequest {
                 service: service.into(),
@@ -537,9 +541,9 @@ async fn health_checking_and_reflection_are_served() {
         panic!("unexpected reflection reply");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(names.contains(&"pastiche.v1.Farm".to_string()), "{names:?}");
+    assert!(names.contains(&"pastiche.v2.Farm".to_string()), "{names:?}");
     assert!(
-        names.contains(&"pastiche.v1.Workers".to_string()),
+        names.contains(&"pastiche.v2.Workers".to_string()),
         "{names:?}"
     );
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{config, GRID};
+use pastiche_coordinator::core::Coordinator;
 use pastiche_coordinator::server::{serve_secured, ServerSecurity};
-use pastiche_coordinator::service::Coordinator;
 use pastiche_farm_tests::write_test_pki;
 use pastiche_proto::pb;
 use pastiche_proto::pb::farm_client::FarmClient;
@@ -91,7 +91,7 @@ async fn without_the_token_every_call_but_health_is_refused() {
         // Kubernetes probes carry no token.
         let reply = HealthClient::new(channel)
             .check(HealthCheckRequest {
-                service: "pastiche.v1.Workers".into(),
+                service: "pastiche.v2.Workers".into(),
             })
             .await
             .unwrap()
@@ -252,13 +252,14 @@ async fn metrics_follow_the_scheduler() {
     let first = lease(&mut workers, &worker).await;
     workers
         .fail(pb::FailRequest {
-            worker_id: worker.clone(),
-            job_id: job.clone(),
-            task_id: first.task_id.clone(),
-            attempt: first.attempt,
+            task: Some(pb::TaskRef {
+                worker_id: worker.clone(),
+                job_id: job.clone(),
+                task_id: first.task_id.clone(),
+                attempt: first.attempt,
+            }),
             retryable: true,
             error: "out of memory".into(),
-            ..Default::default()
         })
         .await
         .unwrap();
@@ -268,10 +269,12 @@ async fn metrics_follow_the_scheduler() {
     assert_eq!((&retried.task_id, retried.attempt), (&first.task_id, 2));
     workers
         .complete(pb::CompleteRequest {
-            worker_id: worker.clone(),
-            job_id: job.clone(),
-            task_id: retried.task_id.clone(),
-            attempt: retried.attempt,
+            task: Some(pb::TaskRef {
+                worker_id: worker.clone(),
+                job_id: job.clone(),
+                task_id: retried.task_id.clone(),
+                attempt: retried.attempt,
+            }),
         })
         .await
         .unwrap();

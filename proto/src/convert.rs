@@ -17,7 +17,7 @@ pub struct ConversionError {
 }
 
 impl ConversionError {
-    fn missing(field: &'static str) -> Self {
+    pub fn missing(field: &'static str) -> Self {
         ConversionError {
             field,
             reason: "missing".into(),

@@ -9,7 +9,7 @@ pub mod security;
 /// Generated from pastiche.proto.
 pub mod pb {
     #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("pastiche.v1");
+    tonic::include_proto!("pastiche.v2");
 }
 
 /// Encoded descriptors of pastiche.proto, for gRPC reflection.

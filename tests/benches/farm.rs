@@ -229,10 +229,12 @@ async fn scheduling_only(url: &str, tasks: usize) -> Duration {
                 };
                 workers
                     .complete(pb::CompleteRequest {
-                        worker_id: id.clone(),
-                        job_id: task.job_id,
-                        task_id: task.task_id,
-                        attempt: task.attempt,
+                        task: Some(pb::TaskRef {
+                            worker_id: id.clone(),
+                            job_id: task.job_id,
+                            task_id: task.task_id,
+                            attempt: task.attempt,
+                        }),
                     })
                     .await
                     .unwrap();

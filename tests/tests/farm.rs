@@ -129,7 +129,7 @@ async fn wait_for_progress(url: &str, job: &str) -> String {
 }
 
 /// Waits until some task of the job has ended as `outcome`.
-async fn wait_for_task_end(url: &str, job: &str, outcome: &str) {
+async fn wait_for_task_end(url: &str, job: &str, outcome: pb::TaskOutcome) {
     let mut farm = FarmClient::connect(url.to_owned()).await.unwrap();
     let mut events = farm
         .watch_job(pb::WatchJobRequest { job_id: job.into() })
@@ -137,16 +137,16 @@ async fn wait_for_task_end(url: &str, job: &str, outcome: &str) {
         .unwrap()
         .into_inner();
     while let Some(event) = events.message().await.unwrap() {
-        let ended = matches!(&event.event, Some(pb::job_event::Event::TaskEnded(e)) if e.outcome == outcome);
+        let ended = matches!(&event.event, Some(pb::job_event::Event::TaskEnded(e)) if e.outcome() == outcome);
         let counted = event
             .status
             .and_then(|s| s.counts)
-            .is_some_and(|c| outcome == "done" && c.done > 0);
+            .is_some_and(|c| outcome == pb::TaskOutcome::Done && c.done > 0);
         if ended || counted {
             return;
         }
     }
-    panic!("the job ended without a task {outcome}");
+    panic!("the job ended without a task {outcome:?}");
 }
 
 fn task_dirs(store: &Path, job: &str) -> Vec<PathBuf> {
@@ -293,7 +293,7 @@ async fn a_coordinator_killed_mid_grid_and_restarted_finishes_it() {
         "[grid]\nsize = [32, 36, 40]\niterations = 12\n",
     );
     let job = submit(&url, &store, &grid);
-    wait_for_task_end(&url, &job, "done").await;
+    wait_for_task_end(&url, &job, pb::TaskOutcome::Done).await;
     coordinator.proc.kill9();
     // Same address, same database: the worker reconnects by itself.
     let restarted = start_coordinator(&db, &addr, "2s");

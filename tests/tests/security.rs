@@ -203,9 +203,9 @@ fn without_the_token_workers_and_users_are_refused() {
         log.contains("refused a call without a valid token"),
         "{log}"
     );
-    assert!(log.contains("/pastiche.v1.Workers/Register"), "{log}");
-    assert!(log.contains("/pastiche.v1.Farm/ListJobs"), "{log}");
-    assert!(log.contains("/pastiche.v1.Farm/GetJob"), "{log}");
+    assert!(log.contains("/pastiche.v2.Workers/Register"), "{log}");
+    assert!(log.contains("/pastiche.v2.Farm/ListJobs"), "{log}");
+    assert!(log.contains("/pastiche.v2.Farm/GetJob"), "{log}");
     assert!(log.contains("peer=127.0.0.1:"), "{log}");
     for secret in [TOKEN, "not-the-token"] {
         assert!(!log.contains(secret), "the log shows '{secret}':\n{log}");

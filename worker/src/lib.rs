@@ -79,8 +79,8 @@ enum Outcome {
     Stale,
 }
 
-/// Runs until `shutdown` resolves. A task in progress is then given back (reported
-/// as a retryable failure) so that another worker picks it up at once.
+/// Runs until `shutdown` resolves. A task in progress is then given back so that
+/// another worker picks it up at once.
 pub async fn run(
     config: WorkerConfig,
     shutdown: impl std::future::Future<Output = ()>,
@@ -224,7 +224,7 @@ impl Worker {
                 "failed"
             }
             Outcome::Cancelled => {
-                self.report_failure(&task, false, "cancelled").await;
+                self.acknowledge_cancel(&task).await;
                 "cancelled"
             }
             Outcome::Stale => {
@@ -305,10 +305,7 @@ impl Worker {
                 _ = beats.tick(), if stop.is_none() => {
                     let latest: Option<(u32, LossRecord)> = *progress.borrow();
                     let request = pb::HeartbeatRequest {
-                        worker_id: self.id.clone(),
-                        job_id: task.job_id.clone(),
-                        task_id: task.task_id.clone(),
-                        attempt: task.attempt,
+                        task: Some(self.task_ref(task)),
                         iteration: latest.map_or(0, |(i, _)| i),
                         iterations: params.iterations,
                         latest: latest.map(|(_, l)| (&l).into()),
@@ -355,10 +352,7 @@ impl Worker {
     ) -> T {
         let mut client = self.client.clone();
         let beat = pb::HeartbeatRequest {
-            worker_id: self.id.clone(),
-            job_id: task.job_id.clone(),
-            task_id: task.task_id.clone(),
-            attempt: task.attempt,
+            task: Some(self.task_ref(task)),
             ..Default::default()
         };
         let mut beats = tokio::time::interval(self.beat_period());
@@ -434,70 +428,98 @@ impl Worker {
         Ok(())
     }
 
-    async fn report_complete(&mut self, task: &pb::TaskAssignment) {
-        let request = pb::CompleteRequest {
+    /// What each report on `task` names it by.
+    fn task_ref(&self, task: &pb::TaskAssignment) -> pb::TaskRef {
+        pb::TaskRef {
             worker_id: self.id.clone(),
             job_id: task.job_id.clone(),
             task_id: task.task_id.clone(),
             attempt: task.attempt,
+        }
+    }
+
+    async fn report_complete(&self, task: &pb::TaskAssignment) {
+        let request = pb::CompleteRequest {
+            task: Some(self.task_ref(task)),
         };
-        let client = &self.client;
-        let reply = while_unavailable(REPORT_PATIENCE, "reporting", || {
-            let (mut client, request) = (client.clone(), request.clone());
-            async move { client.complete(request).await }
-        })
-        .await;
-        match reply {
-            Ok(reply) if reply.get_ref().accepted => {
-                tracing::info!(job = %task.job_id, task = %task.task_id, "task done")
-            }
-            Ok(_) => {
+        let accepted = self
+            .report_end(request, |mut client, request| async move {
+                client.complete(request).await
+            })
+            .await;
+        match accepted {
+            Some(true) => tracing::info!(job = %task.job_id, task = %task.task_id, "task done"),
+            Some(false) => {
                 tracing::info!(job = %task.job_id, task = %task.task_id, "completion was stale")
             }
             // The lease will expire and another worker redo the task; its outputs
             // are the same objects.
-            Err(status) => tracing::warn!(error = %status.message(), "reporting completion failed"),
+            None => {}
         }
     }
 
-    async fn report_failure(&mut self, task: &pb::TaskAssignment, retryable: bool, error: &str) {
+    async fn report_failure(&self, task: &pb::TaskAssignment, retryable: bool, error: &str) {
         tracing::warn!(job = %task.job_id, task = %task.task_id, retryable, %error, "task failed");
-        self.send_failure(pb::FailRequest {
-            worker_id: self.id.clone(),
-            job_id: task.job_id.clone(),
-            task_id: task.task_id.clone(),
-            attempt: task.attempt,
+        let request = pb::FailRequest {
+            task: Some(self.task_ref(task)),
             retryable,
             error: error.to_owned(),
-            given_back: false,
+        };
+        self.report_end(request, |mut client, request| async move {
+            client.fail(request).await
+        })
+        .await;
+    }
+
+    /// Says that the render stopped when the coordinator said the job was cancelled.
+    async fn acknowledge_cancel(&self, task: &pb::TaskAssignment) {
+        tracing::info!(job = %task.job_id, task = %task.task_id, "task cancelled");
+        let request = pb::AcknowledgeCancelRequest {
+            task: Some(self.task_ref(task)),
+        };
+        self.report_end(request, |mut client, request| async move {
+            client.acknowledge_cancel(request).await
         })
         .await;
     }
 
     /// Hands the task back on the way out: another worker gets it at once, and
     /// it uses up none of its attempts.
-    async fn give_back(&mut self, task: &pb::TaskAssignment) {
+    async fn give_back(&self, task: &pb::TaskAssignment) {
         tracing::info!(job = %task.job_id, task = %task.task_id, "giving the task back");
-        self.send_failure(pb::FailRequest {
-            worker_id: self.id.clone(),
-            job_id: task.job_id.clone(),
-            task_id: task.task_id.clone(),
-            attempt: task.attempt,
-            given_back: true,
-            ..Default::default()
+        let request = pb::GiveBackRequest {
+            task: Some(self.task_ref(task)),
+        };
+        self.report_end(request, |mut client, request| async move {
+            client.give_back(request).await
         })
         .await;
     }
 
-    async fn send_failure(&mut self, request: pb::FailRequest) {
-        let client = &self.client;
+    /// Tells the coordinator how a task ended with `call`, one of its task-report
+    /// RPCs, waiting out a coordinator that is restarting. Whether it accepted
+    /// the report; none if it could not be told.
+    async fn report_end<R, Reply>(
+        &self,
+        request: R,
+        call: impl Fn(WorkersClient<AuthChannel>, R) -> Reply,
+    ) -> Option<bool>
+    where
+        R: Clone,
+        Reply: std::future::Future<
+            Output = Result<tonic::Response<pb::TaskReportResponse>, tonic::Status>,
+        >,
+    {
         let reply = while_unavailable(REPORT_PATIENCE, "reporting", || {
-            let (mut client, request) = (client.clone(), request.clone());
-            async move { client.fail(request).await }
+            call(self.client.clone(), request.clone())
         })
         .await;
-        if let Err(status) = reply {
-            tracing::warn!(error = %status.message(), "reporting the failure failed");
+        match reply {
+            Ok(reply) => Some(reply.into_inner().accepted),
+            Err(status) => {
+                tracing::warn!(error = %status.message(), "reporting how the task ended failed");
+                None
+            }
         }
     }
 }

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use pastiche_coordinator::core::CoordinatorConfig;
 use pastiche_coordinator::scheduler::SchedulerConfig;
-use pastiche_coordinator::service::CoordinatorConfig;
 
 /// Two tasks on inputs that are already (nominally) in the store.
 pub const GRID: &str = r#"

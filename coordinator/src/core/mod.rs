@@ -1,0 +1,568 @@
+//! The coordinator's application: jobs and their tasks over the scheduler and the
+//! state database, the workers' reports, watch events and finished jobs' reports.
+//! It takes and returns its own types ([`types`]); no network code here, and
+//! no protobuf: [`crate::grpc`] serves it.
+
+pub mod reports;
+pub mod types;
+mod watch;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use pastiche_spec::store::Store;
+use pastiche_spec::{layout, parse_grid};
+use tokio::sync::{broadcast, mpsc, Notify};
+
+use crate::error::CoordinatorError;
+use crate::metrics::{Metrics, MetricsSource};
+use crate::scheduler::{Counts, HeartbeatReply, JobSpec, Scheduler, SchedulerConfig, TaskState};
+use crate::state::{unix_seconds, JobRecord, State, TaskRecord};
+pub use types::*;
+use watch::Broadcast;
+
+/// Longest a lease request is held open waiting for work.
+const MAX_LEASE_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    pub scheduler: SchedulerConfig,
+    /// Attempts per task when a submission does not say.
+    pub default_max_attempts: u32,
+    /// Where finished jobs' reports go (the farm's store); none: no reports.
+    pub store: Option<Store>,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            scheduler: SchedulerConfig::default(),
+            default_max_attempts: 3,
+            store: None,
+        }
+    }
+}
+
+struct Inner {
+    scheduler: Scheduler,
+    state: State,
+    jobs: HashMap<String, JobRecord>,
+}
+
+pub struct Coordinator {
+    inner: Mutex<Inner>,
+    config: CoordinatorConfig,
+    /// Woken whenever a task may have become available to lease.
+    work: Notify,
+    /// Set when the server begins to shut down: long polls and watches end, so
+    /// that their connections close and the shutdown is not held up.
+    closing: tokio::sync::watch::Sender<bool>,
+    events: broadcast::Sender<Broadcast>,
+    next_worker: AtomicU64,
+    /// Jobs that finished, for the reporter (see `spawn_reporter`).
+    finished_jobs: mpsc::UnboundedSender<String>,
+    finished_jobs_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    /// Finished jobs whose report is yet to be written (or to fail): their
+    /// watchers wait for it.
+    reports_pending: Mutex<HashSet<String>>,
+    metrics: Metrics,
+}
+
+/// Job ids go into object keys: lowercase letters, digits and dashes only.
+fn job_id_for(name: &str, grid: &str, submitted_at: i64, seq: u64) -> String {
+    let mut slug: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    slug.truncate(40);
+    let slug = slug.trim_matches('-');
+    let slug = if slug.is_empty() { "job" } else { slug };
+    let salt = pastiche_spec::sha256_hex(format!("{grid}\n{submitted_at}\n{seq}").as_bytes());
+    format!("{slug}-{}", &salt[..8])
+}
+
+impl Coordinator {
+    /// Opens (or creates) the state database and restores every job in it.
+    pub fn open(
+        db: Option<&Path>,
+        config: CoordinatorConfig,
+    ) -> Result<Arc<Self>, CoordinatorError> {
+        let state = match db {
+            Some(path) => State::open(path)?,
+            None => State::in_memory()?,
+        };
+        let now = Instant::now();
+        let mut scheduler = Scheduler::new(config.scheduler);
+        let mut jobs = HashMap::new();
+        for stored in state.load(now)? {
+            scheduler.restore(
+                stored.spec(),
+                stored.cancelled,
+                &stored.states,
+                &stored.given_back,
+                now,
+            )?;
+            jobs.insert(stored.job.id.clone(), stored.job);
+        }
+        if !jobs.is_empty() {
+            tracing::info!(jobs = jobs.len(), "restored jobs from the state database");
+        }
+        let (events, _) = broadcast::channel(4096);
+        let (finished_jobs, finished_jobs_rx) = mpsc::unbounded_channel();
+        Ok(Arc::new(Coordinator {
+            inner: Mutex::new(Inner {
+                scheduler,
+                state,
+                jobs,
+            }),
+            metrics: Metrics::new(config.scheduler.lease_timeout),
+            config,
+            work: Notify::new(),
+            closing: tokio::sync::watch::Sender::new(false),
+            events,
+            next_worker: AtomicU64::new(1),
+            finished_jobs,
+            finished_jobs_rx: Mutex::new(Some(finished_jobs_rx)),
+            reports_pending: Mutex::new(HashSet::new()),
+        }))
+    }
+
+    /// Ends every long poll and watch; see `closing`.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`close`](Self::close) was called.
+    async fn closed(&self) {
+        let mut closing = self.closing.subscribe();
+        let _ = closing.wait_for(|closing| *closing).await;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Persists what the scheduler did, then tells watchers and waiting workers.
+    fn commit(&self, inner: &mut Inner) -> Result<(), CoordinatorError> {
+        let events = inner.scheduler.take_events();
+        inner.state.apply(&events)?;
+        self.metrics.record(&events);
+        let mut wake = false;
+        for event in &events {
+            wake |= watch::makes_work(event);
+            let job = event.job();
+            let Ok(status) = job_status(inner, job) else {
+                continue;
+            };
+            // With reports, watchers stay until the reporter says where it is.
+            let reporting = self.config.store.is_some();
+            let finished = status.ended() && !reporting;
+            if reporting && matches!(event, crate::scheduler::Event::JobFinished { .. }) {
+                self.reports_pending().insert(job.to_owned());
+                let _ = self.finished_jobs.send(job.to_owned());
+            }
+            let change = watch::task_ended(event);
+            self.publish(job, JobEvent { status, change }, finished);
+        }
+        if wake {
+            self.work.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Expands and records a grid; its tasks are leasable once this returns.
+    pub fn submit(&self, submission: Submission) -> Result<Submitted, CoordinatorError> {
+        let grid_name = match submission.grid_name.as_str() {
+            "" => "grid.toml",
+            name => name,
+        };
+        let grid = parse_grid(Path::new(grid_name), &submission.grid_toml)
+            .map_err(|e| CoordinatorError::BadGrid(e.to_string()))?;
+        let tasks: Vec<TaskRecord> = grid
+            .identified_tasks()
+            .into_iter()
+            .map(|(id, t)| TaskRecord {
+                id,
+                params: t.params.clone(),
+                content_key: t.content.clone(),
+                style_key: t.style.clone(),
+                weights: grid.weights_for(t.params.backbone).to_owned(),
+            })
+            .collect();
+        let submitted_at = unix_seconds();
+        let seq = self.next_worker.fetch_add(1, Ordering::Relaxed);
+        let job = JobRecord {
+            id: job_id_for(&grid.name, &submission.grid_toml, submitted_at, seq),
+            name: grid.name.clone(),
+            priority: submission.priority,
+            max_attempts: submission
+                .max_attempts
+                .unwrap_or(self.config.default_max_attempts),
+            grid_toml: submission.grid_toml,
+            submitted_at,
+            preview_every: submission.preview_every.unwrap_or(grid.preview_every),
+        };
+        let spec = JobSpec {
+            id: job.id.clone(),
+            priority: job.priority,
+            max_attempts: job.max_attempts,
+            tasks: tasks.iter().map(|t| t.id.clone()).collect(),
+        };
+        let mut inner = self.lock();
+        inner.state.insert_job(&job, &tasks)?;
+        inner.scheduler.submit(spec)?;
+        inner.jobs.insert(job.id.clone(), job.clone());
+        self.commit(&mut inner)?;
+        tracing::info!(job = %job.id, tasks = tasks.len(), "job submitted");
+        Ok(Submitted {
+            job: job.id,
+            tasks: tasks.len(),
+        })
+    }
+
+    pub fn status(&self, job: &str) -> Result<JobStatus, CoordinatorError> {
+        job_status(&self.lock(), job)
+    }
+
+    /// Every job, in serving order.
+    pub fn list_jobs(&self) -> Result<Vec<JobStatus>, CoordinatorError> {
+        let inner = self.lock();
+        inner
+            .scheduler
+            .jobs()
+            .map(|spec| job_status(&inner, &spec.id))
+            .collect()
+    }
+
+    /// Cancels a running job; one that has ended stays as it ended.
+    pub fn cancel(&self, job: &str) -> Result<(), CoordinatorError> {
+        let mut inner = self.lock();
+        if !inner.jobs.contains_key(job) {
+            return Err(CoordinatorError::UnknownJob(job.to_owned()));
+        }
+        inner.scheduler.cancel(job)?;
+        self.commit(&mut inner)?;
+        tracing::info!(%job, "job cancelled");
+        Ok(())
+    }
+
+    /// The latest job submitted with exactly this grid that is still running
+    /// (not finished, not cancelled): what `pastiche local` carries on with.
+    pub fn running_job_with_grid(&self, grid_toml: &str) -> Option<String> {
+        let inner = self.lock();
+        inner
+            .jobs
+            .values()
+            .filter(|job| job.grid_toml == grid_toml)
+            .filter(|job| {
+                let scheduler = &inner.scheduler;
+                scheduler.is_cancelled(&job.id) == Ok(false)
+                    && scheduler
+                        .counts(&job.id)
+                        .is_ok_and(|counts| !counts.finished())
+            })
+            .max_by_key(|job| (job.submitted_at, job.id.clone()))
+            .map(|job| job.id.clone())
+    }
+
+    /// Requeues tasks whose leases ran out; called periodically.
+    pub fn expire_leases(&self, now: Instant) -> Result<usize, CoordinatorError> {
+        let mut inner = self.lock();
+        let expired = inner.scheduler.expire_leases(now);
+        if expired > 0 {
+            tracing::warn!(expired, "leases expired; tasks requeued");
+            self.metrics.leases_expired(expired);
+            self.commit(&mut inner)?;
+        }
+        Ok(expired)
+    }
+
+    /// Runs [`expire_leases`](Self::expire_leases) every quarter lease until the
+    /// process ends.
+    pub fn spawn_lease_reaper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let coordinator = Arc::clone(self);
+        let period = (self.config.scheduler.lease_timeout / 4).max(Duration::from_millis(50));
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            loop {
+                ticks.tick().await;
+                if let Err(err) = coordinator.expire_leases(Instant::now()) {
+                    tracing::error!(error = %err, "expiring leases failed");
+                }
+            }
+        })
+    }
+
+    /// Every task of `job` in grid order, with where it stands.
+    pub fn tasks(&self, job: &str) -> Result<Vec<TaskInfo>, CoordinatorError> {
+        let inner = self.lock();
+        if !inner.jobs.contains_key(job) {
+            return Err(CoordinatorError::UnknownJob(job.to_owned()));
+        }
+        inner
+            .state
+            .tasks(job)?
+            .into_iter()
+            .map(|record| {
+                let state = inner.scheduler.task_state(job, &record.id)?;
+                let (attempts, error) = match state {
+                    // Its attempt is the next one.
+                    TaskState::Queued { attempt } => (attempt - 1, ""),
+                    TaskState::Running { attempt, .. } | TaskState::Done { attempt, .. } => {
+                        (*attempt, "")
+                    }
+                    TaskState::Failed { attempt, error } => (*attempt, error.as_str()),
+                    TaskState::Cancelled => (0, ""),
+                };
+                Ok(TaskInfo {
+                    phase: state.phase(),
+                    attempts,
+                    error: error.to_owned(),
+                    id: record.id,
+                    params: record.params,
+                    content_key: record.content_key,
+                    style_key: record.style_key,
+                })
+            })
+            .collect()
+    }
+
+    /// Signs a worker up; a restarted worker is a new worker, and the leases of
+    /// its previous life expire.
+    pub fn register(&self, registration: &Registration) -> Result<Registered, CoordinatorError> {
+        let name = registration.name.trim();
+        if name.is_empty() {
+            return Err(CoordinatorError::BadRequest("a worker needs a name".into()));
+        }
+        let n = self.next_worker.fetch_add(1, Ordering::Relaxed);
+        let worker = format!("{name}#{n}");
+        tracing::info!(
+            %worker,
+            device = %registration.device,
+            device_name = %registration.device_name,
+            memory = registration.device_memory_bytes,
+            "worker registered"
+        );
+        Ok(Registered {
+            worker,
+            lease_timeout: self.config.scheduler.lease_timeout,
+        })
+    }
+
+    /// The next task for `worker`, waiting up to `wait` (at most
+    /// [`MAX_LEASE_WAIT`]) for one; none if none came, or the coordinator is
+    /// closing.
+    pub async fn lease(
+        self: &Arc<Self>,
+        worker: &str,
+        wait: Duration,
+    ) -> Result<Option<Assignment>, CoordinatorError> {
+        if worker.is_empty() {
+            return Err(CoordinatorError::BadRequest(
+                "lease without a worker id".into(),
+            ));
+        }
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_LEASE_WAIT);
+        let _polling = self.metrics.polling(worker);
+        loop {
+            // Register for a wake-up before looking, so none is missed in between.
+            let notified = self.work.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let coordinator = Arc::clone(self);
+            let looking_for = worker.to_owned();
+            let looked = Instant::now();
+            if let Some(task) = blocking(move || coordinator.try_lease(&looking_for)).await? {
+                self.metrics.task_scheduled(looked.elapsed());
+                return Ok(Some(task));
+            }
+            tokio::select! {
+                woken = tokio::time::timeout_at(deadline, notified) => {
+                    if woken.is_err() {
+                        return Ok(None);
+                    }
+                }
+                // No task: the worker asks again, of the next coordinator.
+                () = self.closed() => return Ok(None),
+            }
+        }
+    }
+
+    fn try_lease(&self, worker: &str) -> Result<Option<Assignment>, CoordinatorError> {
+        let mut inner = self.lock();
+        let Some(lease) = inner.scheduler.lease(worker, Instant::now()) else {
+            return Ok(None);
+        };
+        let record = inner
+            .state
+            .task(&lease.job, &lease.task)?
+            .expect("scheduled tasks are stored");
+        let preview_every = inner.jobs.get(&lease.job).map_or(0, |j| j.preview_every);
+        self.commit(&mut inner)?;
+        Ok(Some(Assignment {
+            job: lease.job,
+            task: lease.task,
+            attempt: lease.attempt,
+            params: record.params,
+            content_key: record.content_key,
+            style_key: record.style_key,
+            weights: record.weights,
+            lease_timeout: self.config.scheduler.lease_timeout,
+            preview_every,
+        }))
+    }
+
+    /// Renews `task`'s lease and passes its progress on to watchers; the reply
+    /// says whether the worker goes on.
+    pub fn heartbeat(&self, task: &TaskRef, progress: Progress) -> HeartbeatReply {
+        self.metrics.worker_seen(&task.worker);
+        let mut inner = self.lock();
+        let reply = inner.scheduler.heartbeat(
+            &task.job,
+            &task.task,
+            task.attempt,
+            &task.worker,
+            Instant::now(),
+        );
+        if reply == HeartbeatReply::Continue && progress.iterations > 0 {
+            if let Ok(status) = job_status(&inner, &task.job) {
+                let preview_key = match progress.preview_iteration {
+                    0 => String::new(),
+                    _ => layout::preview_key(&task.job, &task.task).unwrap_or_default(),
+                };
+                let change = JobChange::Progress(TaskProgress {
+                    task: task.task.clone(),
+                    worker: task.worker.clone(),
+                    progress,
+                    preview_key,
+                });
+                let event = JobEvent {
+                    status,
+                    change: Some(change),
+                };
+                self.publish(&task.job, event, false);
+            }
+        }
+        reply
+    }
+
+    /// A worker's report of how its attempt at `task` ended. False when the
+    /// report is stale (the attempt is no longer the task's) and changed nothing.
+    pub fn end(&self, task: &TaskRef, ending: Ending) -> Result<bool, CoordinatorError> {
+        let TaskRef {
+            worker,
+            job,
+            task,
+            attempt,
+        } = task;
+        let attempt = *attempt;
+        let mut inner = self.lock();
+        let scheduler = &mut inner.scheduler;
+        let accepted = match &ending {
+            Ending::Done => scheduler.complete(job, task, attempt, worker),
+            Ending::Failed { retryable, error } => scheduler.fail(
+                job,
+                task,
+                attempt,
+                worker,
+                *retryable,
+                error,
+                Instant::now(),
+            ),
+            Ending::GivenBack => scheduler.give_back(job, task, attempt, worker),
+            Ending::CancelAcknowledged => scheduler.acknowledge_cancel(job, task, attempt, worker),
+        };
+        self.commit(&mut inner)?;
+        match &ending {
+            _ if !accepted => {
+                tracing::info!(%job, %task, attempt, %worker, ?ending, "stale report ignored")
+            }
+            Ending::Failed { retryable, error } => {
+                let retryable = *retryable;
+                tracing::warn!(%job, %task, attempt, %worker, retryable, %error, "task failed")
+            }
+            Ending::GivenBack => tracing::info!(%job, %task, attempt, %worker, "task given back"),
+            Ending::Done | Ending::CancelAcknowledged => {}
+        }
+        Ok(accepted)
+    }
+}
+
+impl MetricsSource for Coordinator {
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn task_counts(&self) -> (Vec<(String, Counts)>, usize) {
+        let inner = self.lock();
+        let jobs = inner
+            .scheduler
+            .jobs()
+            .filter_map(|spec| Some((spec.id.clone(), inner.scheduler.counts(&spec.id).ok()?)))
+            .collect();
+        (jobs, inner.scheduler.queue_depth())
+    }
+}
+
+fn job_status(inner: &Inner, job: &str) -> Result<JobStatus, CoordinatorError> {
+    let record = inner
+        .jobs
+        .get(job)
+        .ok_or_else(|| CoordinatorError::UnknownJob(job.to_owned()))?;
+    let counts = inner.scheduler.counts(job)?;
+    let state = if !counts.finished() {
+        JobState::Running
+    } else if inner.scheduler.is_cancelled(job)? {
+        JobState::Cancelled
+    } else if counts.failed > 0 {
+        JobState::Failed
+    } else {
+        JobState::Done
+    };
+    Ok(JobStatus {
+        job: record.id.clone(),
+        name: record.name.clone(),
+        state,
+        counts,
+        priority: record.priority,
+        submitted_at: record.submitted_at,
+    })
+}
+
+/// Runs blocking coordinator work (SQLite) off the async runtime's threads.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, CoordinatorError> + Send + 'static,
+) -> Result<T, CoordinatorError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| CoordinatorError::Interrupted(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_are_safe_object_key_segments() {
+        let id = job_id_for("../../etc/Seed Study!", "grid", 1, 2);
+        assert!(id.starts_with("etc-seed-study-"), "{id}");
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+            "{id}"
+        );
+        assert_ne!(id, job_id_for("../../etc/Seed Study!", "grid", 1, 3));
+        assert!(job_id_for("///", "g", 0, 0).starts_with("job-"));
+    }
+}
