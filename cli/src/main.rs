@@ -46,7 +46,7 @@ enum Command {
     Results(farm::ResultsArgs),
     /// Make a job's report: contact sheet, loss curves, summary tables, index.html.
     Report(report::ReportArgs),
-    /// Pretrained weights: list what is installed, import other files.
+    /// Pretrained weights: list what is installed, import files, fetch torchvision's.
     Weights(weights::WeightsArgs),
 }
 
