@@ -832,6 +832,9 @@ style_depth = [5, 13, 16]
         let small = read_grid(&examples.join("seed-study-small.toml")).unwrap();
         assert_eq!((small.tasks.len(), small.skipped), (16, 8));
         assert!(small.weights.is_empty());
+        let readme = read_grid(&examples.join("starry-cat.toml")).unwrap();
+        assert_eq!((readme.tasks.len(), readme.skipped), (8, 0));
+        assert_eq!(readme.weights_for(Backbone::Vgg16), PRETRAINED);
     }
 
     #[test]
