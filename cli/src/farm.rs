@@ -123,8 +123,6 @@ pub fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", status.message())
 }
 
-/// Uploads a grid's local inputs (content-addressed) and rewrites the grid to name
-/// them by object key; paths are relative to the grid file.
 /// A grid file's text as it will be submitted: checked, with `pretrained` weights
 /// naming this machine's installed file (which is then uploaded like any other).
 pub fn read_grid_file(path: &Path) -> Result<String> {
@@ -137,6 +135,8 @@ pub fn read_grid_file(path: &Path) -> Result<String> {
     )?)
 }
 
+/// Uploads a grid's local inputs (content-addressed) and rewrites the grid to name
+/// them by object key; paths are relative to the grid file.
 pub async fn upload_inputs(grid_path: &Path, text: &str, store: &Store) -> Result<String> {
     let base = grid_path.parent().unwrap_or(Path::new("."));
     let entries = pastiche_spec::local_inputs(text)

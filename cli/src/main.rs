@@ -71,11 +71,12 @@ async fn run_farm_command(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// `plan` and `weights` print lists that people pipe into `head`: when the reader
-/// goes, end as other Unix tools do (SIGPIPE) rather than panic in `println!`.
-/// The farm commands keep Rust's default, which turns a closed socket into an
-/// error instead of a signal.
-fn end_quietly_when_the_reader_goes() {
+/// `plan` and `weights list` print lists that people pipe into `head`: when the
+/// reader goes, end as other Unix tools do (SIGPIPE) rather than panic in
+/// `println!`. Nothing else does: the farm commands keep Rust's default, which
+/// turns a closed socket into an error, and commands that write files must live to
+/// remove their temporary files.
+pub(crate) fn end_quietly_when_the_reader_goes() {
     // SAFETY: sets a signal disposition before any thread is started.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
@@ -92,10 +93,7 @@ fn main() -> ExitCode {
             end_quietly_when_the_reader_goes();
             plan::run(args)
         }
-        Command::Weights(args) => {
-            end_quietly_when_the_reader_goes();
-            weights::run(args)
-        }
+        Command::Weights(args) => weights::run(args),
         farm_command => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|runtime| runtime.block_on(run_farm_command(farm_command))),

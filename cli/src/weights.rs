@@ -120,7 +120,10 @@ const TORCHVISION_LICENCE: &str = "BSD-3-Clause (torchvision)";
 
 pub fn run(args: WeightsArgs) -> Result<()> {
     match args.command {
-        WeightsCommand::List => list(),
+        WeightsCommand::List => {
+            crate::end_quietly_when_the_reader_goes();
+            list()
+        }
         WeightsCommand::Import(args) => import(args),
         WeightsCommand::Fetch(args) => fetch(args),
     }

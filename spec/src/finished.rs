@@ -43,6 +43,19 @@ impl FinishedTask {
     pub fn from_json(bytes: &[u8]) -> Result<FinishedTask, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
+
+    /// Only the attempt of a record, which is all a report needs to call a task
+    /// done: it reads records that a newer or older version wrote, whose other
+    /// fields may not parse here.
+    pub fn attempt_in(bytes: &[u8]) -> Option<u32> {
+        #[derive(Deserialize)]
+        struct Attempt {
+            attempt: u32,
+        }
+        serde_json::from_slice::<Attempt>(bytes)
+            .ok()
+            .map(|a| a.attempt)
+    }
 }
 
 #[cfg(test)]
@@ -79,5 +92,9 @@ mod tests {
         }
         assert_eq!(json["inputs"]["content"], "inputs/c.png");
         assert_eq!(json["params"]["backbone"], "vgg16");
+        assert_eq!(FinishedTask::attempt_in(&bytes), Some(2));
+        let newer = br#"{"attempt": 3, "params": {"backbone": "inception_v3"}}"#;
+        assert!(FinishedTask::from_json(newer).is_err());
+        assert_eq!(FinishedTask::attempt_in(newer), Some(3));
     }
 }

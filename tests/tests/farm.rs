@@ -79,6 +79,12 @@ fn pastiche(args: &[&str]) -> Output {
     Command::new(bin("pastiche"))
         .args(args)
         .env("RUST_LOG", "warn")
+        // Renders by hand are compared with grids that name no weights (random
+        // ones): they must not pick up weights installed on this machine.
+        .env(
+            "PASTICHE_WEIGHTS_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-installed-weights"),
+        )
         .output()
         .unwrap()
 }

@@ -414,8 +414,7 @@ impl Worker {
             losses: output.losses.last().copied(),
         };
         let key = |name| layout::task_file_key(&task.job_id, &task.task_id, name);
-        // In layout::TASK_OUTPUTS's order: task.json last, so its presence says
-        // the other two are there.
+        // task.json last, so that its presence says the other two are there.
         self.store
             .put(&key(layout::PASTICHE_PNG)?, output.png.clone())
             .await?;

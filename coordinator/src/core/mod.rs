@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use pastiche_spec::store::Store;
-use pastiche_spec::{layout, parse_grid};
+use pastiche_spec::{layout, parse_grid, PRETRAINED};
 use tokio::sync::{broadcast, mpsc, Notify};
 
 use crate::error::CoordinatorError;
@@ -189,6 +189,16 @@ impl Coordinator {
         };
         let grid = parse_grid(Path::new(grid_name), &submission.grid_toml)
             .map_err(|e| CoordinatorError::BadGrid(e.to_string()))?;
+        if let Some(backbone) = grid
+            .weights
+            .iter()
+            .find_map(|(b, w)| (w == PRETRAINED).then_some(b))
+        {
+            return Err(CoordinatorError::BadGrid(format!(
+                "{grid_name}: weights.{backbone}: \"{PRETRAINED}\" names a file installed on the \
+                 submitting machine; the pastiche CLI uploads it and submits its key"
+            )));
+        }
         let tasks: Vec<TaskRecord> = grid
             .identified_tasks()
             .into_iter()
@@ -564,5 +574,31 @@ mod tests {
         );
         assert_ne!(id, job_id_for("../../etc/Seed Study!", "grid", 1, 3));
         assert!(job_id_for("///", "g", 0, 0).starts_with("job-"));
+    }
+
+    /// `pretrained` means a file on the submitting machine: a worker could not
+    /// find it, so a grid that still says it is refused, not retried to the end.
+    #[test]
+    fn a_grid_naming_pretrained_weights_is_refused() {
+        let coordinator = Coordinator::open(None, CoordinatorConfig::default()).unwrap();
+        let submission = |weights: &str| {
+            Submission {
+            grid_toml: format!(
+                "content = \"inputs/c.png\"\nstyle = \"inputs/s.png\"\n[weights]\nvgg19 = \"{weights}\"\n"
+            ),
+            grid_name: "study.toml".into(),
+            priority: 0,
+            max_attempts: None,
+            preview_every: None,
+        }
+        };
+        let refused = coordinator.submit(submission(PRETRAINED)).unwrap_err();
+        assert!(
+            matches!(&refused, CoordinatorError::BadGrid(m) if m.contains("weights.vgg19")),
+            "{refused}"
+        );
+        coordinator
+            .submit(submission("inputs/w.safetensors"))
+            .unwrap();
     }
 }

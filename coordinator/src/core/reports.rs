@@ -63,7 +63,7 @@ pub async fn from_store(store: &Store, job: &str) -> Result<ReportJob> {
     for (id, task) in grid.identified_tasks() {
         let record = layout::task_file_key(job, &id, layout::TASK_JSON)?;
         let attempts = match store.get(&record).await {
-            Ok(bytes) => FinishedTask::from_json(&bytes).ok().map(|t| t.attempt),
+            Ok(bytes) => FinishedTask::attempt_in(&bytes),
             Err(_) => None,
         };
         tasks.push(ReportTask {

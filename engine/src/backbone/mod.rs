@@ -306,10 +306,6 @@ impl FeatureNet {
     }
 }
 
-/// The same NCHW tensor stored channel-innermost (NHWC), PyTorch's `channels_last`
-/// memory format, which tch has no name for: libtorch infers it from the strides.
-/// oneDNN's and cuDNN's convolutions are faster on it, and they keep it for
-/// their outputs.
 /// Checks every parameter `backbone` needs from `src`, as loading it would.
 pub(crate) fn check_params(backbone: Backbone, src: &mut dyn ParamSource) -> Result<()> {
     FeatureNet::build(backbone, src, Device::Cpu).map(drop)
@@ -327,6 +323,10 @@ pub(crate) fn vgg_convs(backbone: Backbone) -> Vec<(String, [i64; 4])> {
         .collect()
 }
 
+/// The same NCHW tensor stored channel-innermost (NHWC), PyTorch's `channels_last`
+/// memory format, which tch has no name for: libtorch infers it from the strides.
+/// oneDNN's and cuDNN's convolutions are faster on it, and they keep it for
+/// their outputs.
 fn channels_last(x: &Tensor) -> Result<Tensor> {
     Ok(x.f_permute([0, 2, 3, 1])?
         .f_contiguous()?

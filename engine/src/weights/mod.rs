@@ -28,7 +28,8 @@ pub const WEIGHTS_DIR_VAR: &str = "PASTICHE_WEIGHTS_DIR";
 /// a checkout, `target/release/pastiche`, finds what `scripts/setup.sh` installed).
 pub fn weights_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os(WEIGHTS_DIR_VAR) {
-        return Some(PathBuf::from(dir));
+        // Absolute, as grids name installed files relative to nothing else.
+        return std::path::absolute(dir).ok();
     }
     let exe = std::env::current_exe().ok()?;
     exe.ancestors()
