@@ -314,12 +314,13 @@ pub async fn watch(connection: &Connection, store: &str, job: &str) -> Result<()
     bar.finish_and_clear();
     let status = last.context("the coordinator sent nothing")?;
     let c = status.counts.unwrap_or_default();
+    let done = status.state() == pb::JobState::Done;
     let state = state_name(status.state);
     eprintln!(
         "job {} {state}: {} done, {} failed, {} cancelled",
         status.job_id, c.done, c.failed, c.cancelled
     );
-    if state != "done" {
+    if !done {
         bail!("job {} ended {state}", status.job_id);
     }
     Ok(())

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use pastiche_spec::{layout, parse_grid, Grid, GridTask, PARAMS};
+use pastiche_report::Param as Column;
+use pastiche_spec::{layout, parse_grid, Grid, GridTask};
 use serde_json::json;
 
 #[derive(Args)]
@@ -46,7 +47,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
                 let values: Vec<String> = varying
                     .iter()
                     .map(|column| {
-                        format!("{}={}", column.name(), column.show(task, &planned.names))
+                        format!("{}={}", column.name(), show(*column, task, &planned.names))
                     })
                     .collect();
                 // Two spaces apart: a value may have one (`style_layers=first 5`).
@@ -74,7 +75,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
                 "name": planned.grid.name,
                 "count": tasks.len(),
                 "skipped": planned.grid.skipped,
-                "varying": varying.iter().map(Column::name).collect::<Vec<_>>(),
+                "varying": varying.iter().map(|c| c.name()).collect::<Vec<_>>(),
                 "tasks": list,
             });
             println!("{}", serde_json::to_string_pretty(&document)?);
@@ -108,46 +109,27 @@ impl Planned {
     }
 }
 
-/// What a line of the plan shows: an image, or a render parameter.
-enum Column {
-    Content,
-    Style,
-    Param(&'static pastiche_spec::Param),
-}
-
-impl Column {
-    fn name(&self) -> &'static str {
-        match self {
-            Column::Content => "content",
-            Column::Style => "style",
-            Column::Param(param) => param.name,
-        }
-    }
-
-    fn show(&self, task: &GridTask, names: &BTreeMap<String, String>) -> String {
-        let name = |key: &str| names.get(key).cloned().unwrap_or_else(|| key.to_owned());
-        match self {
-            Column::Content => name(&task.content),
-            Column::Style => name(&task.style),
-            Column::Param(param) => {
-                let label = param.shown(&task.params).label;
-                // A starting image by the name the grid gave it.
-                names.get(&label).cloned().unwrap_or(label)
-            }
+/// What a column of the plan shows for `task`: an image by the name the grid gave
+/// it, or a render parameter as reports show it.
+fn show(column: Column, task: &GridTask, names: &BTreeMap<String, String>) -> String {
+    let name = |key: &str| names.get(key).cloned().unwrap_or_else(|| key.to_owned());
+    match column {
+        Column::Content => name(&task.content),
+        Column::Style => name(&task.style),
+        Column::Render(param) => {
+            let label = param.shown(&task.params).label;
+            // A starting image by the name the grid gave it.
+            names.get(&label).cloned().unwrap_or(label)
         }
     }
 }
 
 /// The images and parameters that take more than one value, in the report's order.
 fn varying(tasks: &[(String, &GridTask)]) -> Vec<Column> {
-    let (backbone, rest) = PARAMS.split_first().expect("the table is not empty");
-    let columns = std::iter::once(Column::Param(backbone))
-        .chain([Column::Content, Column::Style])
-        .chain(rest.iter().map(Column::Param));
     let no_names = BTreeMap::new();
-    columns
-        .filter(|column| {
-            let mut values = tasks.iter().map(|(_, task)| column.show(task, &no_names));
+    Column::all()
+        .filter(|&column| {
+            let mut values = tasks.iter().map(|(_, task)| show(column, task, &no_names));
             let first = values.next();
             values.any(|value| Some(value) != first)
         })

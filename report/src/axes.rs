@@ -11,7 +11,7 @@ pub(crate) use pastiche_spec::params::table::format_number;
 /// What a task is made of, named as in grid files: its images, and the render
 /// parameters of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Param {
+pub enum Param {
     Content,
     Style,
     Render(&'static pastiche_spec::params::table::Param),
@@ -20,7 +20,7 @@ pub(crate) enum Param {
 impl Param {
     /// Every parameter, in the order the report lists them: the backbone, the
     /// images, then the table's order.
-    pub(crate) fn all() -> impl Iterator<Item = Param> {
+    pub fn all() -> impl Iterator<Item = Param> {
         let (backbone, rest) = PARAMS.split_first().expect("the table is not empty");
         std::iter::once(Param::Render(backbone))
             .chain([Param::Content, Param::Style])
@@ -34,7 +34,7 @@ impl Param {
         )
     }
 
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Param::Content => "content",
             Param::Style => "style",

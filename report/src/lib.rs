@@ -30,6 +30,7 @@ use pastiche_spec::layout::{self, BadId};
 use pastiche_spec::store::{Store, StoreError};
 use pastiche_spec::RenderParams;
 
+pub use axes::Param;
 pub use slice::slice;
 
 /// How a task ended, as the coordinator knows it.
