@@ -108,7 +108,8 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::OnceLock;
 
 use pastiche_engine::tch::Tensor;
-use pastiche_engine::weights::{describe, sha256_hex};
+use pastiche_engine::weights::describe;
+use pastiche_spec::sha256_hex;
 
 /// A random torchvision VGG16 state dict saved by torch.save, its sha256, and
 /// torch.load's tensors.
@@ -155,7 +156,7 @@ fn saved_vgg16() -> &'static Saved {
             String::from_utf8_lossy(&output.stderr)
         );
         let pth = std::fs::read(&pth).unwrap();
-        let sha256 = sha256_hex(&mut pth.as_slice()).unwrap();
+        let sha256 = sha256_hex(&pth);
         Saved {
             pth,
             sha256,
@@ -341,7 +342,7 @@ fn fetch_refuses_a_refused_connection() {
 #[test]
 fn fetch_refuses_a_download_that_does_not_convert() {
     static NOT_WEIGHTS: &[u8] = b"<html>a login page, not a state dict</html>";
-    let sha256 = sha256_hex(&mut &NOT_WEIGHTS[..]).unwrap();
+    let sha256 = sha256_hex(NOT_WEIGHTS);
     let path = format!("/vgg16-{}.pth", &sha256[..8]);
     let base = serve(vec![(path.clone(), Reply::Whole(NOT_WEIGHTS))]);
     let err = refused_fetch(&format!("{base}{path}"));

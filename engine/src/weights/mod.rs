@@ -8,11 +8,9 @@ mod pickle;
 mod pth;
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use pastiche_spec::Backbone;
-use sha2::{Digest, Sha256};
 
 use crate::backbone::weights::{convention_of, key, metadata_of};
 use crate::backbone::InputConvention;
@@ -101,26 +99,8 @@ pub fn describe(path: &Path) -> Result<WeightsInfo> {
         convention: convention_of(path, &metadata)?,
         source: metadata.get(key::SOURCE).cloned(),
         licence: metadata.get(key::LICENCE).cloned(),
-        sha256: sha256_hex(&mut bytes.as_slice()).expect("reading memory cannot fail"),
+        sha256: pastiche_spec::sha256_hex(&bytes),
     })
-}
-
-/// The SHA-256 of everything `reader` yields, in lowercase hex.
-pub fn sha256_hex(reader: &mut impl Read) -> std::io::Result<String> {
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0; 1 << 16];
-    loop {
-        let read = reader.read(&mut buffer)?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
 }
 
 #[cfg(test)]
@@ -142,14 +122,6 @@ mod tests {
         assert_eq!(
             resolve(Backbone::Vgg16, Some(given)),
             WeightsChoice::Given(given.to_owned())
-        );
-    }
-
-    #[test]
-    fn sha256_of_abc() {
-        assert_eq!(
-            sha256_hex(&mut &b"abc"[..]).unwrap(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
 }

@@ -183,98 +183,26 @@ fn build(reference: &TensorRef, data: &[u8]) -> Result<Tensor, String> {
         .map_err(|e| e.to_string())
 }
 
-/// A zip archive's entries, by name, with their (stored, uncompressed) bytes, read
-/// from its central directory (zip64 records included: torch.save writes them).
+/// A zip archive's entries, by name, with their bytes: slices of `bytes`, since
+/// torch.save stores its entries uncompressed. The archive is read by the `zip`
+/// crate that tch already builds (zip64 included: torch.save writes it).
 fn zip_entries(bytes: &[u8]) -> Result<Vec<(String, &[u8])>, String> {
-    let truncated = || "the zip archive is cut short or corrupt".to_string();
-    let u16_at = |at: usize| -> Result<u64, String> {
-        let b = bytes.get(at..at + 2).ok_or_else(truncated)?;
-        Ok(u16::from_le_bytes(b.try_into().unwrap()).into())
-    };
-    let u32_at = |at: usize| -> Result<u64, String> {
-        let b = bytes.get(at..at + 4).ok_or_else(truncated)?;
-        Ok(u32::from_le_bytes(b.try_into().unwrap()).into())
-    };
-    let u64_at = |at: usize| -> Result<u64, String> {
-        let b = bytes.get(at..at + 8).ok_or_else(truncated)?;
-        Ok(u64::from_le_bytes(b.try_into().unwrap()))
-    };
-    // The end-of-central-directory record: within the last 64 KiB + 22 bytes.
-    let search_from = bytes.len().saturating_sub(65_557);
-    let eocd = (search_from..bytes.len().saturating_sub(21))
-        .rev()
-        .find(|&at| bytes[at..].starts_with(b"PK\x05\x06"))
-        .ok_or_else(truncated)?;
-    let (mut count, mut directory) = (u16_at(eocd + 10)?, u32_at(eocd + 16)?);
-    if count == 0xffff || directory == 0xffff_ffff {
-        // The zip64 locator sits just before, and points at the zip64 record.
-        let locator = eocd.checked_sub(20).ok_or_else(truncated)?;
-        if !bytes[locator..].starts_with(b"PK\x06\x07") {
-            return Err(truncated());
-        }
-        let record = u64_at(locator + 8)? as usize;
-        if !bytes
-            .get(record..)
-            .is_some_and(|r| r.starts_with(b"PK\x06\x06"))
-        {
-            return Err(truncated());
-        }
-        count = u64_at(record + 32)?;
-        directory = u64_at(record + 48)?;
-    }
-    let mut entries = Vec::new();
-    let mut at = directory as usize;
-    for _ in 0..count {
-        if !bytes
-            .get(at..)
-            .is_some_and(|r| r.starts_with(b"PK\x01\x02"))
-        {
-            return Err(truncated());
-        }
-        let method = u16_at(at + 10)?;
-        // uncompressed size, compressed size, local header offset
-        let mut fields = [u32_at(at + 24)?, u32_at(at + 20)?, u32_at(at + 42)?];
-        let name_len = u16_at(at + 28)? as usize;
-        let extra_len = u16_at(at + 30)? as usize;
-        let comment_len = u16_at(at + 32)? as usize;
-        let name_bytes = bytes
-            .get(at + 46..at + 46 + name_len)
-            .ok_or_else(truncated)?;
-        let name = String::from_utf8_lossy(name_bytes).into_owned();
-        // Zip64 extra field: the 64-bit values of the fields that read 0xffffffff,
-        // in the order uncompressed size, compressed size, local header offset.
-        let mut extra = at + 46 + name_len;
-        let extra_end = extra + extra_len;
-        while extra + 4 <= extra_end {
-            let (id, len) = (u16_at(extra)?, u16_at(extra + 2)? as usize);
-            if id == 1 {
-                let mut wide = extra + 4;
-                for field in fields.iter_mut().filter(|f| **f == 0xffff_ffff) {
-                    *field = u64_at(wide)?;
-                    wide += 8;
-                }
-            }
-            extra += 4 + len;
-        }
-        if method != 0 {
+    let corrupt = |e: zip::result::ZipError| format!("not a readable zip archive ({e})");
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(corrupt)?;
+    let mut entries = Vec::with_capacity(archive.len());
+    for index in 0..archive.len() {
+        let entry = archive.by_index_raw(index).map_err(corrupt)?;
+        if entry.compression() != zip::CompressionMethod::Stored {
             return Err(format!(
-                "zip entry '{name}' is compressed; torch.save stores its entries"
+                "zip entry '{}' is compressed; torch.save stores its entries",
+                entry.name()
             ));
         }
-        let [_, size, local] = fields;
-        let local = local as usize;
-        if !bytes
-            .get(local..)
-            .is_some_and(|r| r.starts_with(b"PK\x03\x04"))
-        {
-            return Err(truncated());
-        }
-        let start = local + 30 + u16_at(local + 26)? as usize + u16_at(local + 28)? as usize;
+        let start = entry.data_start() as usize;
         let data = bytes
-            .get(start..start + size as usize)
-            .ok_or_else(truncated)?;
-        entries.push((name, data));
-        at += 46 + name_len + extra_len + comment_len;
+            .get(start..start + entry.size() as usize)
+            .ok_or("the zip archive is cut short or corrupt")?;
+        entries.push((entry.name().to_owned(), data));
     }
     Ok(entries)
 }
