@@ -193,7 +193,9 @@ def cmd_losses(args):
 
 
 class GatysLoss:
-    def __init__(self, extractor, content_layers, style_layers, content, style, alpha, beta, gamma):
+    """styles: [(image, blend weight)]; each style layer's target is the weighted sum of their Grams."""
+
+    def __init__(self, extractor, content_layers, style_layers, content, styles, alpha, beta, gamma):
         self.extractor = extractor
         self.content_layers = content_layers
         self.style_layers = [(l.split(":")[0], float(l.split(":")[1]) if ":" in l else 1.0) for l in style_layers]
@@ -201,9 +203,22 @@ class GatysLoss:
         self.alpha, self.beta, self.gamma = alpha, beta, gamma
         with torch.no_grad():
             c = self.extractor((content - MEAN) / STD, self.layers)
-            s = self.extractor((style - MEAN) / STD, self.layers)
-        self.content_targets = [f.detach() for f in c[: len(content_layers)]]
-        self.style_targets = [gram(f).detach() for f in s[len(content_layers):]]
+            self.content_targets = [f.detach() for f in c[: len(content_layers)]]
+            self.style_targets = [0] * len(self.style_layers)
+            for style, weight in styles:
+                s = self.extractor((style - MEAN) / STD, self.layers)
+                for i, f in enumerate(s[len(content_layers):]):
+                    self.style_targets[i] = self.style_targets[i] + weight * gram(f).detach()
+
+    def balance(self, probe, ratio):
+        """style_weight = "auto:ratio": beta with ||grad(beta L_s)|| = ratio ||grad(alpha L_c)|| at probe."""
+        beta, self.beta = self.beta, 1.0
+        x = probe.clone().requires_grad_(True)
+        content, style, _, _ = self.terms(x)
+        (g_content,) = torch.autograd.grad(content, x, retain_graph=True)
+        (g_style,) = torch.autograd.grad(style, x)
+        self.beta = beta
+        return ratio * float(g_content.norm()) / float(g_style.norm())
 
     def terms(self, x):
         feats = self.extractor((x - MEAN) / STD, self.layers)
@@ -225,10 +240,19 @@ def cmd_gatys(args):
     MEAN, STD = MEAN.to(device), STD.to(device)
     model = load_model(args.model, args.weights).to(device)
     images = {k: v.to(device) for k, v in load_file(args.images).items()}
+    if args.style_blend:
+        blend = [float(w) for w in args.style_blend.split(",")]
+        styles = [(images[f"style{i}"], w) for i, w in enumerate(blend)]
+    else:
+        styles = [(images["style"], 1.0)]
+    auto = args.style_weight.startswith("auto")
     loss = GatysLoss(
         Extractor(args.model, model), args.content_layers.split(","), args.style_layers.split(","),
-        images["content"], images["style"], args.content_weight, args.style_weight, args.tv_weight,
+        images["content"], styles, args.content_weight, 1.0 if auto else float(args.style_weight), args.tv_weight,
     )
+    if auto:
+        ratio = float(args.style_weight.split(":")[1]) if ":" in args.style_weight else 1.0
+        loss.beta = loss.balance(images["probe"], ratio)
     x = images["init"].clone().requires_grad_(True)
     if args.optimizer == "lbfgs":
         opt = torch.optim.LBFGS(
@@ -257,7 +281,11 @@ def cmd_gatys(args):
         stamps.append(time.perf_counter())  # float() above waited for the device
     with torch.no_grad():
         rows.append([args.iterations] + [float(t) for t in loss.terms(x)])
-    save_file({"losses": torch.tensor(rows, dtype=torch.float64), "image": x.detach().cpu().contiguous()}, args.out)
+    save_file({
+        "losses": torch.tensor(rows, dtype=torch.float64),
+        "image": x.detach().cpu().contiguous(),
+        "beta": torch.tensor(loss.beta, dtype=torch.float64),
+    }, args.out)
     if args.report:
         peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         times = [b - a for a, b in zip(stamps, stamps[1:])]
@@ -317,7 +345,8 @@ def main():
     p.add_argument("--content-layers", required=True)
     p.add_argument("--style-layers", required=True)
     p.add_argument("--content-weight", type=float, default=1.0)
-    p.add_argument("--style-weight", type=float, default=1e6)
+    p.add_argument("--style-weight", default="1e6", help="a number, or auto / auto:RATIO (needs a 'probe' image)")
+    p.add_argument("--style-blend", help="blend weights of images style0, style1, ... (instead of 'style')")
     p.add_argument("--tv-weight", type=float, default=0.0)
     p.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs")
     p.add_argument("--lr", type=float, default=1.0)

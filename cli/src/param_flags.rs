@@ -61,6 +61,12 @@ impl clap::Args for ParamFlags {
                         param.default_text()
                     ))
                     .value_parser(move |text: &str| param.parse(text));
+                // `--original-colors` alone turns it on.
+                let arg = if param.is_switch() {
+                    arg.num_args(0..=1).default_missing_value("true")
+                } else {
+                    arg
+                };
                 command.arg(arg)
             })
     }

@@ -62,9 +62,9 @@ pub fn run(args: PlanArgs) -> Result<()> {
                     json!({
                         "id": id,
                         "content": planned.name_of(&task.content),
-                        "style": planned.name_of(&task.style),
+                        "style": task.style.label(|key| planned.name_of(key).to_owned()),
                         "content_key": task.content,
-                        "style_key": task.style,
+                        "style_key": task.style.to_string(),
                         "weights": planned.grid.weights_for(task.params.backbone),
                         "params": task.params,
                     })
@@ -115,7 +115,7 @@ fn show(column: Column, task: &GridTask, names: &BTreeMap<String, String>) -> St
     let name = |key: &str| names.get(key).cloned().unwrap_or_else(|| key.to_owned());
     match column {
         Column::Content => name(&task.content),
-        Column::Style => name(&task.style),
+        Column::Style => task.style.label(name),
         Column::Render(param) => {
             let label = param.shown(&task.params).label;
             // A starting image by the name the grid gave it.

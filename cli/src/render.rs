@@ -1,4 +1,5 @@
-//! `pastiche render`: one content image, one style image, one pastiche.
+//! `pastiche render`: one content image, one style image (or a blend of
+//! several), one pastiche.
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -7,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use pastiche_engine::spec::Style;
 use pastiche_engine::weights::{self, WeightsChoice};
 use pastiche_engine::{parse_device, render, FeatureNet, Prepared};
 
@@ -17,9 +19,14 @@ pub struct RenderArgs {
     /// The photo whose content the pastiche keeps (JPEG or PNG).
     #[arg(long, env = "PASTICHE_CONTENT")]
     content: PathBuf,
-    /// The artwork whose style the pastiche takes (JPEG or PNG).
-    #[arg(long, env = "PASTICHE_STYLE")]
-    style: PathBuf,
+    /// The artwork whose style the pastiche takes (JPEG or PNG). Give it more
+    /// than once to blend several styles.
+    #[arg(long, env = "PASTICHE_STYLE", required = true)]
+    style: Vec<PathBuf>,
+    /// With several --style: their relative weights in the blend, in order
+    /// (`3,1`); equal weights without it.
+    #[arg(long, env = "PASTICHE_STYLE_BLEND_WEIGHTS", value_delimiter = ',')]
+    style_blend_weights: Option<Vec<f64>>,
     /// Where to write the pastiche (PNG).
     #[arg(long, env = "PASTICHE_OUT")]
     out: PathBuf,
@@ -43,6 +50,7 @@ pub struct RenderArgs {
 
 pub fn run(args: RenderArgs) -> Result<()> {
     let params = args.params.params()?;
+    let style = style_of(&args.style, args.style_blend_weights.as_deref())?;
     let device = parse_device(&args.device)?;
     // Before the render, not after it: a long render is not lost to a typo.
     check_writable(&args.out)?;
@@ -67,7 +75,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
         ),
     }
     let net = FeatureNet::load(params.backbone, weights.path(), device)?;
-    let prepared = Prepared::new(&net, &params, &args.content, &args.style)?;
+    let prepared = Prepared::new(&net, &params, &args.content, &style)?;
 
     let bar = ProgressBar::new(u64::from(params.iterations));
     bar.set_style(
@@ -126,9 +134,28 @@ pub fn run(args: RenderArgs) -> Result<()> {
         content = last.content,
         style = last.style,
         total = last.total,
+        style_weight = rendered.style_weight,
         "done"
     );
     Ok(())
+}
+
+/// The --style images and their --style-blend-weights as one style.
+fn style_of(images: &[PathBuf], weights: Option<&[f64]>) -> Result<Style> {
+    let weights = match weights {
+        None => vec![1.0; images.len()],
+        Some(weights) if weights.len() == images.len() => weights.to_vec(),
+        Some(weights) => anyhow::bail!(
+            "--style-blend-weights gives {} weights for {} --style images",
+            weights.len(),
+            images.len()
+        ),
+    };
+    let parts = images
+        .iter()
+        .map(|path| path.display().to_string())
+        .zip(weights);
+    Style::blend(parts).map_err(|e| anyhow::anyhow!("--style-blend-weights: {e}"))
 }
 
 /// Whether a file can be written at `path`: its directory is there (or can be

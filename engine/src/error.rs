@@ -41,6 +41,9 @@ pub enum EngineError {
     #[error("the loss became {value} at iteration {iteration}: lower the learning rate or the style weight")]
     NonFiniteLoss { iteration: u32, value: f64 },
 
+    #[error("style_weight auto cannot balance this render: {0}; give style_weight a number")]
+    Unbalanced(&'static str),
+
     #[error("cancelled after {0} iterations")]
     Cancelled(u32),
 

@@ -5,6 +5,9 @@ use std::path::Path;
 
 use image::imageops::FilterType;
 use image::{ImageReader, RgbImage};
+use pastiche_spec::upright;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
 
 use crate::error::{EngineError, Result};
@@ -28,32 +31,34 @@ impl Extent {
     }
 }
 
-/// Reads a JPEG or PNG (the format is sniffed from the content, not the name).
+/// Uniform noise in [0, 1] from `seed`, identical on every device.
+pub fn white_noise(seed: u64, extent: Extent) -> Result<Tensor> {
+    let (height, width) = (i64::from(extent.height), i64::from(extent.width));
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let values: Vec<f32> = (0..3 * height * width).map(|_| rng.random()).collect();
+    Ok(Tensor::f_from_slice(&values)?.f_view([1, 3, height, width])?)
+}
+
+/// Reads a JPEG or PNG (the format is sniffed from the content, not the name),
+/// turned upright as its EXIF orientation says.
 pub fn read_rgb(path: &Path) -> Result<RgbImage> {
     let bad = |reason: String| EngineError::Image {
         path: path.to_owned(),
         reason,
     };
-    let reader = ImageReader::open(path)
-        .map_err(|e| bad(e.to_string()))?
-        .with_guessed_format()
-        .map_err(|e| bad(e.to_string()))?;
-    let image = reader.decode().map_err(|e| bad(e.to_string()))?;
+    let reader = ImageReader::open(path).map_err(|e| bad(e.to_string()))?;
+    let image = upright::decode(reader).map_err(|e| bad(e.to_string()))?;
     Ok(image.to_rgb8())
 }
 
-/// An image's size, from its header alone (nothing is decoded).
+/// An image's size as shown (upright), from its header alone (nothing is decoded).
 pub fn dimensions(path: &Path) -> Result<Extent> {
     let bad = |reason: String| EngineError::Image {
         path: path.to_owned(),
         reason,
     };
-    let (width, height) = ImageReader::open(path)
-        .map_err(|e| bad(e.to_string()))?
-        .with_guessed_format()
-        .map_err(|e| bad(e.to_string()))?
-        .into_dimensions()
-        .map_err(|e| bad(e.to_string()))?;
+    let reader = ImageReader::open(path).map_err(|e| bad(e.to_string()))?;
+    let (width, height) = upright::dimensions(reader).map_err(|e| bad(e.to_string()))?;
     Ok(Extent { width, height })
 }
 

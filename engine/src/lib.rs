@@ -8,6 +8,7 @@
 //! No networking here: the farm's worker and the CLI both drive this crate.
 
 pub mod backbone;
+pub mod color;
 pub mod device;
 pub mod error;
 pub mod image_io;

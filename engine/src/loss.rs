@@ -5,12 +5,16 @@
 //! - style    L_s = sum_l w_l mean((G_l(x) - G_l(s))^2)
 //! - TV(x)    = mean of squared vertical differences + mean of squared horizontal ones
 //! - total    L = alpha L_c + beta L_s + gamma TV
+//!
+//! beta is given, or chosen once per render (`style_weight = "auto"`, see
+//! [`StyleWeight`]).
 
-use pastiche_spec::{LossRecord, RenderParams};
+use pastiche_spec::{LossRecord, RenderParams, StyleWeight};
 use tch::{Kind, Reduction, Tensor};
 
 use crate::backbone::FeatureNet;
-use crate::error::Result;
+use crate::error::{EngineError, Result};
+use crate::image_io::{self, Extent};
 
 /// `[1, C, H, W]` features to their `[C, C]` Gram matrix divided by C H W.
 pub fn gram(features: &Tensor) -> Result<Tensor> {
@@ -77,12 +81,14 @@ pub struct GatysLoss<'net> {
 }
 
 impl<'net> GatysLoss<'net> {
-    /// `content` and `style` are `[1, 3, H, W]` images in [0, 1] on the net's device.
+    /// `content` and the style images are `[1, 3, H, W]` images in [0, 1] on the
+    /// net's device; the style target of a layer is the sum of the images' Gram
+    /// matrices, each times its blend weight.
     pub fn new(
         net: &'net FeatureNet,
         params: &RenderParams,
         content: &Tensor,
-        style: &Tensor,
+        styles: &[(Tensor, f64)],
     ) -> Result<Self> {
         let backbone = net.backbone();
         let content_layers = params
@@ -108,26 +114,78 @@ impl<'net> GatysLoss<'net> {
 
         let (content_targets, style_targets) = tch::no_grad(|| -> Result<_> {
             let of_content = net.extract(content, &layers)?;
-            let of_style = net.extract(style, &layers)?;
             let content_targets = content_layers
                 .iter()
                 .map(|&i| (position(i), of_content[position(i)].shallow_clone()))
                 .collect();
+            let mut grams: Vec<Option<Tensor>> = style_layers.iter().map(|_| None).collect();
+            for (style, blend_weight) in styles {
+                let of_style = net.extract(style, &layers)?;
+                for (sum, &(i, _)) in grams.iter_mut().zip(&style_layers) {
+                    let term = gram(&of_style[position(i)])?.f_mul_scalar(*blend_weight)?;
+                    *sum = Some(match sum.take() {
+                        None => term,
+                        Some(sum) => sum.f_add(&term)?,
+                    });
+                }
+            }
             let style_targets = style_layers
                 .iter()
-                .map(|&(i, w)| Ok((position(i), gram(&of_style[position(i)])?, w)))
-                .collect::<Result<Vec<_>>>()?;
+                .zip(grams)
+                .map(|(&(i, w), gram)| (position(i), gram.expect("a style has an image"), w))
+                .collect();
             Ok((content_targets, style_targets))
         })?;
-        Ok(GatysLoss {
+        let mut loss = GatysLoss {
             net,
             layers,
             content_targets,
             style_targets,
             alpha: params.content_weight,
-            beta: params.style_weight,
+            beta: 1.0,
             gamma: params.tv_weight,
-        })
+        };
+        loss.beta = match params.style_weight {
+            StyleWeight::Fixed(beta) => beta,
+            StyleWeight::Auto { ratio } => {
+                let (_, _, height, width) = content.size4()?;
+                let probe = image_io::white_noise(
+                    StyleWeight::AUTO_PROBE_SEED,
+                    Extent {
+                        width: width as u32,
+                        height: height as u32,
+                    },
+                )?;
+                ratio * loss.balance_at(&probe.f_to_device(content.device())?)?
+            }
+        };
+        Ok(loss)
+    }
+
+    /// beta, the style loss's weight: as given, or as `auto` chose it.
+    pub fn style_weight(&self) -> f64 {
+        self.beta
+    }
+
+    /// `||grad(alpha L_c)|| / ||grad(L_s)||` at `probe`: the beta for which style
+    /// and content pull the image equally hard there.
+    fn balance_at(&self, probe: &Tensor) -> Result<f64> {
+        debug_assert_eq!(self.beta, 1.0, "measured unweighted");
+        let leaf = probe.f_detach()?.set_requires_grad(true);
+        let [content, style, ..] = self.terms(&leaf)?;
+        let norm = |term: &Tensor, keep_graph| -> Result<f64> {
+            let grad = Tensor::f_run_backward(&[term], &[&leaf], keep_graph, false)?;
+            Ok(grad[0].f_norm()?.f_double_value(&[])?)
+        };
+        let content = norm(&content, true)?;
+        let style = norm(&style, false)?;
+        if !(content.is_finite() && content > 0.0) {
+            return Err(EngineError::Unbalanced("the content loss has no gradient"));
+        }
+        if !(style.is_finite() && style > 0.0) {
+            return Err(EngineError::Unbalanced("the style loss has no gradient"));
+        }
+        Ok(content / style)
     }
 
     /// alpha L_c, beta L_s, gamma TV and their sum, as scalar tensors.

@@ -4,12 +4,11 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use pastiche_spec::{Init, LossRecord, RenderParams, LOSSES_CSV_HEADER};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use pastiche_spec::{Init, LossRecord, RenderParams, Style, LOSSES_CSV_HEADER};
 use tch::{Kind, Tensor};
 
 use crate::backbone::FeatureNet;
+use crate::color;
 use crate::error::{EngineError, Result};
 use crate::image_io::{self, Extent};
 use crate::loss::GatysLoss;
@@ -35,6 +34,8 @@ pub struct Rendered {
     pub image: Tensor,
     /// One row per logged iteration, the last iteration included.
     pub losses: Vec<LossRecord>,
+    /// beta, as given or as `style_weight = "auto"` chose it.
+    pub style_weight: f64,
     pub elapsed: Duration,
 }
 
@@ -61,7 +62,8 @@ impl Rendered {
 /// The inputs of a render, read, resized and placed on the net's device.
 pub struct Prepared {
     content: Tensor,
-    style: Tensor,
+    /// The style images and their blend weights (one image: weight 1).
+    styles: Vec<(Tensor, f64)>,
     init: Tensor,
 }
 
@@ -69,11 +71,12 @@ impl Prepared {
     /// Reads and checks everything before any optimisation starts, so bad input
     /// fails fast: unreadable images, layers with no pixels left, renders too big
     /// for memory (judged from the image headers, before anything is decoded).
+    /// `style`'s images are file paths.
     pub fn new(
         net: &FeatureNet,
         params: &RenderParams,
         content: &Path,
-        style: &Path,
+        style: &Style,
     ) -> Result<Self> {
         params.validate()?;
         assert_eq!(
@@ -83,23 +86,43 @@ impl Prepared {
         );
         let content_extent = image_io::dimensions(content)?.with_longer_side(params.size);
         let style_side = ((f64::from(params.size) * params.style_scale).round() as u32).max(1);
-        let style_extent = image_io::dimensions(style)?.with_longer_side(style_side);
         let deepest = check_layers_have_pixels(params, "content", content_extent)?;
-        check_layers_have_pixels(params, "style", style_extent)?;
-        let needed = memory::estimate_bytes(params.backbone, deepest, content_extent, style_extent);
+        let mut style_extents = Vec::new();
+        for (path, weight) in style.images() {
+            let path = Path::new(path);
+            let extent = image_io::dimensions(path)?.with_longer_side(style_side);
+            check_layers_have_pixels(params, "style", extent)?;
+            style_extents.push((path, extent, weight));
+        }
+        // A blend's images are read one after the other: the largest decides.
+        let largest_style = style_extents
+            .iter()
+            .map(|&(_, extent, _)| extent)
+            .max_by_key(|e| u64::from(e.width) * u64::from(e.height))
+            .expect("a style has an image");
+        let needed =
+            memory::estimate_bytes(params.backbone, deepest, content_extent, largest_style);
         memory::check_fits(net.device(), needed, params.size)?;
 
         let content = image_io::load_resized(content, |_| content_extent)?;
-        let style = image_io::load_resized(style, |_| style_extent)?;
+        let device = net.device();
+        let styles = style_extents
+            .into_iter()
+            .map(|(path, extent, weight)| {
+                Ok((
+                    image_io::load_resized(path, |_| extent)?.f_to_device(device)?,
+                    weight,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let init = match &params.init {
             Init::Content => content.copy(),
-            Init::Noise => white_noise(params.seed, content_extent)?,
+            Init::Noise => image_io::white_noise(params.seed, content_extent)?,
             Init::Image(path) => image_io::load_resized(path, |_| content_extent)?,
         };
-        let device = net.device();
         Ok(Prepared {
             content: content.f_to_device(device)?,
-            style: style.f_to_device(device)?,
+            styles,
             init: init.f_to_device(device)?,
         })
     }
@@ -115,13 +138,31 @@ impl Prepared {
         style: &Tensor,
         init: &Tensor,
     ) -> Result<Self> {
+        Self::from_tensors_blended(net, params, content, &[(style, 1.0)], init)
+    }
+
+    /// As [`from_tensors`](Self::from_tensors), with a blend of style images and
+    /// their weights (which should sum to 1, as a [`Style`]'s do).
+    pub fn from_tensors_blended(
+        net: &FeatureNet,
+        params: &RenderParams,
+        content: &Tensor,
+        styles: &[(&Tensor, f64)],
+        init: &Tensor,
+    ) -> Result<Self> {
         params.validate()?;
         check_layers_have_pixels(params, "content", extent_of(content)?)?;
-        check_layers_have_pixels(params, "style", extent_of(style)?)?;
         let device = net.device();
+        let styles = styles
+            .iter()
+            .map(|&(style, weight)| {
+                check_layers_have_pixels(params, "style", extent_of(style)?)?;
+                Ok((style.f_to_device(device)?, weight))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Prepared {
             content: content.f_to_device(device)?,
-            style: style.f_to_device(device)?,
+            styles,
             init: init.f_to_device(device)?,
         })
     }
@@ -133,14 +174,6 @@ fn extent_of(image: &Tensor) -> Result<Extent> {
         width: width as u32,
         height: height as u32,
     })
-}
-
-/// Uniform noise in [0, 1] from `seed`, identical on every device.
-fn white_noise(seed: u64, extent: Extent) -> Result<Tensor> {
-    let (height, width) = (i64::from(extent.height), i64::from(extent.width));
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let values: Vec<f32> = (0..3 * height * width).map(|_| rng.random()).collect();
-    Ok(Tensor::f_from_slice(&values)?.f_view([1, 3, height, width])?)
 }
 
 /// Index of the deepest layer used; an error if any used layer would have no pixels.
@@ -185,7 +218,7 @@ pub fn render(
     observer: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
 ) -> Result<Rendered> {
     let started = Instant::now();
-    let loss = GatysLoss::new(net, params, &inputs.content, &inputs.style)?;
+    let loss = GatysLoss::new(net, params, &inputs.content, &inputs.styles)?;
     let mut optimizer = optim::build(&params.optimizer);
     let mut x = inputs.init.f_detach()?.f_to_kind(Kind::Float)?;
     let mut losses = Vec::new();
@@ -231,9 +264,17 @@ pub fn render(
         });
     }
     losses.push(last.at(params.iterations));
+    // After the optimisation, which the losses describe: the colours are not part
+    // of what it minimises.
+    let image = if params.original_colors {
+        color::keep_content_colors(&x, &inputs.content)?
+    } else {
+        x
+    };
     Ok(Rendered {
-        image: x.f_to_device(tch::Device::Cpu)?,
+        image: image.f_to_device(tch::Device::Cpu)?,
         losses,
+        style_weight: loss.style_weight(),
         elapsed: started.elapsed(),
     })
 }

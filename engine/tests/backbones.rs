@@ -172,7 +172,7 @@ fn weights_stay_frozen_while_the_image_gets_a_gradient() {
     tch::manual_seed(0);
     let content = Tensor::rand([1, 3, 32, 32], (Kind::Float, Device::Cpu));
     let style = Tensor::rand([1, 3, 32, 32], (Kind::Float, Device::Cpu));
-    let loss = GatysLoss::new(&net, &params, &content, &style).unwrap();
+    let loss = GatysLoss::new(&net, &params, &content, &[(style.shallow_clone(), 1.0)]).unwrap();
     let (_, grad) = loss
         .evaluate(&Tensor::rand([1, 3, 32, 32], (Kind::Float, Device::Cpu)))
         .unwrap();

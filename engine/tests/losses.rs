@@ -6,9 +6,9 @@ mod common;
 use std::ops::ControlFlow;
 
 use common::*;
-use pastiche_engine::loss::{gram, mse, total_variation};
+use pastiche_engine::loss::{gram, mse, total_variation, GatysLoss};
 use pastiche_engine::spec::{
-    Backbone, Init, LineSearch, OptimizerKind, OptimizerSpec, RenderParams,
+    Backbone, Init, LineSearch, OptimizerKind, OptimizerSpec, RenderParams, StyleWeight,
 };
 use pastiche_engine::{image_io, render, FeatureNet, Prepared};
 use tch::{Device, Kind, Tensor};
@@ -58,17 +58,39 @@ fn losses_and_gram_matrices_equal_pytorch() {
 /// Runs the engine and the PyTorch reference on the same weights and images and
 /// compares the losses after every iteration, and the final pastiche.
 fn check_render_against_pytorch(name: &str, params: RenderParams, weights_args: &[&str]) {
+    check_blend_against_pytorch(name, params, weights_args, &[("starry_night.jpg", 1.0)]);
+}
+
+/// As [`check_render_against_pytorch`], with a blend of `styles` (example images
+/// and their weights).
+fn check_blend_against_pytorch(
+    name: &str,
+    params: RenderParams,
+    weights_args: &[&str],
+    styles: &[(&str, f64)],
+) {
     let dir = scratch(&format!("gatys-{name}"));
     let backbone = params.backbone;
     let weights = export_random_weights(&dir, backbone.name(), 2, weights_args);
     let examples = repo_root().join("examples");
-    let content = image_io::load_resized(&examples.join("chelsea.png"), |e| {
-        e.with_longer_side(params.size)
-    })
-    .unwrap();
-    let style = image_io::load_resized(&examples.join("starry_night.jpg"), |e| {
-        e.with_longer_side(params.size)
-    })
+    let load = |file: &str| {
+        image_io::load_resized(&examples.join(file), |e| e.with_longer_side(params.size)).unwrap()
+    };
+    let content = load("chelsea.png");
+    let styles: Vec<(String, Tensor, f64)> = styles
+        .iter()
+        .enumerate()
+        .map(|(i, &(file, weight))| (format!("style{i}"), load(file), weight))
+        .collect();
+    // style_weight = "auto" measures at white noise of seed 0.
+    let (_, _, height, width) = content.size4().unwrap();
+    let probe = image_io::white_noise(
+        StyleWeight::AUTO_PROBE_SEED,
+        image_io::Extent {
+            width: width as u32,
+            height: height as u32,
+        },
+    )
     .unwrap();
     let init = match params.init {
         Init::Content => content.copy(),
@@ -78,10 +100,17 @@ fn check_render_against_pytorch(name: &str, params: RenderParams, weights_args: 
         }
     };
     let images = dir.join("images.safetensors");
-    write_tensors(
-        &images,
-        &[("content", &content), ("style", &style), ("init", &init)],
-    );
+    let mut tensors = vec![("content", &content), ("init", &init), ("probe", &probe)];
+    match styles.as_slice() {
+        [(_, style, _)] => tensors.push(("style", style)),
+        blend => tensors.extend(blend.iter().map(|(name, style, _)| (name.as_str(), style))),
+    }
+    write_tensors(&images, &tensors);
+    let blend = styles
+        .iter()
+        .map(|(_, _, weight)| weight.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
 
     let out = dir.join("reference.safetensors");
     let style_layers: Vec<String> = params
@@ -128,17 +157,30 @@ fn check_render_against_pytorch(name: &str, params: RenderParams, weights_args: 
         line_search,
         "--iterations",
         &iterations,
+        "--style-blend",
+        if styles.len() > 1 { &blend } else { "" },
         "--out",
         out.to_str().unwrap(),
     ]);
     let expected = read_tensors(&out);
+    let beta = expected["beta"].double_value(&[]);
     // Rows: iteration, content, style, tv, total; the loss at iteration k is that of
     // the pastiche after k iterations.
     let expected_losses = &expected["losses"];
 
     let net = FeatureNet::load(backbone, Some(&weights), Device::Cpu).unwrap();
-    let prepared = Prepared::from_tensors(&net, &params, &content, &style, &init).unwrap();
+    let blend: Vec<(&Tensor, f64)> = styles.iter().map(|(_, s, w)| (s, *w)).collect();
+    let prepared = Prepared::from_tensors_blended(&net, &params, &content, &blend, &init).unwrap();
     let rendered = render(&net, &params, prepared, &mut |_| ControlFlow::Continue(())).unwrap();
+    eprintln!(
+        "{name}: style weight {} (PyTorch {beta})",
+        rendered.style_weight
+    );
+    assert!(
+        (rendered.style_weight - beta).abs() <= 1e-4 * beta.abs(),
+        "{name}: style weight {} vs PyTorch {beta}",
+        rendered.style_weight
+    );
     assert_eq!(
         rendered.losses.len(),
         params.iterations as usize,
@@ -225,6 +267,121 @@ fn googlenet_strong_wolfe_render_follows_pytorch() {
     // activations layer by layer: without large weights the gradient is below
     // L-BFGS's tolerance and neither side moves.
     params.content_weight = 1e6;
-    params.style_weight = 1e12;
+    params.style_weight = StyleWeight::Fixed(1e12);
     check_render_against_pytorch("googlenet-wolfe", params, &["--transform-input", "true"]);
+}
+
+#[test]
+fn a_blend_of_two_styles_follows_pytorch() {
+    // Each style layer's target is the weighted sum of the two images' Grams.
+    let mut params = small(Backbone::Vgg16, OptimizerKind::Lbfgs);
+    params.optimizer.line_search = LineSearch::StrongWolfe;
+    check_blend_against_pytorch(
+        "vgg16-blend",
+        params,
+        &[],
+        &[("starry_night.jpg", 0.75), ("chelsea.png", 0.25)],
+    );
+}
+
+#[test]
+fn an_automatic_style_weight_is_chosen_as_pytorch_chooses_it() {
+    // From the content image, where the content term has no gradient: beta is
+    // measured at the probe, not at the start.
+    let mut params = RenderParams {
+        style_weight: StyleWeight::Auto { ratio: 0.5 },
+        ..small(Backbone::Vgg16, OptimizerKind::Lbfgs)
+    };
+    params.optimizer.line_search = LineSearch::StrongWolfe;
+    // Random weights give small gradients; alpha scales the problem (and beta with
+    // it) out of L-BFGS's tolerances, where a last bit decides whether it stops.
+    params.content_weight = 1e3;
+    // As in the VGG19 test, last-bit differences pass 1e-3 from iteration 8.
+    params.iterations = 6;
+    check_render_against_pytorch("vgg16-auto", params, &[]);
+}
+
+fn example(file: &str, size: u32) -> Tensor {
+    let path = repo_root().join("examples").join(file);
+    image_io::load_resized(&path, |e| e.with_longer_side(size)).unwrap()
+}
+
+#[test]
+fn an_automatic_style_weight_is_reproducible_and_scales_with_its_ratio() {
+    let net = FeatureNet::load(Backbone::Vgg16, None, Device::Cpu).unwrap();
+    let (content, style) = (example("chelsea.png", 48), example("starry_night.jpg", 48));
+    let beta = |ratio| {
+        let params = RenderParams {
+            style_weight: StyleWeight::Auto { ratio },
+            size: 48,
+            ..RenderParams::new(Backbone::Vgg16)
+        };
+        GatysLoss::new(&net, &params, &content, &[(style.shallow_clone(), 1.0)])
+            .unwrap()
+            .style_weight()
+    };
+    let once = beta(1.0);
+    assert!(once.is_finite() && once > 0.0, "{once}");
+    assert_eq!(
+        once.to_bits(),
+        beta(1.0).to_bits(),
+        "the same render, the same beta"
+    );
+    assert!((beta(3.0) / once - 3.0).abs() < 1e-9);
+}
+
+/// BT.601 luminance and chroma, as `[N, 3, H, W]` Y, U, V planes.
+fn yuv(rgb: &Tensor) -> Tensor {
+    let m = Tensor::from_slice(&[
+        0.299f32, 0.587, 0.114, -0.14713, -0.28886, 0.436, 0.615, -0.51499, -0.10001,
+    ])
+    .view([3, 3]);
+    Tensor::einsum("ij,njhw->nihw", &[&m, rgb], None::<i64>)
+}
+
+#[test]
+fn original_colors_keep_the_contents_chroma_and_the_pastiches_luminance() {
+    let net = FeatureNet::load(Backbone::Vgg16, None, Device::Cpu).unwrap();
+    let (content, style) = (example("chelsea.png", 48), example("starry_night.jpg", 48));
+    // From noise, so that the pastiche's colours are not the content's.
+    let init = image_io::white_noise(
+        3,
+        image_io::Extent {
+            width: content.size()[3] as u32,
+            height: content.size()[2] as u32,
+        },
+    )
+    .unwrap();
+    let run = |original_colors| {
+        let params = RenderParams {
+            original_colors,
+            init: Init::Noise,
+            iterations: 4,
+            size: 48,
+            ..RenderParams::new(Backbone::Vgg16)
+        };
+        let prepared = Prepared::from_tensors(&net, &params, &content, &style, &init).unwrap();
+        render(&net, &params, prepared, &mut |_| ControlFlow::Continue(()))
+            .unwrap()
+            .image
+    };
+    let (plain, kept_rgb) = (run(false), run(true));
+    let (plain, kept, original) = (yuv(&plain), yuv(&kept_rgb), yuv(&content));
+    // Where no channel was clipped to [0, 1].
+    let inside = kept_rgb
+        .gt(1e-4)
+        .logical_and(&kept_rgb.lt(1.0 - 1e-4))
+        .all_dim(1, true)
+        .to_kind(Kind::Float);
+    let share = inside.mean(Kind::Float).double_value(&[]);
+    assert!(share > 0.5, "only {share} of the pixels are unclipped");
+    let worst = |a: &Tensor, b: &Tensor| ((a - b).abs() * &inside).max().double_value(&[]);
+    let chroma = |t: &Tensor| t.narrow(1, 1, 2);
+    let luma = |t: &Tensor| t.narrow(1, 0, 1);
+    assert!(worst(&chroma(&kept), &chroma(&original)) < 1e-5);
+    assert!(worst(&luma(&kept), &luma(&plain)) < 1e-5);
+    assert!(
+        worst(&chroma(&plain), &chroma(&original)) > 0.05,
+        "the plain pastiche already had the content's colours: the test shows nothing"
+    );
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use pastiche_spec::{
     Backbone, Init, LineSearch, LossRecord, OptimizerKind, OptimizerSpec, RenderParams, StyleLayer,
+    StyleWeight,
 };
 
 use crate::pb;
@@ -133,7 +134,14 @@ impl From<&RenderParams> for pb::RenderParams {
                 })
                 .collect(),
             content_weight: p.content_weight,
-            style_weight: p.style_weight,
+            style_weight: match p.style_weight {
+                StyleWeight::Fixed(beta) => beta,
+                StyleWeight::Auto { .. } => 0.0,
+            },
+            style_balance: match p.style_weight {
+                StyleWeight::Fixed(_) => 0.0,
+                StyleWeight::Auto { ratio } => ratio,
+            },
             tv_weight: p.tv_weight,
             init: Some((&p.init).into()),
             optimizer: pb::OptimizerKind::from(p.optimizer.kind).into(),
@@ -145,6 +153,7 @@ impl From<&RenderParams> for pb::RenderParams {
             style_scale: p.style_scale,
             seed: p.seed,
             log_every: p.log_every,
+            original_colors: p.original_colors,
         }
     }
 }
@@ -178,7 +187,13 @@ impl TryFrom<pb::RenderParams> for RenderParams {
                 })
                 .collect(),
             content_weight: p.content_weight,
-            style_weight: p.style_weight,
+            style_weight: if p.style_balance > 0.0 {
+                StyleWeight::Auto {
+                    ratio: p.style_balance,
+                }
+            } else {
+                StyleWeight::Fixed(p.style_weight)
+            },
             tv_weight: p.tv_weight,
             init: p
                 .init
@@ -195,6 +210,7 @@ impl TryFrom<pb::RenderParams> for RenderParams {
             style_scale: p.style_scale,
             seed: p.seed,
             log_every: p.log_every,
+            original_colors: p.original_colors,
         };
         params.validate().map_err(|e| ConversionError {
             field: "params",

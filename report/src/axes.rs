@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use pastiche_spec::params::table::{Shown, PARAMS};
+use pastiche_spec::Style;
 
 use crate::{ReportError, ReportTask};
 
@@ -86,9 +87,21 @@ impl Param {
         };
         match self {
             Param::Content => image(&task.content_key),
-            Param::Style => image(&task.style_key),
+            Param::Style => Shown {
+                label: style_label(&task.style_key),
+                ..image(&task.style_key)
+            },
             Param::Render(param) => param.shown(&task.params),
         }
+    }
+}
+
+/// A task's style (its `style_key`) as people read it: `3fa9c2d1.jpg`, or
+/// `3fa9c2d1.jpg 75% + 0b12ad4e.png 25%` for a blend.
+pub(crate) fn style_label(style_key: &str) -> String {
+    match Style::parse(style_key) {
+        Ok(style) => style.label(short_key),
+        Err(_) => short_key(style_key),
     }
 }
 
@@ -373,7 +386,7 @@ fn decides(a: &Axis, b: &Axis) -> bool {
 mod tests {
     use super::*;
     use crate::Outcome;
-    use pastiche_spec::{Backbone, OptimizerKind, RenderParams, StyleLayer};
+    use pastiche_spec::{Backbone, OptimizerKind, RenderParams, StyleLayer, StyleWeight};
 
     fn task(id: &str, f: impl FnOnce(&mut RenderParams)) -> ReportTask {
         let mut params = RenderParams::new(Backbone::Vgg19);
@@ -407,7 +420,7 @@ mod tests {
         for (i, sw) in [1e6, 1e4, 1e5].into_iter().enumerate() {
             for (j, b) in [Backbone::Vgg19, Backbone::Vgg16].into_iter().enumerate() {
                 tasks.push(task(&format!("t{i}{j}"), |p| {
-                    p.style_weight = sw;
+                    p.style_weight = StyleWeight::Fixed(sw);
                     p.backbone = b;
                 }));
             }
@@ -515,9 +528,9 @@ mod tests {
             .into_iter()
             .flat_map(|b| {
                 [1e4, 1e5].map(|sw| {
-                    let mut t = task("t", |p| p.style_weight = sw);
+                    let mut t = task("t", |p| p.style_weight = StyleWeight::Fixed(sw));
                     t.params = RenderParams {
-                        style_weight: sw,
+                        style_weight: StyleWeight::Fixed(sw),
                         ..RenderParams::new(b)
                     };
                     t
@@ -548,7 +561,7 @@ mod tests {
                     for seed in [0, 1] {
                         tasks.push(task("t", |p| {
                             p.backbone = b;
-                            p.style_weight = sw;
+                            p.style_weight = StyleWeight::Fixed(sw);
                             p.size = size;
                             p.seed = seed;
                         }));

@@ -7,7 +7,7 @@ use futures::{StreamExt, TryStreamExt};
 use image::{imageops::FilterType, RgbImage};
 use pastiche_spec::layout;
 use pastiche_spec::store::{Store, StoreError};
-use pastiche_spec::{LossRecord, LOSSES_CSV_HEADER};
+use pastiche_spec::{FinishedTask, LossRecord, Style, LOSSES_CSV_HEADER};
 
 use crate::{Outcome, ReportError, ReportJob, ReportTask};
 
@@ -26,6 +26,8 @@ pub(crate) struct TaskData<'a> {
     /// Whether the store has a readable pastiche / loss log for this task.
     pub has_pastiche: bool,
     pub has_losses: bool,
+    /// beta as the render chose it (`style_weight = "auto"`), from task.json.
+    pub chosen_style_weight: Option<f64>,
     /// The stored files, kept for a standalone report.
     pub pastiche_bytes: Option<Vec<u8>>,
     pub losses_bytes: Option<Vec<u8>>,
@@ -53,21 +55,28 @@ pub(crate) async fn load<'a>(
         .try_collect()
         .await?;
 
-    let mut keys: Vec<&str> = Vec::new();
+    // Every image once: contents, styles, and the images of blended styles.
+    let mut keys: Vec<String> = Vec::new();
+    let mut blends: Vec<(&str, Style)> = Vec::new();
     for task in &job.tasks {
-        for key in [task.content_key.as_str(), task.style_key.as_str()] {
-            if !keys.contains(&key) {
+        let style = Style::parse(&task.style_key).unwrap_or_else(|_| Style::image(""));
+        let images = style.images().map(|(key, _)| key.to_owned());
+        for key in std::iter::once(task.content_key.clone()).chain(images) {
+            if !key.is_empty() && !keys.contains(&key) {
                 keys.push(key);
             }
+        }
+        if style.is_blend() && !blends.iter().any(|(key, _)| *key == task.style_key) {
+            blends.push((&task.style_key, style));
         }
     }
     let loaded: Vec<(String, Result<RgbImage, String>)> = futures::stream::iter(keys)
         .map(|key| async move {
-            let image = match optional(store.get(key).await)? {
+            let image = match optional(store.get(&key).await)? {
                 None => Err("missing".to_owned()),
                 Some(bytes) => thumbnail(&bytes),
             };
-            Ok::<_, ReportError>((key.to_owned(), image))
+            Ok::<_, ReportError>((key, image))
         })
         .buffered(CONCURRENT_READS)
         .try_collect()
@@ -85,11 +94,41 @@ pub(crate) async fn load<'a>(
             }
         }
     }
+    for (key, style) in blends {
+        let parts: Option<Vec<&RgbImage>> = style
+            .images()
+            .map(|(image, _)| inputs.get(image).and_then(Option::as_ref))
+            .collect();
+        let thumb = parts.map(|parts| side_by_side(&parts));
+        inputs.insert(key.to_owned(), thumb);
+    }
     Ok(JobData {
         tasks,
         inputs,
         notes,
     })
+}
+
+/// A blend's images in one `THUMB` x `THUMB` thumbnail, left to right.
+fn side_by_side(images: &[&RgbImage]) -> RgbImage {
+    let width = THUMB / images.len().max(1) as u32;
+    let parts: Vec<RgbImage> = images.iter().map(|i| fit_in(i, width, THUMB)).collect();
+    let height = parts.iter().map(RgbImage::height).max().unwrap_or(1);
+    let mut out = RgbImage::from_pixel(width * parts.len() as u32, height, image::Rgb([255; 3]));
+    for (i, part) in parts.iter().enumerate() {
+        let y = (height - part.height()) / 2;
+        image::imageops::replace(&mut out, part, i64::from(width) * i as i64, i64::from(y));
+    }
+    out
+}
+
+/// `image` scaled to fit in `width` x `height`.
+fn fit_in(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let (w, h) = image.dimensions();
+    let scale = (f64::from(width) / f64::from(w)).min(f64::from(height) / f64::from(h));
+    let nw = ((f64::from(w) * scale).round() as u32).clamp(1, width);
+    let nh = ((f64::from(h) * scale).round() as u32).clamp(1, height);
+    image::imageops::resize(image, nw, nh, FilterType::Triangle)
 }
 
 async fn load_task<'a>(
@@ -104,6 +143,7 @@ async fn load_task<'a>(
         thumb: None,
         has_pastiche: false,
         has_losses: false,
+        chosen_style_weight: None,
         pastiche_bytes: None,
         losses_bytes: None,
         notes: Vec::new(),
@@ -114,6 +154,13 @@ async fn load_task<'a>(
     }
     let key = |name| layout::task_file_key(job, &task.id, name);
     let (pastiche_file, losses_file) = (layout::PASTICHE_PNG, layout::LOSSES_CSV);
+
+    if task.params.style_weight.is_auto() {
+        let record = optional(store.get(&key(layout::TASK_JSON)?).await)?;
+        data.chosen_style_weight = record
+            .as_deref()
+            .and_then(FinishedTask::chosen_style_weight_in);
+    }
 
     match optional(store.get(&key(pastiche_file)?).await)? {
         None => data.notes.push(format!("{pastiche_file} is missing")),
@@ -173,9 +220,11 @@ fn optional<T>(result: Result<T, StoreError>) -> Result<Option<T>, ReportError> 
     }
 }
 
-/// Decodes a PNG or JPEG (told apart by content) and fits it in `THUMB` x `THUMB`.
+/// Decodes a PNG or JPEG (told apart by content), upright, and fits it in
+/// `THUMB` x `THUMB`.
 fn thumbnail(bytes: &[u8]) -> Result<RgbImage, String> {
-    let image = image::load_from_memory(bytes).map_err(|e| e.to_string())?;
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes));
+    let image = pastiche_spec::upright::decode(reader).map_err(|e| e.to_string())?;
     Ok(fit(&image.to_rgb8(), THUMB))
 }
 

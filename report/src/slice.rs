@@ -94,7 +94,7 @@ fn values_of(param: Param, tasks: &[crate::ReportTask]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use pastiche_spec::{Backbone, Init, RenderParams};
+    use pastiche_spec::{Backbone, Init, RenderParams, StyleWeight};
 
     use super::*;
     use crate::{Outcome, ReportTask};
@@ -107,7 +107,7 @@ mod tests {
                 for init in [Init::Content, Init::Noise] {
                     for depth in [3, 5] {
                         let mut params = RenderParams {
-                            style_weight,
+                            style_weight: StyleWeight::Fixed(style_weight),
                             init: init.clone(),
                             ..RenderParams::new(backbone)
                         };
@@ -156,7 +156,7 @@ mod tests {
         for p in &tasks {
             assert_eq!(
                 (p.backbone, p.style_weight, p.style_layers.len()),
-                (Backbone::Vgg19, 1e5, 5)
+                (Backbone::Vgg19, StyleWeight::Fixed(1e5), 5)
             );
         }
         assert_eq!(
@@ -169,7 +169,9 @@ mod tests {
     fn values_of_one_parameter_are_alternatives() {
         let tasks = only(&["style_weight=1e4", "style_weight=1e6"]).unwrap();
         assert_eq!(tasks.len(), 16);
-        assert!(tasks.iter().all(|p| p.style_weight != 1e5));
+        assert!(tasks
+            .iter()
+            .all(|p| p.style_weight != StyleWeight::Fixed(1e5)));
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub(crate) struct Row {
     pub attempts: u32,
     /// The task's value of each varied parameter.
     pub values: Vec<String>,
+    /// beta as the render chose it (`style_weight = "auto"`), from task.json.
+    pub chosen_style_weight: Option<f64>,
     /// The loss record at each of [`Summary::iterations`], if logged.
     pub at: Vec<Option<LossRecord>>,
     /// The last record of the log.
@@ -41,6 +43,8 @@ pub(crate) struct Summary {
     pub job_name: String,
     pub slice: Option<String>,
     pub params: Vec<Param>,
+    /// Whether some task chose its style weight (a `chosen_style_weight` column).
+    pub auto_style_weight: bool,
     /// Every iteration any task logged, ascending.
     pub iterations: Vec<u32>,
     pub rows: Vec<Row>,
@@ -75,6 +79,7 @@ impl Summary {
                         .iter()
                         .map(|a| a.values[a.of_task[i]].clone())
                         .collect(),
+                    chosen_style_weight: t.chosen_style_weight,
                     at: iterations
                         .iter()
                         .map(|n| by_iteration.get(n).copied())
@@ -92,6 +97,7 @@ impl Summary {
             job_name: job.name.clone(),
             slice: job.slice.clone(),
             params: axes.varied.iter().map(|a| a.param).collect(),
+            auto_style_weight: job.tasks.iter().any(|t| t.params.style_weight.is_auto()),
             iterations,
             rows,
             studies,
@@ -105,6 +111,9 @@ impl Summary {
             .map(String::from)
             .to_vec();
         header.extend(self.params.iter().map(|p| p.name().to_owned()));
+        if self.auto_style_weight {
+            header.push("chosen_style_weight".into());
+        }
         for n in &self.iterations {
             header.extend([
                 format!("content@{n}"),
@@ -140,6 +149,9 @@ impl Summary {
             row.attempts.to_string(),
         ];
         cells.extend(row.values.iter().cloned());
+        if self.auto_style_weight {
+            cells.push(row.chosen_style_weight.map(&number).unwrap_or_default());
+        }
         for record in &row.at {
             match record {
                 Some(r) => cells.extend([number(r.content), number(r.style), number(r.total)]),

@@ -7,7 +7,7 @@ use std::path::Path;
 use image::{ImageFormat, Rgb, RgbImage};
 use pastiche_spec::store::Store;
 use pastiche_spec::{
-    layout, sha256_hex, task_id, Backbone, LossRecord, RenderParams, LOSSES_CSV_HEADER,
+    layout, sha256_hex, task_id, Backbone, LossRecord, RenderParams, StyleWeight, LOSSES_CSV_HEADER,
 };
 
 use crate::load::THUMB;
@@ -82,7 +82,7 @@ async fn finished_job(without_outputs: &[usize]) -> Fixture {
     for (b, backbone) in BACKBONES.into_iter().enumerate() {
         for (s, style_weight) in STYLE_WEIGHTS.into_iter().enumerate() {
             let params = RenderParams {
-                style_weight,
+                style_weight: StyleWeight::Fixed(style_weight),
                 iterations: 150,
                 ..RenderParams::new(backbone)
             };
@@ -257,7 +257,7 @@ async fn the_summary_holds_the_logged_losses() {
         assert_eq!(row[column("outcome")], "done");
         assert_eq!(row[column("backbone")], task.params.backbone.name());
         assert_eq!(
-            row[column("style_weight")].parse::<f64>().unwrap(),
+            row[column("style_weight")].parse::<StyleWeight>().unwrap(),
             task.params.style_weight
         );
         let number = |name: &str| row[column(name)].parse::<f64>().unwrap();

@@ -24,6 +24,9 @@ pub struct FinishedTask {
     pub render_seconds: f64,
     /// The last row of the loss log.
     pub losses: Option<LossRecord>,
+    /// beta as the render chose it, where `params.style_weight` is `auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen_style_weight: Option<f64>,
 }
 
 /// A task's inputs as object keys (or URLs); `weights` is empty for random weights.
@@ -42,6 +45,20 @@ impl FinishedTask {
 
     pub fn from_json(bytes: &[u8]) -> Result<FinishedTask, serde_json::Error> {
         serde_json::from_slice(bytes)
+    }
+
+    /// Only the style weight an `auto` render chose, read as [`attempt_in`]
+    /// reads the attempt.
+    ///
+    /// [`attempt_in`]: Self::attempt_in
+    pub fn chosen_style_weight_in(bytes: &[u8]) -> Option<f64> {
+        #[derive(Deserialize)]
+        struct Chosen {
+            chosen_style_weight: Option<f64>,
+        }
+        serde_json::from_slice::<Chosen>(bytes)
+            .ok()
+            .and_then(|c| c.chosen_style_weight)
     }
 
     /// Only the attempt of a record, which is all a report needs to call a task
@@ -81,6 +98,7 @@ mod tests {
             finished_at: 2.5,
             render_seconds: 0.75,
             losses: None,
+            chosen_style_weight: None,
         };
         let bytes = record.to_json();
         assert_eq!(FinishedTask::from_json(&bytes).unwrap(), record);

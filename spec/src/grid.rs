@@ -22,6 +22,9 @@
 //! that ask a backbone for more stages than it has are left out and counted in
 //! [`Grid::skipped`].
 //!
+//! A value of `style` may also be a blend of several style images (see
+//! [`Style`]): `{ blend = ["a.jpg", "b.jpg"], weights = [3, 1] }`.
+//!
 //! `preview_every = K` (top level) asks workers to upload the current iterate of
 //! every task each K iterations; it is off by default.
 
@@ -35,7 +38,7 @@ use sha2::{Digest, Sha256};
 use toml::{Spanned, Value as Toml};
 
 use crate::params::table::{Param, Value, PARAMS};
-use crate::{layout, Backbone, ParamError, RenderParams};
+use crate::{layout, Backbone, ParamError, RenderParams, Style};
 
 /// A grid file that could not be read, located as precisely as it can be.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,7 +84,7 @@ struct RawGrid {
 #[derive(Debug, Clone, PartialEq)]
 pub struct GridTask {
     pub content: String,
-    pub style: String,
+    pub style: Style,
     pub params: RenderParams,
 }
 
@@ -89,9 +92,9 @@ pub struct GridTask {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Grid {
     pub name: String,
-    /// Content and style images, paths or URLs as written.
+    /// Content images and styles, paths or URLs as written.
     pub contents: Vec<String>,
-    pub styles: Vec<String>,
+    pub styles: Vec<Style>,
     /// Backbone weights as written (a path or an object-store URL).
     pub weights: BTreeMap<Backbone, String>,
     /// Every render, content-major; each combination once.
@@ -120,7 +123,7 @@ impl Grid {
                     &task.params,
                     &[
                         ("content", input_digest(&task.content)),
-                        ("style", input_digest(&task.style)),
+                        ("style", task.style.digest().as_str()),
                         ("weights", self.weights_for(task.params.backbone)),
                     ],
                 );
@@ -249,6 +252,86 @@ fn parse_file_names(value: &Toml) -> Result<Vec<String>, String> {
     Ok(distinct(names))
 }
 
+/// `style`: one style or a list of them, each a file name or a blend
+/// (`{ blend = [names], weights = [numbers] }`).
+fn parse_styles(value: &Toml) -> Result<Vec<Style>, String> {
+    let items = match value {
+        Toml::Array(items) if items.is_empty() => {
+            return Err("an empty list leaves nothing to render".into())
+        }
+        Toml::Array(items) => items.iter().collect(),
+        single => vec![single],
+    };
+    let styles = items
+        .into_iter()
+        .map(|item| match item {
+            Toml::String(name) if name.trim().is_empty() => {
+                Err("an empty name names no file".to_owned())
+            }
+            Toml::String(name) => Ok(Style::image(name.as_str())),
+            Toml::Table(blend) => parse_blend(blend),
+            other => Err(format!(
+                "expected a file name or a blend, found {}",
+                other.type_str()
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(distinct(styles))
+}
+
+/// `{ blend = ["a.jpg", "b.jpg"], weights = [3, 1] }`; without weights, equal ones.
+fn parse_blend(table: &toml::Table) -> Result<Style, String> {
+    const SYNTAX: &str = "a blend is { blend = [\"a.jpg\", \"b.jpg\"], weights = [3, 1] }";
+    if let Some(key) = table
+        .keys()
+        .find(|k| !["blend", "weights"].contains(&k.as_str()))
+    {
+        return Err(format!("unknown key '{key}' in a blend: {SYNTAX}"));
+    }
+    let Some(Toml::Array(images)) = table.get("blend") else {
+        return Err(format!("a blend needs a list of images: {SYNTAX}"));
+    };
+    let images = images
+        .iter()
+        .map(|image| match image {
+            Toml::String(name) => Ok(name.clone()),
+            other => Err(format!(
+                "a blend's images are file names, found {}",
+                other.type_str()
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let weights = match table.get("weights") {
+        None => vec![1.0; images.len()],
+        Some(Toml::Array(weights)) => weights
+            .iter()
+            .map(|weight| match weight {
+                Toml::Float(w) => Ok(*w),
+                Toml::Integer(w) => Ok(*w as f64),
+                other => Err(format!(
+                    "blend weights are numbers, found {}",
+                    other.type_str()
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(other) => {
+            return Err(format!(
+                "a blend's weights are a list of numbers, found {}",
+                other.type_str()
+            ))
+        }
+    };
+    if weights.len() != images.len() {
+        return Err(format!(
+            "a blend of {} images needs {} weights, got {}",
+            images.len(),
+            images.len(),
+            weights.len()
+        ));
+    }
+    Style::blend(images.into_iter().zip(weights))
+}
+
 /// Reads a grid file's text (`file` names it in errors) and expands it.
 pub fn parse_grid(file: &Path, text: &str) -> Result<Grid, GridError> {
     let ctx = Ctx { file, text };
@@ -272,7 +355,7 @@ pub fn parse_grid(file: &Path, text: &str) -> Result<Grid, GridError> {
     };
     let contents = parse_file_names(raw.content.get_ref())
         .map_err(|m| ctx.error("content", Some(raw.content.span()), m))?;
-    let styles = parse_file_names(raw.style.get_ref())
+    let styles = parse_styles(raw.style.get_ref())
         .map_err(|m| ctx.error("style", Some(raw.style.span()), m))?;
     let mut weights = BTreeMap::new();
     for (backbone, location) in &raw.weights {
@@ -447,22 +530,26 @@ fn read_axes(
 /// The entries of a grid file's text that name files: content and style images,
 /// starting images, weights. `visit` may rewrite each.
 fn for_each_input(table: &mut toml::Table, visit: &mut dyn FnMut(&mut String)) {
-    let mut strings = |value: &mut Toml, only: &dyn Fn(&str) -> bool| match value {
-        Toml::String(entry) if only(entry) => visit(entry),
-        Toml::Array(items) => {
-            for item in items {
-                if let Toml::String(entry) = item {
-                    if only(entry) {
-                        visit(entry);
-                    }
+    // Strings, lists of them, and the images of blends (`{ blend = [...] }`).
+    fn strings(value: &mut Toml, only: &dyn Fn(&str) -> bool, visit: &mut dyn FnMut(&mut String)) {
+        match value {
+            Toml::String(entry) if only(entry) => visit(entry),
+            Toml::Array(items) => {
+                for item in items {
+                    strings(item, only, visit);
                 }
             }
+            Toml::Table(blend) => {
+                if let Some(images) = blend.get_mut("blend") {
+                    strings(images, only, visit);
+                }
+            }
+            _ => {}
         }
-        _ => {}
-    };
+    }
     for field in ["content", "style"] {
         if let Some(value) = table.get_mut(field) {
-            strings(value, &|_| true);
+            strings(value, &|_| true, visit);
         }
     }
     if let Some(Toml::Table(axes)) = table.get_mut("grid") {
@@ -471,13 +558,13 @@ fn for_each_input(table: &mut toml::Table, visit: &mut dyn FnMut(&mut String)) {
                 .iter()
                 .find(|p| p.name == key || p.aliases.contains(&key.as_str()))
             {
-                strings(value, &|entry| param.names_file(entry));
+                strings(value, &|entry| param.names_file(entry), visit);
             }
         }
     }
     if let Some(Toml::Table(weights)) = table.get_mut("weights") {
         for (_, value) in weights.iter_mut() {
-            strings(value, &|_| true);
+            strings(value, &|_| true, visit);
         }
     }
 }
@@ -647,6 +734,70 @@ vgg19 = "s3://models/vgg19.safetensors"
             .tasks
             .iter()
             .all(|t| t.params.iterations == 300 && t.params.log_every == 50));
+    }
+
+    #[test]
+    fn a_blend_is_one_style_of_the_grid_and_its_images_are_uploaded() {
+        let text = r#"
+content = "c.jpg"
+style = ["a.jpg", { blend = ["a.jpg", "b.png"], weights = [3, 1] }, { blend = ["b.png"] }]
+[grid]
+style_weight = [1e5, "auto", "Auto:2"]
+original_colors = [false, true]
+"#;
+        let grid = parse(text).unwrap();
+        assert_eq!(grid.styles.len(), 3);
+        assert_eq!(grid.styles[0], Style::image("a.jpg"));
+        let shares: Vec<(&str, f64)> = grid.styles[1].images().collect();
+        assert_eq!(shares, [("a.jpg", 0.75), ("b.png", 0.25)]);
+        assert_eq!(
+            grid.styles[2],
+            Style::image("b.png"),
+            "a blend of one image"
+        );
+        assert_eq!(grid.tasks.len(), 3 * 3 * 2);
+        let auto = grid
+            .tasks
+            .iter()
+            .filter(|t| t.params.style_weight.is_auto());
+        assert_eq!(auto.count(), 3 * 2 * 2);
+
+        // `submit` uploads each image of a blend once and names it by its key.
+        assert_eq!(local_inputs(text).unwrap(), ["c.jpg", "a.jpg", "b.png"]);
+        let keys: BTreeMap<String, String> =
+            [("a.jpg", "inputs/aa.jpg"), ("b.png", "inputs/bb.png")]
+                .into_iter()
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                .collect();
+        let submitted = parse(&grid_with_input_keys(text, &keys).unwrap()).unwrap();
+        assert_eq!(
+            submitted.styles[1].to_string(),
+            "blend:0.75=inputs/aa.jpg|0.25=inputs/bb.png"
+        );
+        let ids = submitted.identified_tasks();
+        assert_eq!(ids.len(), 18, "every point is its own render");
+    }
+
+    #[test]
+    fn malformed_blends_are_refused_with_their_line() {
+        for (style, needle) in [
+            (
+                r#"{ blend = ["a.jpg", "b.jpg"], weights = [1] }"#,
+                "needs 2 weights",
+            ),
+            (r#"{ blend = ["a.jpg"], weights = [0] }"#, "positive"),
+            (r#"{ images = ["a.jpg"] }"#, "unknown key 'images'"),
+            (r#"{ weights = [1] }"#, "needs a list of images"),
+            (r#"[1]"#, "expected a file name or a blend"),
+        ] {
+            let err = parse(&format!("content = \"c.jpg\"\n\nstyle = {style}\n")).unwrap_err();
+            assert_eq!(
+                (err.line, err.key.as_deref()),
+                (Some(3), Some("style")),
+                "{err}"
+            );
+            assert!(err.message.contains(needle), "{err}");
+        }
     }
 
     #[test]

@@ -13,6 +13,9 @@ mod losses;
 pub mod params;
 #[cfg(feature = "store")]
 pub mod store;
+mod style;
+#[cfg(feature = "images")]
+pub mod upright;
 
 pub use finished::{FinishedTask, TaskInputs};
 pub use grid::{
@@ -23,9 +26,10 @@ pub use layers::{Backbone, LayerError, GOOGLENET_LAYERS, VGG16_LAYERS, VGG19_LAY
 pub use losses::{LossRecord, LOSSES_CSV_HEADER};
 pub use params::table::{Param, PARAMS};
 pub use params::{
-    Init, LineSearch, OptimizerKind, OptimizerSpec, ParamError, RenderParams, StyleLayer, MAX_SIZE,
-    MIN_SIZE,
+    Init, LineSearch, OptimizerKind, OptimizerSpec, ParamError, RenderParams, StyleLayer,
+    StyleWeight, MAX_SIZE, MIN_SIZE,
 };
+pub use style::Style;
 
 /// The last error of `error`'s chain of sources: for errors whose messages
 /// repeat their causes' (transports, object stores), the one worth printing.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use pastiche_engine::spec::{Backbone, LossRecord, RenderParams};
+use pastiche_engine::spec::{Backbone, LossRecord, RenderParams, Style};
 use pastiche_engine::{render, tch, EngineError, FeatureNet, Prepared};
 use tokio::sync::{oneshot, watch};
 
@@ -16,7 +16,8 @@ use tokio::sync::{oneshot, watch};
 pub struct RenderJob {
     pub params: RenderParams,
     pub content: PathBuf,
-    pub style: PathBuf,
+    /// The style's images as local files.
+    pub style: Style,
     pub weights: Option<PathBuf>,
     /// Set to stop the render within one iteration.
     pub cancel: Arc<AtomicBool>,
@@ -33,6 +34,8 @@ pub struct RenderOutput {
     pub png: Vec<u8>,
     pub losses_csv: String,
     pub losses: Vec<LossRecord>,
+    /// beta, where the render chose it (`style_weight = "auto"`).
+    pub chosen_style_weight: Option<f64>,
     pub elapsed: Duration,
 }
 
@@ -134,6 +137,11 @@ fn run(
         png: pastiche_engine::image_io::png_bytes(&rendered.image)?,
         losses_csv: rendered.losses_csv(),
         losses: rendered.losses.clone(),
+        chosen_style_weight: job
+            .params
+            .style_weight
+            .is_auto()
+            .then_some(rendered.style_weight),
         elapsed: rendered.elapsed,
     })
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use engine_thread::{EngineThread, RenderJob, RenderOutput};
 use pastiche_engine::spec::layout;
-use pastiche_engine::spec::{LossRecord, RenderParams};
+use pastiche_engine::spec::{LossRecord, RenderParams, Style};
 use pastiche_proto::pb;
 use pastiche_proto::pb::workers_client::WorkersClient;
 use pastiche_proto::security::{AuthChannel, ClientSecurity};
@@ -248,7 +248,14 @@ impl Worker {
         let (content, style, params, weights) = self
             .renewing(task, async {
                 let content = self.fetch(&task.content_key).await?;
-                let style = self.fetch(&task.style_key).await?;
+                // Each image of a blend is fetched like a single style.
+                let mut style = Style::parse(&task.style_key)
+                    .map_err(|e| anyhow::anyhow!("task {}: {e}", task.task_id))?;
+                let mut local = std::collections::HashMap::new();
+                for (key, _) in style.images() {
+                    local.insert(key.to_owned(), self.fetch(key).await?);
+                }
+                style = style.map_images(|key| local[key].display().to_string());
                 // A starting image was uploaded with the grid, like the content and style.
                 let mut params = params;
                 if let Init::Image(path) = &params.init {
@@ -412,6 +419,7 @@ impl Worker {
             finished_at: unix_now(),
             render_seconds: output.elapsed.as_secs_f64(),
             losses: output.losses.last().copied(),
+            chosen_style_weight: output.chosen_style_weight,
         };
         let key = |name| layout::task_file_key(&task.job_id, &task.task_id, name);
         // task.json last, so that its presence says the other two are there.
@@ -589,6 +597,7 @@ fn stand_in_output(params: &RenderParams) -> RenderOutput {
             record.to_csv_row()
         ),
         losses: vec![record],
+        chosen_style_weight: params.style_weight.is_auto().then_some(1.0),
         elapsed: Duration::ZERO,
     }
 }

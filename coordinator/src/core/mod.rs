@@ -206,7 +206,7 @@ impl Coordinator {
                 id,
                 params: t.params.clone(),
                 content_key: t.content.clone(),
-                style_key: t.style.clone(),
+                style_key: t.style.to_string(),
                 weights: grid.weights_for(t.params.backbone).to_owned(),
             })
             .collect();

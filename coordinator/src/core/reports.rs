@@ -76,7 +76,7 @@ pub async fn from_store(store: &Store, job: &str) -> Result<ReportJob> {
             id,
             params: task.params.clone(),
             content_key: task.content.clone(),
-            style_key: task.style.clone(),
+            style_key: task.style.to_string(),
         });
     }
     Ok(ReportJob {

@@ -159,6 +159,90 @@ impl OptimizerSpec {
     }
 }
 
+/// beta, the style loss's weight: a number, or chosen by the render from the
+/// content and style it is given (`auto`, or `auto:R` for R times the balance).
+///
+/// `auto` makes the two terms pull the image equally hard at the start: beta is
+/// such that `||grad(beta L_s)|| = R ||grad(alpha L_c)||` at a probe image (white
+/// noise of seed 0 at the content's size: at the content image itself, where a
+/// content start begins, the content term has no gradient at all). The weight
+/// chosen is recorded in `task.json` and weights the logged losses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StyleWeight {
+    Fixed(f64),
+    Auto { ratio: f64 },
+}
+
+impl StyleWeight {
+    /// `auto`'s probe: the seed of its white noise.
+    pub const AUTO_PROBE_SEED: u64 = 0;
+
+    pub fn is_auto(self) -> bool {
+        matches!(self, StyleWeight::Auto { .. })
+    }
+}
+
+impl fmt::Display for StyleWeight {
+    /// `1e6`, `auto`, `auto:0.5`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StyleWeight::Fixed(beta) => f.write_str(&table::format_number(*beta)),
+            StyleWeight::Auto { ratio } if *ratio == 1.0 => f.write_str("auto"),
+            StyleWeight::Auto { ratio } => write!(f, "auto:{}", table::format_number(*ratio)),
+        }
+    }
+}
+
+impl FromStr for StyleWeight {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let auto = s
+            .get(..4)
+            .filter(|head| head.eq_ignore_ascii_case("auto"))
+            .map(|_| &s[4..]);
+        match auto {
+            Some("") => Ok(StyleWeight::Auto { ratio: 1.0 }),
+            Some(rest) => rest
+                .strip_prefix(':')
+                .and_then(|ratio| ratio.trim().parse().ok())
+                .map(|ratio| StyleWeight::Auto { ratio })
+                .ok_or_else(|| format!("'{s}' is not auto or auto:RATIO (such as auto:0.5)")),
+            None => s
+                .parse()
+                .map(StyleWeight::Fixed)
+                .map_err(|_| format!("'{s}' is neither a number nor auto")),
+        }
+    }
+}
+
+// As a number when fixed, so that the ids of tasks with a fixed beta are those
+// they had before `auto` existed; `"auto"` or `"auto:R"` otherwise.
+impl Serialize for StyleWeight {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            StyleWeight::Fixed(beta) => serializer.serialize_f64(*beta),
+            auto => serializer.collect_str(auto),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StyleWeight {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Number(f64),
+            Text(String),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Number(beta) => Ok(StyleWeight::Fixed(beta)),
+            Written::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// A style layer and its weight `w_l` in the style loss.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StyleLayer {
@@ -244,7 +328,7 @@ pub struct RenderParams {
     /// alpha: weight of the content loss.
     pub content_weight: f64,
     /// beta: weight of the style loss.
-    pub style_weight: f64,
+    pub style_weight: StyleWeight,
     /// gamma: weight of the total-variation loss.
     pub tv_weight: f64,
     pub init: Init,
@@ -257,6 +341,10 @@ pub struct RenderParams {
     pub seed: u64,
     /// A loss row is logged every this many iterations, and at the last.
     pub log_every: u32,
+    /// Keep the content's colours: the pastiche's luminance with the content's
+    /// chroma (YUV, as neural-style's `-original_colors`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub original_colors: bool,
 }
 
 impl RenderParams {
@@ -278,7 +366,7 @@ impl RenderParams {
                 })
                 .collect(),
             content_weight: 1.0,
-            style_weight: 1e6,
+            style_weight: StyleWeight::Fixed(1e6),
             tv_weight: 0.0,
             init: Init::Content,
             optimizer: OptimizerSpec::new(OptimizerKind::Lbfgs),
@@ -287,6 +375,7 @@ impl RenderParams {
             style_scale: 1.0,
             seed: 0,
             log_every: 50,
+            original_colors: false,
         }
     }
 
@@ -417,10 +506,25 @@ mod tests {
             ),
             (
                 RenderParams {
-                    style_weight: f64::NAN,
+                    style_weight: StyleWeight::Fixed(f64::NAN),
                     ..base.clone()
                 },
                 "style_weight must be a finite number",
+            ),
+            (
+                RenderParams {
+                    style_weight: StyleWeight::Auto { ratio: 0.0 },
+                    ..base.clone()
+                },
+                "positive ratio",
+            ),
+            (
+                RenderParams {
+                    style_weight: StyleWeight::Auto { ratio: 1.0 },
+                    content_weight: 0.0,
+                    ..base.clone()
+                },
+                "content_weight must be > 0",
             ),
             (
                 RenderParams {
@@ -454,6 +558,33 @@ mod tests {
         for (params, needle) in cases {
             let err = params.validate().unwrap_err().to_string();
             assert!(err.contains(needle), "'{err}' should mention '{needle}'");
+        }
+    }
+
+    #[test]
+    fn a_fixed_style_weight_is_written_as_the_number_it_always_was() {
+        // The task id hashes this JSON: a fixed beta must not change it.
+        assert_eq!(
+            serde_json::to_value(StyleWeight::Fixed(1e5)).unwrap(),
+            serde_json::json!(1e5)
+        );
+        assert_eq!(
+            serde_json::to_value(StyleWeight::Auto { ratio: 0.25 }).unwrap(),
+            "auto:0.25"
+        );
+        for weight in [
+            StyleWeight::Fixed(1e5),
+            StyleWeight::Auto { ratio: 1.0 },
+            StyleWeight::Auto { ratio: 0.25 },
+        ] {
+            let json = serde_json::to_string(&weight).unwrap();
+            assert_eq!(serde_json::from_str::<StyleWeight>(&json).unwrap(), weight);
+        }
+        assert_eq!("AUTO".parse(), Ok(StyleWeight::Auto { ratio: 1.0 }));
+        assert_eq!("auto:2".parse(), Ok(StyleWeight::Auto { ratio: 2.0 }));
+        assert_eq!("1e4".parse(), Ok(StyleWeight::Fixed(1e4)));
+        for bad in ["auto:", "automatic", "heavy"] {
+            assert!(bad.parse::<StyleWeight>().is_err(), "{bad}");
         }
     }
 

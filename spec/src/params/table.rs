@@ -9,7 +9,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::{Init, LineSearch, OptimizerKind, RenderParams, StyleLayer, MAX_SIZE, MIN_SIZE};
+use super::{
+    Init, LineSearch, OptimizerKind, RenderParams, StyleLayer, StyleWeight, MAX_SIZE, MIN_SIZE,
+};
 use crate::Backbone;
 
 /// A parameter's value, as a grid file or a flag gives it.
@@ -41,8 +43,12 @@ impl fmt::Display for Value {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Number,
+    /// A number, or a word the parameter knows (`style_weight = "auto"`).
+    NumberOrWord,
     Whole,
     Word,
+    /// On or off: `true` or `false` in a grid file; a flag without a value is on.
+    Switch,
     /// Layer names, as `"a,b"` or `["a", "b"]`; style layers also take a number
     /// of convolutional stages.
     Layers,
@@ -53,6 +59,8 @@ impl Kind {
     pub fn expected(self) -> &'static str {
         match self {
             Kind::Number => "a number",
+            Kind::NumberOrWord => "a number or a word",
+            Kind::Switch => "true or false",
             Kind::Whole => "a whole number",
             Kind::Word => "a string",
             Kind::Layers => "layer names",
@@ -194,9 +202,13 @@ impl Param {
     /// Reads one value of a grid file; lists of alternatives are the caller's.
     pub fn parse_toml(&self, value: &toml::Value) -> Result<Value, String> {
         let text = match (self.kind, value) {
-            (Kind::Number, toml::Value::Float(v)) => v.to_string(),
-            (Kind::Number | Kind::Whole | Kind::Layers, toml::Value::Integer(v)) => v.to_string(),
-            (Kind::Word | Kind::Layers, toml::Value::String(s)) => s.clone(),
+            (Kind::Number | Kind::NumberOrWord, toml::Value::Float(v)) => v.to_string(),
+            (
+                Kind::Number | Kind::NumberOrWord | Kind::Whole | Kind::Layers,
+                toml::Value::Integer(v),
+            ) => v.to_string(),
+            (Kind::Word | Kind::NumberOrWord | Kind::Layers, toml::Value::String(s)) => s.clone(),
+            (Kind::Switch, toml::Value::Boolean(on)) => on.to_string(),
             (Kind::Layers, toml::Value::Array(items)) => items
                 .iter()
                 .map(|item| match item {
@@ -301,7 +313,12 @@ impl Param {
 
     /// Whether values compare as numbers (in report filters).
     pub fn is_numeric(&self) -> bool {
-        matches!(self.kind, Kind::Number | Kind::Whole)
+        matches!(self.kind, Kind::Number | Kind::NumberOrWord | Kind::Whole)
+    }
+
+    /// Whether the parameter is on or off (a flag without a value turns it on).
+    pub fn is_switch(&self) -> bool {
+        self.kind == Kind::Switch
     }
 }
 
@@ -437,16 +454,40 @@ pub static PARAMS: &[Param] = &[
     .bounded_by(|p| non_negative("content_weight", p.content_weight)),
     Param::new(
         "style_weight",
-        Kind::Number,
-        "beta: weight of the style loss",
-        number,
-        |p| Value::Number(p.style_weight),
+        Kind::NumberOrWord,
+        "beta: weight of the style loss; or auto (auto:R for R times the balance), \
+         chosen per render so that style and content pull equally hard at the start",
+        style_weight,
+        |p| match p.style_weight {
+            StyleWeight::Fixed(beta) => Value::Number(beta),
+            auto => Value::Word(auto.to_string()),
+        },
         |p, v| {
-            p.style_weight = num(v);
+            p.style_weight = match v {
+                Value::Number(beta) => StyleWeight::Fixed(*beta),
+                auto => parsed(auto),
+            };
             Ok(())
         },
     )
-    .bounded_by(|p| non_negative("style_weight", p.style_weight)),
+    .bounded_by(|p| match p.style_weight {
+        StyleWeight::Fixed(beta) => non_negative("style_weight", beta),
+        StyleWeight::Auto { ratio } => {
+            if !(ratio.is_finite() && ratio > 0.0) {
+                return Err(format!(
+                    "style_weight auto:RATIO needs a positive ratio, got {ratio}"
+                ));
+            }
+            if p.content_weight <= 0.0 {
+                return Err(
+                    "style_weight auto balances style against content: content_weight \
+                     must be > 0"
+                        .into(),
+                );
+            }
+            Ok(())
+        }
+    }),
     Param::new(
         "tv_weight",
         Kind::Number,
@@ -596,6 +637,18 @@ pub static PARAMS: &[Param] = &[
         Ok(())
     }),
     Param::new(
+        "original_colors",
+        Kind::Switch,
+        "Keep the content's colours: the pastiche's luminance, the content's chroma",
+        switch,
+        |p| Value::Word(p.original_colors.to_string()),
+        |p, v| {
+            p.original_colors = parsed(v);
+            Ok(())
+        },
+    )
+    .also_called(&["original_colours"]),
+    Param::new(
         "seed",
         Kind::Whole,
         "Seed of the white-noise start",
@@ -629,6 +682,23 @@ fn number(text: &str) -> Result<Value, String> {
     text.parse()
         .map(Value::Number)
         .map_err(|_| format!("'{text}' is not a number"))
+}
+
+/// A style weight: a number, or `auto` / `auto:R`.
+fn style_weight(text: &str) -> Result<Value, String> {
+    Ok(match text.parse::<StyleWeight>()? {
+        StyleWeight::Fixed(beta) => Value::Number(beta),
+        auto => Value::Word(auto.to_string()),
+    })
+}
+
+/// On or off, as people write it: `true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0`.
+fn switch(text: &str) -> Result<Value, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(Value::Word("true".into())),
+        "false" | "no" | "off" | "0" => Ok(Value::Word("false".into())),
+        _ => Err(format!("'{text}' is neither true nor false")),
+    }
 }
 
 /// A whole number that fits `T`.
@@ -797,8 +867,11 @@ mod tests {
         varied.init = Init::Image("inputs/start.png".into());
         varied.optimizer.kind = OptimizerKind::Adam;
         varied.optimizer.lr = 1e-3;
-        varied.style_weight = 1e5;
-        for params in [RenderParams::new(Backbone::Vgg16), varied] {
+        varied.style_weight = StyleWeight::Fixed(1e5);
+        varied.original_colors = true;
+        let mut auto = RenderParams::new(Backbone::Vgg19);
+        auto.style_weight = StyleWeight::Auto { ratio: 0.5 };
+        for params in [RenderParams::new(Backbone::Vgg16), varied, auto] {
             for param in PARAMS {
                 let value = param.get(&params);
                 assert_eq!(
@@ -898,5 +971,19 @@ mod tests {
         assert!(layers.parse("0").unwrap_err().contains("at least 1"));
         let backbone = Param::find("backbone").unwrap();
         assert_eq!(backbone.parse("VGG16"), Ok(Value::Word("vgg16".into())));
+        assert_eq!(
+            weight.parse_toml(&toml::Value::String("Auto:0.5".into())),
+            Ok(Value::Word("auto:0.5".into()))
+        );
+        let colors = Param::find("original_colours").unwrap();
+        assert_eq!(
+            colors.parse_toml(&toml::Value::Boolean(true)),
+            Ok(Value::Word("true".into()))
+        );
+        assert_eq!(colors.parse("no"), Ok(Value::Word("false".into())));
+        assert_eq!(
+            colors.parse_toml(&toml::Value::Integer(1)).unwrap_err(),
+            "expected true or false, found integer"
+        );
     }
 }
