@@ -861,3 +861,101 @@ async fn a_completion_waits_for_a_restarting_coordinator_instead_of_being_redone
     assert_eq!(task_json(&tasks[0])["attempt"], 1);
     drop(worker);
 }
+
+#[test]
+fn a_blend_with_an_automatic_weight_and_original_colours_renders_on_the_farm_as_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        examples().join("starry_night.jpg"),
+        dir.path().join("starry.jpg"),
+    )
+    .unwrap();
+    std::fs::copy(examples().join("chelsea.png"), dir.path().join("cat.png")).unwrap();
+    let grid = dir.path().join("painter.toml");
+    std::fs::write(
+        &grid,
+        "content = \"cat.png\"\n\
+         style = { blend = [\"starry.jpg\", \"cat.png\"], weights = [3, 1] }\n\
+         [grid]\nsize = 32\niterations = 3\nlog_every = 1\n\
+         style_weight = \"auto\"\noriginal_colors = true\n",
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    let job = succeeded(pastiche(&[
+        "local",
+        grid.to_str().unwrap(),
+        "--db",
+        dir.path().join("state.db").to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+    ]));
+    let [task] = task_dirs(&store, &job).try_into().unwrap();
+    let record = task_json(&task);
+    assert_eq!(record["params"]["style_weight"], "auto");
+    assert_eq!(record["params"]["original_colors"], true);
+    let style = record["inputs"]["style"].as_str().unwrap();
+    assert!(style.starts_with("blend:0.75=inputs/"), "{style}");
+    let chosen = record["chosen_style_weight"].as_f64().unwrap();
+    assert!(chosen > 0.0, "{record}");
+
+    // The same render by hand: two --style, their weights, the same switches.
+    let alone = dir.path().join("alone");
+    succeeded(pastiche(&[
+        "render",
+        "--content",
+        dir.path().join("cat.png").to_str().unwrap(),
+        "--style",
+        dir.path().join("starry.jpg").to_str().unwrap(),
+        "--style",
+        dir.path().join("cat.png").to_str().unwrap(),
+        "--style-blend-weights",
+        "3,1",
+        "--style-weight",
+        "auto",
+        "--original-colors",
+        "--out",
+        alone.join("p.png").to_str().unwrap(),
+        "--losses",
+        alone.join("l.csv").to_str().unwrap(),
+        "--size",
+        "32",
+        "--iterations",
+        "3",
+        "--log-every",
+        "1",
+        "--device",
+        "cpu",
+    ]));
+    let farm = std::fs::read_to_string(task.join("losses.csv")).unwrap();
+    let by_hand = std::fs::read_to_string(alone.join("l.csv")).unwrap();
+    assert_eq!(farm.lines().count(), 4);
+    for (a, b) in farm.lines().zip(by_hand.lines()).skip(1) {
+        let a: Vec<f64> = a.split(',').map(|v| v.parse().unwrap()).collect();
+        let b: Vec<f64> = b.split(',').map(|v| v.parse().unwrap()).collect();
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= 1e-5 * y.abs().max(1e-12), "{a:?} vs {b:?}");
+        }
+    }
+    let farm = image::open(task.join("pastiche.png")).unwrap().to_rgb8();
+    let by_hand = image::open(alone.join("p.png")).unwrap().to_rgb8();
+    let worst = farm
+        .as_raw()
+        .iter()
+        .zip(by_hand.as_raw())
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(worst <= 1, "farm and render differ by {worst} levels");
+
+    // The report names the blend by its images' shares and shows the weight chosen.
+    let report = store.join("jobs").join(&job).join("report");
+    let summary = std::fs::read_to_string(report.join("summary.csv")).unwrap();
+    let mut rows = summary.lines().map(|l| l.split(',').collect::<Vec<_>>());
+    let header = rows.next().unwrap();
+    let row = rows.next().unwrap();
+    let column = header.iter().position(|h| *h == "chosen_style_weight");
+    let column = column.unwrap_or_else(|| panic!("{summary}"));
+    assert_eq!(row[column].parse::<f64>().unwrap(), chosen);
+    let html = std::fs::read_to_string(report.join("index.html")).unwrap();
+    assert!(html.contains("75% + "), "the blend's label is missing");
+}
