@@ -210,15 +210,18 @@ class GatysLoss:
                 for i, f in enumerate(s[len(content_layers):]):
                     self.style_targets[i] = self.style_targets[i] + weight * gram(f).detach()
 
-    def balance(self, probe, ratio):
-        """style_weight = "auto:ratio": beta with ||grad(beta L_s)|| = ratio ||grad(alpha L_c)|| at probe."""
+    def balance(self, content, styles, ratio):
+        """style_weight = "auto:ratio": ratio * alpha L_c(styles, each resized to the content) / L_s(content)."""
         beta, self.beta = self.beta, 1.0
-        x = probe.clone().requires_grad_(True)
-        content, style, _, _ = self.terms(x)
-        (g_content,) = torch.autograd.grad(content, x, retain_graph=True)
-        (g_style,) = torch.autograd.grad(style, x)
+        with torch.no_grad():
+            style_at_content = float(self.terms(content)[1])
+            size = content.shape[2:]
+            content_at_style = sum(
+                w * float(self.terms(torch.nn.functional.interpolate(s, size=size, mode="bilinear", align_corners=False))[0])
+                for s, w in styles
+            )
         self.beta = beta
-        return ratio * float(g_content.norm()) / float(g_style.norm())
+        return ratio * content_at_style / style_at_content
 
     def terms(self, x):
         feats = self.extractor((x - MEAN) / STD, self.layers)
@@ -252,7 +255,7 @@ def cmd_gatys(args):
     )
     if auto:
         ratio = float(args.style_weight.split(":")[1]) if ":" in args.style_weight else 1.0
-        loss.beta = loss.balance(images["probe"], ratio)
+        loss.beta = loss.balance(images["content"], styles, ratio)
     x = images["init"].clone().requires_grad_(True)
     if args.optimizer == "lbfgs":
         opt = torch.optim.LBFGS(
@@ -345,7 +348,7 @@ def main():
     p.add_argument("--content-layers", required=True)
     p.add_argument("--style-layers", required=True)
     p.add_argument("--content-weight", type=float, default=1.0)
-    p.add_argument("--style-weight", default="1e6", help="a number, or auto / auto:RATIO (needs a 'probe' image)")
+    p.add_argument("--style-weight", default="1e6", help="a number, or auto / auto:RATIO")
     p.add_argument("--style-blend", help="blend weights of images style0, style1, ... (instead of 'style')")
     p.add_argument("--tv-weight", type=float, default=0.0)
     p.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs")

@@ -14,7 +14,6 @@ use tch::{Kind, Reduction, Tensor};
 
 use crate::backbone::FeatureNet;
 use crate::error::{EngineError, Result};
-use crate::image_io::{self, Extent};
 
 /// `[1, C, H, W]` features to their `[C, C]` Gram matrix divided by C H W.
 pub fn gram(features: &Tensor) -> Result<Tensor> {
@@ -147,17 +146,7 @@ impl<'net> GatysLoss<'net> {
         };
         loss.beta = match params.style_weight {
             StyleWeight::Fixed(beta) => beta,
-            StyleWeight::Auto { ratio } => {
-                let (_, _, height, width) = content.size4()?;
-                let probe = image_io::white_noise(
-                    StyleWeight::AUTO_PROBE_SEED,
-                    Extent {
-                        width: width as u32,
-                        height: height as u32,
-                    },
-                )?;
-                ratio * loss.balance_at(&probe.f_to_device(content.device())?)?
-            }
+            StyleWeight::Auto { ratio } => ratio * loss.balance(content, styles)?,
         };
         Ok(loss)
     }
@@ -167,25 +156,33 @@ impl<'net> GatysLoss<'net> {
         self.beta
     }
 
-    /// `||grad(alpha L_c)|| / ||grad(L_s)||` at `probe`: the beta for which style
-    /// and content pull the image equally hard there.
-    fn balance_at(&self, probe: &Tensor) -> Result<f64> {
+    /// The beta of `style_weight = "auto"` (see [`StyleWeight`]): `alpha L_c` of
+    /// the style images (each resized to the content's size, weighted as in the
+    /// blend) over `L_s` of the content image. Each term is then measured in units
+    /// of the distance between the two images, and neither outweighs the other
+    /// whatever the images' contrast or the layers' scales.
+    fn balance(&self, content: &Tensor, styles: &[(Tensor, f64)]) -> Result<f64> {
         debug_assert_eq!(self.beta, 1.0, "measured unweighted");
-        let leaf = probe.f_detach()?.set_requires_grad(true);
-        let [content, style, ..] = self.terms(&leaf)?;
-        let norm = |term: &Tensor, keep_graph| -> Result<f64> {
-            let grad = Tensor::f_run_backward(&[term], &[&leaf], keep_graph, false)?;
-            Ok(grad[0].f_norm()?.f_double_value(&[])?)
-        };
-        let content = norm(&content, true)?;
-        let style = norm(&style, false)?;
-        if !(content.is_finite() && content > 0.0) {
-            return Err(EngineError::Unbalanced("the content loss has no gradient"));
-        }
-        if !(style.is_finite() && style > 0.0) {
-            return Err(EngineError::Unbalanced("the style loss has no gradient"));
-        }
-        Ok(content / style)
+        let (_, _, height, width) = content.size4()?;
+        tch::no_grad(|| {
+            let style_at_content = Self::to_host(&self.terms(content)?)?.style;
+            let mut content_at_style = 0.0;
+            for (style, blend_weight) in styles {
+                let resized = style.f_upsample_bilinear2d([height, width], false, None, None)?;
+                content_at_style += blend_weight * Self::to_host(&self.terms(&resized)?)?.content;
+            }
+            if !(content_at_style.is_finite() && content_at_style > 0.0) {
+                return Err(EngineError::Unbalanced(
+                    "the style image has the content image's features",
+                ));
+            }
+            if !(style_at_content.is_finite() && style_at_content > 0.0) {
+                return Err(EngineError::Unbalanced(
+                    "the content image already has the style's Gram matrices",
+                ));
+            }
+            Ok(content_at_style / style_at_content)
+        })
     }
 
     /// alpha L_c, beta L_s, gamma TV and their sum, as scalar tensors.

@@ -264,6 +264,11 @@ mod tests {
                     params.style_layers[0].weight = 0.25;
                     let wire = pb::RenderParams::from(&params);
                     assert_eq!(RenderParams::try_from(wire).unwrap(), params);
+                    // The painter's controls.
+                    params.style_weight = StyleWeight::Auto { ratio: 0.5 };
+                    params.original_colors = true;
+                    let wire = pb::RenderParams::from(&params);
+                    assert_eq!(RenderParams::try_from(wire).unwrap(), params);
                 }
             }
         }

@@ -168,6 +168,34 @@ fn task_json(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("task.json")).unwrap()).unwrap()
 }
 
+/// A task's outputs equal those of `pastiche render` in `alone` (`p.png`,
+/// `l.csv`): losses to 1e-5, pixels to one level.
+fn assert_renders_equal(task: &Path, alone: &Path) {
+    let farm = std::fs::read_to_string(task.join("losses.csv")).unwrap();
+    let by_hand = std::fs::read_to_string(alone.join("l.csv")).unwrap();
+    assert_eq!(farm.lines().count(), by_hand.lines().count());
+    for (a, b) in farm.lines().zip(by_hand.lines()).skip(1) {
+        let a: Vec<f64> = a.split(',').map(|v| v.parse().unwrap()).collect();
+        let b: Vec<f64> = b.split(',').map(|v| v.parse().unwrap()).collect();
+        for (x, y) in a.iter().zip(&b) {
+            assert!(
+                (x - y).abs() <= 1e-5 * y.abs().max(1e-12),
+                "farm {a:?} vs render {b:?}"
+            );
+        }
+    }
+    let farm = image::open(task.join("pastiche.png")).unwrap().to_rgb8();
+    let by_hand = image::open(alone.join("p.png")).unwrap().to_rgb8();
+    let worst = farm
+        .as_raw()
+        .iter()
+        .zip(by_hand.as_raw())
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(worst <= 1, "farm and render differ by {worst} levels");
+}
+
 #[test]
 fn a_grid_on_real_binaries_gives_what_pastiche_render_gives() {
     let dir = tempfile::tempdir().unwrap();
@@ -234,28 +262,9 @@ fn a_grid_on_real_binaries_gives_what_pastiche_render_gives() {
             "--device",
             "cpu",
         ]));
+        assert_renders_equal(&task, &alone);
         let farm_losses = std::fs::read_to_string(task.join("losses.csv")).unwrap();
-        let alone_losses = std::fs::read_to_string(alone.join("l.csv")).unwrap();
-        for (a, b) in farm_losses.lines().zip(alone_losses.lines()).skip(1) {
-            let a: Vec<f64> = a.split(',').map(|v| v.parse().unwrap()).collect();
-            let b: Vec<f64> = b.split(',').map(|v| v.parse().unwrap()).collect();
-            for (x, y) in a.iter().zip(&b) {
-                assert!(
-                    (x - y).abs() <= 1e-5 * y.abs().max(1e-12),
-                    "farm {a:?} vs render {b:?}"
-                );
-            }
-        }
         assert_eq!(farm_losses.lines().count(), 3, "header, iterations 2 and 4");
-        let by_hand = image::open(alone.join("p.png")).unwrap().to_rgb8();
-        let worst = image
-            .as_raw()
-            .iter()
-            .zip(by_hand.as_raw())
-            .map(|(a, b)| a.abs_diff(*b))
-            .max()
-            .unwrap();
-        assert!(worst <= 1, "farm and render differ by {worst} levels");
     }
 }
 
@@ -926,26 +935,9 @@ fn a_blend_with_an_automatic_weight_and_original_colours_renders_on_the_farm_as_
         "--device",
         "cpu",
     ]));
-    let farm = std::fs::read_to_string(task.join("losses.csv")).unwrap();
-    let by_hand = std::fs::read_to_string(alone.join("l.csv")).unwrap();
-    assert_eq!(farm.lines().count(), 4);
-    for (a, b) in farm.lines().zip(by_hand.lines()).skip(1) {
-        let a: Vec<f64> = a.split(',').map(|v| v.parse().unwrap()).collect();
-        let b: Vec<f64> = b.split(',').map(|v| v.parse().unwrap()).collect();
-        for (x, y) in a.iter().zip(&b) {
-            assert!((x - y).abs() <= 1e-5 * y.abs().max(1e-12), "{a:?} vs {b:?}");
-        }
-    }
-    let farm = image::open(task.join("pastiche.png")).unwrap().to_rgb8();
-    let by_hand = image::open(alone.join("p.png")).unwrap().to_rgb8();
-    let worst = farm
-        .as_raw()
-        .iter()
-        .zip(by_hand.as_raw())
-        .map(|(a, b)| a.abs_diff(*b))
-        .max()
-        .unwrap();
-    assert!(worst <= 1, "farm and render differ by {worst} levels");
+    assert_renders_equal(&task, &alone);
+    let losses = std::fs::read_to_string(task.join("losses.csv")).unwrap();
+    assert_eq!(losses.lines().count(), 4, "header, iterations 1 to 3");
 
     // The report names the blend by its images' shares and shows the weight chosen.
     let report = store.join("jobs").join(&job).join("report");

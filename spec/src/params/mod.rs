@@ -162,11 +162,13 @@ impl OptimizerSpec {
 /// beta, the style loss's weight: a number, or chosen by the render from the
 /// content and style it is given (`auto`, or `auto:R` for R times the balance).
 ///
-/// `auto` makes the two terms pull the image equally hard at the start: beta is
-/// such that `||grad(beta L_s)|| = R ||grad(alpha L_c)||` at a probe image (white
-/// noise of seed 0 at the content's size: at the content image itself, where a
-/// content start begins, the content term has no gradient at all). The weight
-/// chosen is recorded in `task.json` and weights the logged losses.
+/// `auto` measures each term in units of the distance between the two images:
+/// `beta = R alpha L_c(style) / L_s(content)`, the content loss of the style image
+/// (resized to the content's size) over the style loss of the content image. A
+/// style of strong contrast has large Gram matrices and gets a small beta, a
+/// faint one a large beta, where a fixed beta would overwhelm the first or not
+/// show the second. The weight chosen is recorded in `task.json` and weights the
+/// logged losses.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum StyleWeight {
     Fixed(f64),
@@ -174,9 +176,6 @@ pub enum StyleWeight {
 }
 
 impl StyleWeight {
-    /// `auto`'s probe: the seed of its white noise.
-    pub const AUTO_PROBE_SEED: u64 = 0;
-
     pub fn is_auto(self) -> bool {
         matches!(self, StyleWeight::Auto { .. })
     }
