@@ -155,7 +155,7 @@ fn style_of(images: &[PathBuf], weights: Option<&[f64]>) -> Result<Style> {
         .iter()
         .map(|path| path.display().to_string())
         .zip(weights);
-    Style::blend(parts).map_err(|e| anyhow::anyhow!("--style-blend-weights: {e}"))
+    Style::blend(parts).map_err(|e| anyhow::anyhow!("--style: {e}"))
 }
 
 /// Whether a file can be written at `path`: its directory is there (or can be

@@ -151,6 +151,7 @@ impl Prepared {
         init: &Tensor,
     ) -> Result<Self> {
         params.validate()?;
+        assert!(!styles.is_empty(), "a style has at least one image");
         check_layers_have_pixels(params, "content", extent_of(content)?)?;
         let device = net.device();
         let styles = styles

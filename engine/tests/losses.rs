@@ -287,6 +287,23 @@ fn an_automatic_style_weight_is_chosen_as_pytorch_chooses_it() {
     check_render_against_pytorch("vgg16-auto", params, &[]);
 }
 
+#[test]
+fn the_automatic_weight_of_a_blend_is_chosen_as_pytorch_chooses_it() {
+    // The content loss "of the style" is each image's, weighted as in the blend.
+    let params = RenderParams {
+        style_weight: StyleWeight::Auto { ratio: 2.0 },
+        init: Init::Noise,
+        tv_weight: 10.0,
+        ..small(Backbone::Vgg16, OptimizerKind::Adam)
+    };
+    check_blend_against_pytorch(
+        "vgg16-auto-blend",
+        params,
+        &[],
+        &[("starry_night.jpg", 0.25), ("chelsea.png", 0.75)],
+    );
+}
+
 fn example(file: &str, size: u32) -> Tensor {
     let path = repo_root().join("examples").join(file);
     image_io::load_resized(&path, |e| e.with_longer_side(size)).unwrap()

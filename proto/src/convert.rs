@@ -136,7 +136,9 @@ impl From<&RenderParams> for pb::RenderParams {
             content_weight: p.content_weight,
             style_weight: match p.style_weight {
                 StyleWeight::Fixed(beta) => beta,
-                StyleWeight::Auto { .. } => 0.0,
+                // A worker older than `auto` refuses the task rather than
+                // rendering it with no style at all.
+                StyleWeight::Auto { .. } => f64::NAN,
             },
             style_balance: match p.style_weight {
                 StyleWeight::Fixed(_) => 0.0,

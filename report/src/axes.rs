@@ -71,10 +71,11 @@ impl Param {
             }
         }
         let stem = value.label.split('.').next().unwrap_or_default();
+        let blend = value.label.contains(" + ");
         [value.id.as_str(), value.label.as_str()]
             .iter()
             .any(|shown| shown.eq_ignore_ascii_case(wanted))
-            || (self.is_image() && stem.eq_ignore_ascii_case(wanted))
+            || (self.is_image() && !blend && stem.eq_ignore_ascii_case(wanted))
     }
 
     /// The task's value: what tells it apart (the full store key for an image),

@@ -58,8 +58,12 @@ pub(crate) async fn load<'a>(
     // Every image once: contents, styles, and the images of blended styles.
     let mut keys: Vec<String> = Vec::new();
     let mut blends: Vec<(&str, Style)> = Vec::new();
+    let mut notes = Vec::new();
     for task in &job.tasks {
-        let style = Style::parse(&task.style_key).unwrap_or_else(|_| Style::image(""));
+        let style = Style::parse(&task.style_key).unwrap_or_else(|e| {
+            notes.push(format!("task {}: {e}", task.id));
+            Style::image("")
+        });
         let images = style.images().map(|(key, _)| key.to_owned());
         for key in std::iter::once(task.content_key.clone()).chain(images) {
             if !key.is_empty() && !keys.contains(&key) {
@@ -82,7 +86,6 @@ pub(crate) async fn load<'a>(
         .try_collect()
         .await?;
     let mut inputs = HashMap::new();
-    let mut notes = Vec::new();
     for (key, image) in loaded {
         match image {
             Ok(image) => {
@@ -111,7 +114,7 @@ pub(crate) async fn load<'a>(
 
 /// A blend's images in one `THUMB` x `THUMB` thumbnail, left to right.
 fn side_by_side(images: &[&RgbImage]) -> RgbImage {
-    let width = THUMB / images.len().max(1) as u32;
+    let width = (THUMB / images.len().max(1) as u32).max(1);
     let parts: Vec<RgbImage> = images.iter().map(|i| fit_in(i, width, THUMB)).collect();
     let height = parts.iter().map(RgbImage::height).max().unwrap_or(1);
     let mut out = RgbImage::from_pixel(width * parts.len() as u32, height, image::Rgb([255; 3]));

@@ -30,6 +30,8 @@ pub struct FinishedTask {
 }
 
 /// A task's inputs as object keys (or URLs); `weights` is empty for random weights.
+/// `style` is a blend's text (`blend:0.75=KEY|0.25=KEY`, see [`crate::Style`]) where
+/// the grid blends styles.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskInputs {
     pub content: String,

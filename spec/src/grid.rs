@@ -268,6 +268,9 @@ fn parse_styles(value: &Toml) -> Result<Vec<Style>, String> {
             Toml::String(name) if name.trim().is_empty() => {
                 Err("an empty name names no file".to_owned())
             }
+            Toml::String(name) if Style::parse(name) != Ok(Style::image(name.as_str())) => Err(
+                format!("'{name}' is a blend's text: write a blend as {BLEND_SYNTAX}"),
+            ),
             Toml::String(name) => Ok(Style::image(name.as_str())),
             Toml::Table(blend) => parse_blend(blend),
             other => Err(format!(
@@ -280,16 +283,21 @@ fn parse_styles(value: &Toml) -> Result<Vec<Style>, String> {
 }
 
 /// `{ blend = ["a.jpg", "b.jpg"], weights = [3, 1] }`; without weights, equal ones.
+const BLEND_SYNTAX: &str = "{ blend = [\"a.jpg\", \"b.jpg\"], weights = [3, 1] }";
+
 fn parse_blend(table: &toml::Table) -> Result<Style, String> {
-    const SYNTAX: &str = "a blend is { blend = [\"a.jpg\", \"b.jpg\"], weights = [3, 1] }";
     if let Some(key) = table
         .keys()
         .find(|k| !["blend", "weights"].contains(&k.as_str()))
     {
-        return Err(format!("unknown key '{key}' in a blend: {SYNTAX}"));
+        return Err(format!(
+            "unknown key '{key}' in a blend: a blend is {BLEND_SYNTAX}"
+        ));
     }
     let Some(Toml::Array(images)) = table.get("blend") else {
-        return Err(format!("a blend needs a list of images: {SYNTAX}"));
+        return Err(format!(
+            "a blend needs a list of images: a blend is {BLEND_SYNTAX}"
+        ));
     };
     let images = images
         .iter()
@@ -789,6 +797,7 @@ original_colors = [false, true]
             (r#"{ images = ["a.jpg"] }"#, "unknown key 'images'"),
             (r#"{ weights = [1] }"#, "needs a list of images"),
             (r#"[1]"#, "expected a file name or a blend"),
+            (r#""blend:1=a.jpg|1=b.jpg""#, "a blend's text"),
         ] {
             let err = parse(&format!("content = \"c.jpg\"\n\nstyle = {style}\n")).unwrap_err();
             assert_eq!(

@@ -37,6 +37,11 @@ impl Style {
     /// A blend of `parts` (image, relative weight); an image given twice counts
     /// with the sum of its weights, and a blend of one image is that image.
     pub fn blend(parts: impl IntoIterator<Item = (String, f64)>) -> Result<Style, String> {
+        Style::merged(parts)?.normalised()
+    }
+
+    /// `parts` checked, each image once.
+    fn merged(parts: impl IntoIterator<Item = (String, f64)>) -> Result<Style, String> {
         let mut merged: Vec<(String, f64)> = Vec::new();
         for (image, weight) in parts {
             if image.trim().is_empty() {
@@ -47,25 +52,38 @@ impl Style {
                     "blend weights must be positive numbers, got {weight} for {image}"
                 ));
             }
-            if image.contains('|') {
-                return Err(format!("'{image}': a blended image's name cannot hold |"));
-            }
             match merged.iter_mut().find(|(seen, _)| *seen == image) {
                 Some((_, sum)) => *sum += weight,
                 None => merged.push((image, weight)),
             }
         }
-        let total: f64 = merged.iter().map(|(_, w)| w).sum();
         if merged.is_empty() {
             return Err("a blend needs at least one image".into());
         }
-        for (_, weight) in &mut merged {
-            *weight /= total;
-        }
-        if merged.len() == 1 {
-            merged[0].1 = 1.0;
+        if merged.len() > 1 {
+            if let Some((image, _)) = merged.iter().find(|(image, _)| image.contains('|')) {
+                return Err(format!("'{image}': a blended image's name cannot hold |"));
+            }
         }
         Ok(Style { parts: merged })
+    }
+
+    /// The weights divided by their sum, summed in an order that does not depend
+    /// on how the images were listed (the task id must not either).
+    fn normalised(mut self) -> Result<Style, String> {
+        let mut weights: Vec<f64> = self.parts.iter().map(|(_, w)| *w).collect();
+        weights.sort_unstable_by(f64::total_cmp);
+        let total: f64 = weights.iter().sum();
+        if !total.is_finite() {
+            return Err("blend weights are too large to add up".into());
+        }
+        for (_, weight) in &mut self.parts {
+            *weight /= total;
+        }
+        if self.parts.len() == 1 {
+            self.parts[0].1 = 1.0;
+        }
+        Ok(self)
     }
 
     /// Reads what [`Display`](fmt::Display) writes; any other text is one image.
@@ -85,8 +103,16 @@ impl Style {
                 Ok((image.to_owned(), weight))
             })
             .collect::<Result<Vec<_>, String>>()
+            .and_then(Style::merged)
             .map_err(|e| format!("style '{text}': {e}"))?;
-        Style::blend(parts)
+        // Written normalised: kept as written, so that the text reads back as it
+        // was (dividing again by a sum a last bit off 1 would not).
+        let total: f64 = parts.images().map(|(_, w)| w).sum();
+        if (total - 1.0).abs() < 1e-9 {
+            Ok(parts)
+        } else {
+            parts.normalised()
+        }
     }
 
     /// The images and their weights (1 for a single image).
@@ -125,7 +151,7 @@ impl Style {
             .collect();
         parts.sort_unstable_by(|a, b| {
             let image = |p: &str| p.split_once('=').map(|(_, i)| i.to_owned());
-            image(a).cmp(&image(b))
+            image(a).cmp(&image(b)).then_with(|| a.cmp(b))
         });
         format!("{BLEND}{}", parts.join("|"))
     }
@@ -187,6 +213,39 @@ mod tests {
         );
         assert!(blend(&[("a.jpg", 0.0)]).unwrap_err().contains("positive"));
         assert!(blend(&[]).is_err());
+    }
+
+    #[test]
+    fn the_order_of_a_blends_images_changes_nothing() {
+        // 0.1 + 0.2 + 0.7 is 1, 0.7 + 0.2 + 0.1 a last bit less.
+        let names = ["a", "b", "c", "d"].map(|n| format!("inputs/{n}.jpg"));
+        let parts: Vec<(String, f64)> = names.iter().cloned().zip([0.1, 0.2, 0.7]).collect();
+        let forward = Style::blend(parts.clone()).unwrap();
+        let backward = Style::blend(parts.into_iter().rev()).unwrap();
+        assert_eq!(forward.digest(), backward.digest());
+        for style in [forward, backward] {
+            assert_eq!(Style::parse(&style.to_string()).unwrap(), style);
+        }
+        // Weights of every small blend of integers read back as they were written.
+        for weights in [
+            [4.0, 3.0, 6.0, 7.0],
+            [1.0, 1.0, 1.0, 7.0],
+            [3.0, 5.0, 9.0, 11.0],
+        ] {
+            let style = Style::blend(names.iter().cloned().zip(weights)).unwrap();
+            assert_eq!(Style::parse(&style.to_string()).unwrap(), style);
+        }
+    }
+
+    #[test]
+    fn a_single_image_may_hold_any_character() {
+        assert_eq!(
+            Style::blend([("a|b.jpg".to_owned(), 1.0)]).unwrap(),
+            Style::image("a|b.jpg")
+        );
+        let err = blend(&[("a|b.jpg", 1.0), ("c.jpg", 1.0)]).unwrap_err();
+        assert!(err.contains("cannot hold |"), "{err}");
+        assert!(blend(&[("a.jpg", 1e308), ("b.jpg", 1e308)]).is_err());
     }
 
     #[test]

@@ -455,8 +455,8 @@ pub static PARAMS: &[Param] = &[
     Param::new(
         "style_weight",
         Kind::NumberOrWord,
-        "beta: weight of the style loss; or auto (auto:R for R times the balance), \
-         chosen per render so that style and content pull equally hard at the start",
+        "beta: weight of the style loss; or auto (auto:R for R times more style): \
+         R alpha L_c(style image) / L_s(content image), see docs/balance.md",
         style_weight,
         |p| match p.style_weight {
             StyleWeight::Fixed(beta) => Value::Number(beta),
