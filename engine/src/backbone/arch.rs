@@ -1,4 +1,4 @@
-//! The three backbones layer for layer as torchvision builds them, without weights:
+//! The backbones layer for layer as torchvision builds them, without weights:
 //! enough to name every layer, find its parameters and infer every output shape.
 
 use pastiche_spec::Backbone;
@@ -15,36 +15,115 @@ pub(crate) struct Pool {
 pub(crate) struct ConvShape {
     pub cin: i64,
     pub cout: i64,
-    pub kernel: i64,
+    /// Height and width.
+    pub kernel: [i64; 2],
     pub stride: i64,
-    pub padding: i64,
+    /// Rows above and below, columns left and right.
+    pub padding: [i64; 2],
 }
 
 impl ConvShape {
+    /// A square kernel, stride 1, padded to keep the size.
     fn new(cin: i64, cout: i64, kernel: i64) -> Self {
         ConvShape {
             cin,
             cout,
-            kernel,
+            kernel: [kernel; 2],
             stride: 1,
-            padding: kernel / 2,
+            padding: [kernel / 2; 2],
         }
     }
 }
 
-/// torchvision's `Inception(in, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj)`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct InceptionShape {
-    pub cin: i64,
-    pub ch1x1: i64,
-    pub ch3x3red: i64,
-    pub ch3x3: i64,
-    pub ch5x5red: i64,
-    pub ch5x5: i64,
-    pub pool_proj: i64,
+/// One step of an inception block's branch.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum BranchOp {
+    /// torchvision's `BasicConv2d` (see [`LayerSpec::BasicConv`]), named as a
+    /// module of the block (`branch1x1`, `branch2.0`).
+    Conv(&'static str, ConvShape),
+    MaxPool(Pool),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// One path through an inception block: its steps in sequence, then, where
+/// `fork` is not empty, those convolutions side by side on the result.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Branch {
+    pub ops: Vec<BranchOp>,
+    pub fork: Vec<(&'static str, ConvShape)>,
+}
+
+impl Branch {
+    fn convs(convs: &[(&'static str, ConvShape)]) -> Self {
+        Branch {
+            ops: convs
+                .iter()
+                .map(|&(name, shape)| BranchOp::Conv(name, shape))
+                .collect(),
+            fork: Vec::new(),
+        }
+    }
+
+    fn pooled(pool: BranchOp, convs: &[(&'static str, ConvShape)]) -> Self {
+        let mut branch = Branch::convs(convs);
+        branch.ops.insert(0, pool);
+        branch
+    }
+
+    /// The branch's outputs, concatenated in this order, as torchvision's blocks
+    /// concatenate theirs; each forked convolution is an output of its own.
+    fn outputs(&self, input: Shape) -> Vec<Shape> {
+        let last = self
+            .ops
+            .iter()
+            .fold(input, |shape, op| op.output_shape(shape));
+        if self.fork.is_empty() {
+            vec![last]
+        } else {
+            self.fork
+                .iter()
+                .map(|(_, conv)| conv_output(conv, last))
+                .collect()
+        }
+    }
+
+    /// Elements of every tensor the branch creates, its outputs included.
+    fn activation_elements(&self, input: Shape) -> i64 {
+        let mut shape = input;
+        let mut elements = 0;
+        for op in &self.ops {
+            shape = op.output_shape(shape);
+            elements += match op {
+                // conv output, ReLU output
+                BranchOp::Conv(..) => 2 * volume(shape),
+                BranchOp::MaxPool(_) => volume(shape),
+            };
+        }
+        elements
+            + self
+                .fork
+                .iter()
+                .map(|(_, conv)| 2 * volume(conv_output(conv, shape)))
+                .sum::<i64>()
+    }
+}
+
+impl BranchOp {
+    fn output_shape(&self, input: Shape) -> Shape {
+        match self {
+            BranchOp::Conv(_, conv) => conv_output(conv, input),
+            BranchOp::MaxPool(pool) => pool_output(pool, input),
+        }
+    }
+}
+
+/// torchvision's inception blocks: branches run on the same input, their outputs
+/// concatenated along the channels.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct InceptionBlock {
+    pub branches: Vec<Branch>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum LayerSpec {
     /// A convolution with bias (VGG), parameters `{prefix}.weight`, `{prefix}.bias`.
     Conv(ConvShape),
@@ -53,7 +132,8 @@ pub(crate) enum LayerSpec {
     /// torchvision's `BasicConv2d`: convolution without bias, batch norm (eps 1e-3),
     /// ReLU; parameters `{prefix}.conv.weight`, `{prefix}.bn.*`.
     BasicConv(ConvShape),
-    Inception(InceptionShape),
+    /// Parameters `{prefix}.{conv name}.conv.weight`, `{prefix}.{conv name}.bn.*`.
+    Inception(InceptionBlock),
 }
 
 /// One named layer and where its parameters live in torchvision's state dict.
@@ -113,24 +193,40 @@ fn googlenet(names: &'static [&'static str]) -> Vec<ArchLayer> {
             ceil_mode: true,
         })
     };
+    // torchvision's `Inception(in, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj)`.
     let inception = |cin, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj| {
-        LayerSpec::Inception(InceptionShape {
-            cin,
-            ch1x1,
-            ch3x3red,
-            ch3x3,
-            ch5x5red,
-            ch5x5,
-            pool_proj,
+        LayerSpec::Inception(InceptionBlock {
+            branches: vec![
+                Branch::convs(&[("branch1", ConvShape::new(cin, ch1x1, 1))]),
+                Branch::convs(&[
+                    ("branch2.0", ConvShape::new(cin, ch3x3red, 1)),
+                    ("branch2.1", ConvShape::new(ch3x3red, ch3x3, 3)),
+                ]),
+                // torchvision's "5x5" branch uses a 3x3 kernel (a known quirk its
+                // weights keep).
+                Branch::convs(&[
+                    ("branch3.0", ConvShape::new(cin, ch5x5red, 1)),
+                    ("branch3.1", ConvShape::new(ch5x5red, ch5x5, 3)),
+                ]),
+                Branch::pooled(
+                    BranchOp::MaxPool(Pool {
+                        kernel: 3,
+                        stride: 1,
+                        padding: 1,
+                        ceil_mode: true,
+                    }),
+                    &[("branch4.1", ConvShape::new(cin, pool_proj, 1))],
+                ),
+            ],
         })
     };
     let specs = [
         LayerSpec::BasicConv(ConvShape {
             cin: 3,
             cout: 64,
-            kernel: 7,
+            kernel: [7, 7],
             stride: 2,
-            padding: 3,
+            padding: [3, 3],
         }),
         pool(3),
         LayerSpec::BasicConv(ConvShape::new(64, 64, 1)),
@@ -167,6 +263,10 @@ fn googlenet(names: &'static [&'static str]) -> Vec<ArchLayer> {
 /// Channels, height and width of a feature map.
 pub(crate) type Shape = (i64, i64, i64);
 
+fn volume((c, h, w): Shape) -> i64 {
+    c * h * w
+}
+
 fn conv_out(len: i64, kernel: i64, stride: i64, padding: i64) -> i64 {
     let span = len + 2 * padding - kernel;
     if span < 0 {
@@ -174,6 +274,16 @@ fn conv_out(len: i64, kernel: i64, stride: i64, padding: i64) -> i64 {
     } else {
         span / stride + 1
     }
+}
+
+fn conv_output(conv: &ConvShape, (_, h, w): Shape) -> Shape {
+    let [kh, kw] = conv.kernel;
+    let [ph, pw] = conv.padding;
+    (
+        conv.cout,
+        conv_out(h, kh, conv.stride, ph),
+        conv_out(w, kw, conv.stride, pw),
+    )
 }
 
 fn pool_out(len: i64, pool: &Pool) -> i64 {
@@ -192,35 +302,53 @@ fn pool_out(len: i64, pool: &Pool) -> i64 {
     out
 }
 
+fn pool_output(pool: &Pool, (c, h, w): Shape) -> Shape {
+    (c, pool_out(h, pool), pool_out(w, pool))
+}
+
+impl InceptionBlock {
+    fn output_shape(&self, input: Shape) -> Shape {
+        let outputs: Vec<Shape> = self
+            .branches
+            .iter()
+            .flat_map(|branch| branch.outputs(input))
+            .collect();
+        let (_, h, w) = outputs[0];
+        debug_assert!(
+            outputs.iter().all(|&(_, oh, ow)| (oh, ow) == (h, w)),
+            "branches disagree on the size: {outputs:?}"
+        );
+        (outputs.iter().map(|&(c, _, _)| c).sum(), h, w)
+    }
+}
+
 impl LayerSpec {
-    pub fn output_shape(&self, (c, h, w): Shape) -> Shape {
+    pub fn output_shape(&self, input: Shape) -> Shape {
         match self {
-            LayerSpec::Conv(conv) | LayerSpec::BasicConv(conv) => (
-                conv.cout,
-                conv_out(h, conv.kernel, conv.stride, conv.padding),
-                conv_out(w, conv.kernel, conv.stride, conv.padding),
-            ),
-            LayerSpec::Relu => (c, h, w),
-            LayerSpec::MaxPool(pool) => (c, pool_out(h, pool), pool_out(w, pool)),
-            LayerSpec::Inception(i) => (i.ch1x1 + i.ch3x3 + i.ch5x5 + i.pool_proj, h, w),
+            LayerSpec::Conv(conv) | LayerSpec::BasicConv(conv) => conv_output(conv, input),
+            LayerSpec::Relu => input,
+            LayerSpec::MaxPool(pool) => pool_output(pool, input),
+            LayerSpec::Inception(block) => block.output_shape(input),
         }
     }
 
     /// Elements of every tensor the forward pass creates inside this layer, the
     /// output included: what autograd keeps alive for the backward pass.
     pub fn activation_elements(&self, input: Shape) -> i64 {
-        let (c, h, w) = self.output_shape(input);
+        let output = volume(self.output_shape(input));
         match self {
             // conv output, batch-norm-folded ReLU output
-            LayerSpec::BasicConv(_) => 2 * c * h * w,
-            LayerSpec::Inception(i) => {
-                let hw = h * w;
-                // each branch's convs with their ReLUs, the pooled input, the concatenation
-                2 * hw * (i.ch1x1 + i.ch3x3red + i.ch3x3 + i.ch5x5red + i.ch5x5 + i.pool_proj)
-                    + hw * i.cin
-                    + c * hw
+            LayerSpec::BasicConv(_) => 2 * output,
+            // each branch's tensors, then the concatenation
+            LayerSpec::Inception(block) => {
+                block
+                    .branches
+                    .iter()
+                    .map(|branch| branch.activation_elements(input))
+                    .sum::<i64>()
+                    + output
             }
-            _ => c * h * w,
+            _ => output,
         }
     }
 }
