@@ -1,5 +1,5 @@
-//! Frozen feature networks: VGG16, VGG19 and GoogLeNet, built like torchvision's so
-//! that torchvision's state dicts load unchanged.
+//! Frozen feature networks: VGG16, VGG19, GoogLeNet and Inception v3, built like
+//! torchvision's so that torchvision's state dicts load unchanged.
 //!
 //! Parameters never require grad, so autograd only ever computes the input's gradient.
 
@@ -12,8 +12,8 @@ use std::path::Path;
 use pastiche_spec::Backbone;
 use tch::{Device, Kind, Tensor};
 
-pub(crate) use arch::Shape;
 use arch::{architecture, BranchOp, ConvShape, InceptionBlock, LayerSpec, Pool};
+pub(crate) use arch::{has_transform_input, Shape};
 pub use convention::InputConvention;
 use convention::{IMAGENET_MEAN, IMAGENET_STD};
 use weights::{InitRule, ParamSource, RandomParams, SafetensorsFile};
@@ -66,6 +66,7 @@ fn max_pool(x: &Tensor, p: &Pool) -> Result<Tensor> {
 enum Step {
     Conv(Conv),
     MaxPool(Pool),
+    AvgPool(Pool),
 }
 
 impl Step {
@@ -73,6 +74,14 @@ impl Step {
         match self {
             Step::Conv(conv) => conv.forward_relu(x),
             Step::MaxPool(p) => max_pool(x, p),
+            Step::AvgPool(p) => Ok(x.f_avg_pool2d(
+                [p.kernel, p.kernel],
+                [p.stride, p.stride],
+                [p.padding, p.padding],
+                p.ceil_mode,
+                true, // count_include_pad, as F.avg_pool2d
+                None,
+            )?),
         }
     }
 }
@@ -110,7 +119,7 @@ impl Inception {
         self.branches.iter_mut().flat_map(|branch| {
             let steps = branch.steps.iter_mut().filter_map(|step| match step {
                 Step::Conv(conv) => Some(conv),
-                Step::MaxPool(_) => None,
+                Step::MaxPool(_) | Step::AvgPool(_) => None,
             });
             steps.chain(branch.fork.iter_mut())
         })
@@ -149,8 +158,8 @@ impl Layer {
 pub struct FeatureNet {
     backbone: Backbone,
     layers: Vec<(&'static str, Layer)>,
-    /// GoogLeNet's `transform_input`, as a per-channel affine map applied after
-    /// ImageNet normalisation.
+    /// GoogLeNet's and Inception v3's `transform_input`, as a per-channel affine
+    /// map applied after ImageNet normalisation.
     input_transform: Option<(Tensor, Tensor)>,
     convention: InputConvention,
     mean: Tensor,
@@ -194,7 +203,7 @@ impl FeatureNet {
                 .f_to_device(device)?)
         };
         let convention = src.convention();
-        let input_transform = if backbone == Backbone::GoogLeNet
+        let input_transform = if has_transform_input(backbone)
             && convention == InputConvention::Torchvision
             && src.transform_input()
         {
@@ -349,7 +358,7 @@ pub(crate) fn check_params(backbone: Backbone, src: &mut dyn ParamSource) -> Res
 }
 
 /// The `features.N` prefixes of a VGG's convolutions in forward order, with their
-/// weight shapes; none for GoogLeNet.
+/// weight shapes; none for the inception networks.
 pub(crate) fn vgg_convs(backbone: Backbone) -> Vec<(String, [i64; 4])> {
     architecture(backbone)
         .into_iter()
@@ -394,9 +403,12 @@ fn basic_conv(src: &mut dyn ParamSource, prefix: &str, shape: ConvShape) -> Resu
     let weight = src.tensor(
         &format!("{prefix}.conv.weight"),
         &conv_weight_shape(&shape),
-        // Not torchvision's trunc_normal_(std=0.01): with batch norm in eval mode at
-        // its initial statistics nothing renormalises, activations shrink ~10x per
-        // layer and the style gradient vanishes. Kaiming's init keeps their scale.
+        // Not torchvision's trunc_normal_ (std 0.01 for GoogLeNet, 0.1 for Inception
+        // v3): with batch norm in eval mode at its initial statistics nothing
+        // renormalises, so activations shrink ~10x per layer (GoogLeNet) and the
+        // style gradient vanishes, or grow ~10x per block (Inception v3) and the
+        // deepest layers swamp the losses. Kaiming's init keeps the growth to
+        // about 2x per block in both.
         InitRule::KaimingNormalFanOut,
     )?;
     let mut bn = |name: &str, init| -> Result<Tensor> {
@@ -431,6 +443,7 @@ fn inception(src: &mut dyn ParamSource, prefix: &str, block: InceptionBlock) -> 
             steps.push(match op {
                 BranchOp::Conv(name, shape) => Step::Conv(conv(name, shape)?),
                 BranchOp::MaxPool(pool) => Step::MaxPool(pool),
+                BranchOp::AvgPool(pool) => Step::AvgPool(pool),
             });
         }
         let fork = branch
