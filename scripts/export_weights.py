@@ -55,6 +55,10 @@ def main(argv=None):
     parser.add_argument("--out", required=True)
     parser.add_argument("--random", action="store_true", help="seeded random weights (torchvision's init) instead of pretrained")
     parser.add_argument("--seed", type=int, default=0, help="seed for --random")
+    parser.add_argument("--init", choices=("torchvision", "kaiming"), default="torchvision",
+                        help="for --random: torchvision's init, or every convolution drawn as Pastiche draws "
+                        "its random networks' (kaiming_normal_, fan_out), which keeps the inception "
+                        "networks' activations at a usable scale")
     parser.add_argument("--transform-input", choices=("true", "false"), help="googlenet and inception_v3 only; default: as torchvision (true when pretrained)")
     parser.add_argument("--keep-classifier", action="store_true")
     args = parser.parse_args(argv)
@@ -69,6 +73,11 @@ def main(argv=None):
         model = build_model(args.model, pretrained=not args.random, transform_input=transform_input)
     except Exception as err:  # a download failure reads better than a traceback
         sys.exit(f"cannot build {args.model}: {err}")
+    if args.random and args.init == "kaiming":
+        source += ", convolutions kaiming_normal_ (fan_out)"
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     state = {
         key: value.detach().contiguous()

@@ -82,8 +82,9 @@ def load_model(name, weights):
 class Extractor:
     """Runs a torchvision backbone layer by layer up to the deepest wanted layer."""
 
-    def __init__(self, name, model):
+    def __init__(self, name, model, channels_last=False):
         self.names = layer_names(name)
+        self.channels_last = channels_last
         if name in INCEPTIONS:
             self.modules = [getattr(model, n) for n in self.names]
             self.prelude = model._transform_input
@@ -97,6 +98,8 @@ class Extractor:
         indices = [self.names.index(w) for w in wanted]
         deepest = max(indices)
         x = self.prelude(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         kept = {}
         for i, module in enumerate(self.modules[: deepest + 1]):
             x = module(x)
@@ -239,9 +242,11 @@ def cmd_gatys(args):
     device = torch.device(args.device)
     MEAN, STD = MEAN.to(device), STD.to(device)
     model = load_model(args.model, args.weights).to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     images = {k: v.to(device) for k, v in load_file(args.images).items()}
     loss = GatysLoss(
-        Extractor(args.model, model), args.content_layers.split(","), args.style_layers.split(","),
+        Extractor(args.model, model, args.channels_last), args.content_layers.split(","), args.style_layers.split(","),
         images["content"], images["style"], args.content_weight, args.style_weight, args.tv_weight,
     )
     x = images["init"].clone().requires_grad_(True)
@@ -343,6 +348,9 @@ def main():
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--report", action="store_true", help="print time per iteration and peak RSS as JSON")
+    p.add_argument("--channels-last", action="store_true",
+                   help="run the network in the channels-last memory format, as Pastiche does, so that "
+                   "both round alike where a ReLU or max pool sits on a knife edge")
     p.add_argument("--out", required=True)
 
     args = parser.parse_args()
