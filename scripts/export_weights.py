@@ -3,11 +3,13 @@
 
     python scripts/export_weights.py --model vgg19 --out vgg19.safetensors
     python scripts/export_weights.py --model googlenet --random --seed 1 --out g.safetensors
+    python scripts/export_weights.py --model inception_v3 --out inception_v3.safetensors
 
 Pretrained weights are downloaded by torchvision (once, into its cache), so this
 needs network access and a full `pip install torch torchvision`; Pastiche itself
 never downloads anything. The state-dict names are kept unchanged; the classifier
-(which style transfer never uses) is left out, unless --keep-classifier.
+(which style transfer never uses) is left out, unless --keep-classifier; so are
+GoogLeNet's and Inception v3's auxiliary classifiers.
 """
 
 import argparse
@@ -17,14 +19,18 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-MODELS = ("vgg16", "vgg19", "googlenet")
-CLASSIFIER_PREFIXES = ("classifier.", "fc.", "aux1.", "aux2.")
+MODELS = ("vgg16", "vgg19", "googlenet", "inception_v3")
+# Models whose inputs torchvision can re-normalise (`transform_input`).
+INCEPTIONS = ("googlenet", "inception_v3")
+CLASSIFIER_PREFIXES = ("classifier.", "fc.", "aux1.", "aux2.", "AuxLogits.")
 
 
 def build_model(name, pretrained, transform_input=None):
-    """torchvision's model; GoogLeNet's transform_input defaults as torchvision's."""
+    """torchvision's model without auxiliary classifiers; GoogLeNet's and Inception
+    v3's transform_input default as torchvision's (on when pretrained). Random
+    Inception v3 weights are torchvision's init_weights (truncated normal)."""
     ctor = getattr(torchvision.models, name)
-    if name == "googlenet":
+    if name in INCEPTIONS:
         kwargs = {"aux_logits": False, "init_weights": not pretrained}
         if transform_input is not None:
             kwargs["transform_input"] = transform_input
@@ -49,7 +55,11 @@ def main(argv=None):
     parser.add_argument("--out", required=True)
     parser.add_argument("--random", action="store_true", help="seeded random weights (torchvision's init) instead of pretrained")
     parser.add_argument("--seed", type=int, default=0, help="seed for --random")
-    parser.add_argument("--transform-input", choices=("true", "false"), help="googlenet only; default: as torchvision (true when pretrained)")
+    parser.add_argument("--init", choices=("torchvision", "kaiming"), default="torchvision",
+                        help="for --random: torchvision's init, or every convolution drawn as Pastiche draws "
+                        "its random networks' (kaiming_normal_, fan_out), which keeps the inception "
+                        "networks' activations at a usable scale")
+    parser.add_argument("--transform-input", choices=("true", "false"), help="googlenet and inception_v3 only; default: as torchvision (true when pretrained)")
     parser.add_argument("--keep-classifier", action="store_true")
     args = parser.parse_args(argv)
 
@@ -63,6 +73,11 @@ def main(argv=None):
         model = build_model(args.model, pretrained=not args.random, transform_input=transform_input)
     except Exception as err:  # a download failure reads better than a traceback
         sys.exit(f"cannot build {args.model}: {err}")
+    if args.random and args.init == "kaiming":
+        source += ", convolutions kaiming_normal_ (fan_out)"
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     state = {
         key: value.detach().contiguous()

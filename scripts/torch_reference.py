@@ -22,17 +22,23 @@ import sys
 import time
 
 import torch
+import torchvision
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from export_weights import build_model  # noqa: E402
+from export_weights import INCEPTIONS, build_model  # noqa: E402
 
 VGG_BLOCKS = {"vgg16": [2, 2, 3, 3, 3], "vgg19": [2, 2, 4, 4, 4]}
 GOOGLENET_LAYERS = [
     "conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a", "inception3b",
     "maxpool3", "inception4a", "inception4b", "inception4c", "inception4d",
     "inception4e", "maxpool4", "inception5a", "inception5b",
+]
+INCEPTION_V3_LAYERS = [
+    "Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
+    "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a",
+    "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c",
 ]
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -50,6 +56,8 @@ def preprocess(image, convention):
 def layer_names(model):
     if model == "googlenet":
         return GOOGLENET_LAYERS
+    if model == "inception_v3":
+        return INCEPTION_V3_LAYERS
     names = []
     for block, convs in enumerate(VGG_BLOCKS[model], start=1):
         for i in range(1, convs + 1):
@@ -63,7 +71,7 @@ def load_model(name, weights):
     with safe_open(weights, "pt") as f:
         meta = f.metadata() or {}
     transform_input = meta.get("transform_input", "false") == "true"
-    model = build_model(name, pretrained=False, transform_input=transform_input if name == "googlenet" else None)
+    model = build_model(name, pretrained=False, transform_input=transform_input if name in INCEPTIONS else None)
     missing, unexpected = model.load_state_dict(load_file(weights), strict=False)
     missing = [k for k in missing if not k.startswith(("classifier.", "fc.", "aux"))]
     if missing or unexpected:
@@ -74,21 +82,24 @@ def load_model(name, weights):
 class Extractor:
     """Runs a torchvision backbone layer by layer up to the deepest wanted layer."""
 
-    def __init__(self, name, model):
+    def __init__(self, name, model, channels_last=False):
         self.names = layer_names(name)
-        if name == "googlenet":
+        self.channels_last = channels_last
+        if name in INCEPTIONS:
             self.modules = [getattr(model, n) for n in self.names]
             self.prelude = model._transform_input
         else:
             self.modules = list(model.features.children())
             self.prelude = lambda x: x
         # VGG's ReLUs are in place: a kept conv output must be copied to survive them.
-        self.copy = [name != "googlenet" and n.startswith("conv") for n in self.names]
+        self.copy = [name not in INCEPTIONS and n.startswith("conv") for n in self.names]
 
     def __call__(self, x, wanted):
         indices = [self.names.index(w) for w in wanted]
         deepest = max(indices)
         x = self.prelude(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         kept = {}
         for i, module in enumerate(self.modules[: deepest + 1]):
             x = module(x)
@@ -121,8 +132,15 @@ def cmd_features(args):
 def cmd_save_state_dict(args):
     # A random torchvision model's state dict (an OrderedDict with `_metadata`),
     # without the classifier, plus two views the reader must follow: strides and an
-    # offset into a storage shared with other data.
+    # offset into a storage shared with other data. With --whole, all of it, as
+    # torchvision's pretrained files are.
     torch.manual_seed(args.seed)
+    if args.whole:
+        model = getattr(torchvision.models, args.model)(weights=None, init_weights=True)
+        torch.save(model.state_dict(), args.out)
+        loaded = torch.load(args.out)
+        save_file({k: v.contiguous() for k, v in loaded.items()}, args.reference)
+        return
     state = build_model(args.model, pretrained=False).state_dict()
     for key in [k for k in state if not k.startswith("features.")]:
         del state[key]
@@ -242,6 +260,8 @@ def cmd_gatys(args):
     device = torch.device(args.device)
     MEAN, STD = MEAN.to(device), STD.to(device)
     model = load_model(args.model, args.weights).to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     images = {k: v.to(device) for k, v in load_file(args.images).items()}
     if args.style_blend:
         blend = [float(w) for w in args.style_blend.split(",")]
@@ -250,7 +270,7 @@ def cmd_gatys(args):
         styles = [(images["style"], 1.0)]
     auto = args.style_weight.startswith("auto")
     loss = GatysLoss(
-        Extractor(args.model, model), args.content_layers.split(","), args.style_layers.split(","),
+        Extractor(args.model, model, args.channels_last), args.content_layers.split(","), args.style_layers.split(","),
         images["content"], styles, args.content_weight, 1.0 if auto else float(args.style_weight), args.tv_weight,
     )
     if auto:
@@ -317,6 +337,7 @@ def main():
     p.add_argument("--model", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--legacy", action="store_true", help="torch.save(..., _use_new_zipfile_serialization=False)")
+    p.add_argument("--whole", action="store_true", help="the whole state dict: classifier, auxiliary heads, batch counts")
     p.add_argument("--misshape", help="replace this tensor with one of shape [1]")
     p.add_argument("--out", required=True)
     p.add_argument("--reference", required=True, help="where to write torch.load's tensors (.safetensors)")
@@ -359,6 +380,9 @@ def main():
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--report", action="store_true", help="print time per iteration and peak RSS as JSON")
+    p.add_argument("--channels-last", action="store_true",
+                   help="run the network in the channels-last memory format, as Pastiche does, so that "
+                   "both round alike where a ReLU or max pool sits on a knife edge")
     p.add_argument("--out", required=True)
 
     args = parser.parse_args()

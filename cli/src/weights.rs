@@ -61,7 +61,7 @@ struct ImportArgs {
 
 #[derive(Args)]
 struct FetchArgs {
-    /// vgg16, vgg19 or googlenet.
+    /// vgg16, vgg19, googlenet or inception_v3.
     backbone: Backbone,
     /// Download from here instead of download.pytorch.org (a mirror or copy of
     /// torchvision's file). Its file name is checked as torchvision's are when it has
@@ -97,6 +97,11 @@ const KNOWN: &[(Backbone, &str)] = &[
         "torchvision's ImageNet GoogLeNet (googlenet-1378be20.pth), BSD-3-Clause, \
          torchvision convention with transform_input: `pastiche weights fetch googlenet`",
     ),
+    (
+        Backbone::InceptionV3,
+        "torchvision's ImageNet Inception v3 (inception_v3_google-0cc3c7bd.pth), BSD-3-Clause, \
+         torchvision convention with transform_input: `pastiche weights fetch inception_v3`",
+    ),
 ];
 
 /// torchvision's pretrained files (`torchvision.models.*_Weights.IMAGENET1K_V1`).
@@ -112,6 +117,10 @@ const TORCHVISION_URLS: &[(Backbone, &str)] = &[
     (
         Backbone::GoogLeNet,
         "https://download.pytorch.org/models/googlenet-1378be20.pth",
+    ),
+    (
+        Backbone::InceptionV3,
+        "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
     ),
 ];
 
@@ -135,34 +144,43 @@ fn list() -> Result<()> {
         return print_known();
     };
     println!("installed in {}:", dir.display());
+    let width = name_width();
+    let indent = " ".repeat(width + 3);
     for backbone in Backbone::ALL {
         let path = weights::installed_in(&dir, backbone);
         let backbone = backbone.name(); // Display ignores widths
         if !path.is_file() {
-            println!("  {backbone:<10} none (seeded random weights)");
+            println!("  {backbone:<width$} none (seeded random weights)");
             continue;
         }
         let info = weights::describe(&path)?;
         let unknown = || "unknown".to_owned();
-        println!("  {backbone:<10} {}", path.display());
+        println!("  {backbone:<width$} {}", path.display());
+        println!("{indent}source     {}", info.source.unwrap_or_else(unknown));
         println!(
-            "             source     {}",
-            info.source.unwrap_or_else(unknown)
-        );
-        println!(
-            "             licence    {}",
+            "{indent}licence    {}",
             info.licence.unwrap_or_else(unknown)
         );
-        println!("             convention {}", info.convention);
-        println!("             sha256     {}", info.sha256);
+        println!("{indent}convention {}", info.convention);
+        println!("{indent}sha256     {}", info.sha256);
     }
     print_known()
 }
 
+/// The longest backbone name, so that the columns of `list` line up.
+fn name_width() -> usize {
+    Backbone::ALL
+        .iter()
+        .map(|b| b.name().len())
+        .max()
+        .unwrap_or(0)
+}
+
 fn print_known() -> Result<()> {
     println!("known:");
+    let width = name_width();
     for (backbone, what) in KNOWN {
-        println!("  {:<10} {what}", backbone.name());
+        println!("  {:<width$} {what}", backbone.name());
     }
     Ok(())
 }
@@ -366,6 +384,17 @@ fn temp_name(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn torchvision_has_a_pretrained_file_for_every_backbone() {
+        for backbone in Backbone::ALL {
+            assert!(
+                TORCHVISION_URLS.iter().any(|(b, _)| *b == backbone),
+                "{backbone}"
+            );
+            assert!(KNOWN.iter().any(|(b, _)| *b == backbone), "{backbone}");
+        }
+    }
 
     #[test]
     fn torchvision_file_names_carry_a_sha256_prefix() {

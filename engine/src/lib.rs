@@ -1,7 +1,7 @@
 //! The Gatys et al. style-transfer engine on libtorch (through `tch`).
 //!
 //! ```text
-//! FeatureNet::load(backbone, weights, device)      frozen VGG16 / VGG19 / GoogLeNet
+//! FeatureNet::load(backbone, weights, device)      frozen VGG16 / VGG19 / GoogLeNet / Inception v3
 //! Prepared::new(&net, &params, content, style)      images read, resized and checked
 //! render(&net, &params, prepared, observer)         the optimisation -> Rendered
 //! ```

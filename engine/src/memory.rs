@@ -42,6 +42,7 @@ fn weights_bytes(backbone: Backbone) -> u64 {
             Backbone::Vgg16 => 14_714_688,
             Backbone::Vgg19 => 20_024_384,
             Backbone::GoogLeNet => 5_600_000,
+            Backbone::InceptionV3 => 21_785_568,
         }
 }
 

@@ -15,7 +15,7 @@ fn check_against_torchvision(
 ) {
     let dir = scratch(&format!("backbone-{backbone}{}", export.join("")));
     let mut weights = export_random_weights(&dir, backbone.name(), 7, export);
-    if backbone == Backbone::GoogLeNet {
+    if matches!(backbone, Backbone::GoogLeNet | Backbone::InceptionV3) {
         // torchvision initialises batch norm to the identity; random statistics make
         // the test see batch norm (folded into the convolutions here) at work.
         let perturbed = dir.join("perturbed.safetensors");
@@ -111,6 +111,50 @@ fn googlenet_features_equal_torchvision_without_transform_input() {
         Backbone::GoogLeNet,
         &["conv2", "inception3b", "inception4e"],
         (40, 40),
+        &["--transform-input", "false"],
+    );
+}
+
+#[test]
+fn inception_v3_features_equal_torchvision_with_transform_input() {
+    // An odd, oblong input: every unpadded stride-2 step floors differently.
+    check_against_torchvision(
+        Backbone::InceptionV3,
+        &[
+            "Conv2d_1a_3x3",
+            "maxpool1",
+            "Conv2d_4a_3x3",
+            "Mixed_5b",
+            "Mixed_5d",
+            "Mixed_6a",
+            "Mixed_6e",
+            "Mixed_7a",
+            "Mixed_7c",
+        ],
+        (101, 86),
+        &["--transform-input", "true"],
+    );
+}
+
+#[test]
+fn inception_v3_features_equal_torchvision_without_transform_input_at_its_smallest_size() {
+    // 75 px, torchvision's minimum: the last blocks are 1x1.
+    let smallest = i64::from(Backbone::InceptionV3.min_size());
+    check_against_torchvision(
+        Backbone::InceptionV3,
+        &[
+            "Conv2d_2a_3x3",
+            "Conv2d_2b_3x3",
+            "Conv2d_3b_1x1",
+            "maxpool2",
+            "Mixed_5c",
+            "Mixed_6b",
+            "Mixed_6c",
+            "Mixed_6d",
+            "Mixed_7b",
+            "Mixed_7c",
+        ],
+        (smallest, smallest),
         &["--transform-input", "false"],
     );
 }

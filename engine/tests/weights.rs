@@ -203,6 +203,54 @@ fn legacy_pth_import_equals_torch_load() {
     check_pth_import("legacy", &["--legacy"]);
 }
 
+/// What `pastiche weights fetch inception_v3` imports: torchvision's whole state
+/// dict, with the auxiliary classifier (`AuxLogits.*`), the classifier (`fc.*`)
+/// and batch norm's integer `num_batches_tracked`, none of which a render uses.
+#[test]
+fn a_whole_inception_v3_state_dict_imports_without_its_heads_and_keeps_transform_input() {
+    let dir = scratch("weights-pth-inception-v3");
+    let pth = dir.join("inception_v3.pth");
+    let loaded = dir.join("torch-load.safetensors");
+    reference(&[
+        "save-state-dict",
+        "--model",
+        "inception_v3",
+        "--whole",
+        "--out",
+        pth.to_str().unwrap(),
+        "--reference",
+        loaded.to_str().unwrap(),
+    ]);
+    let out = dir.join("imported.safetensors");
+    import(&pth, &out, &options(Backbone::InceptionV3, None)).unwrap();
+    let imported = read_tensors(&out);
+    let expected = read_tensors(&loaded);
+    assert!(expected.contains_key("AuxLogits.fc.weight") && expected.contains_key("fc.bias"));
+    for (name, tensor) in &imported {
+        assert!(
+            tensor.equal(&expected[name]),
+            "{name} differs from torch.load's"
+        );
+    }
+    let left_out: Vec<&String> = expected
+        .keys()
+        .filter(|name| !imported.contains_key(*name))
+        .collect();
+    assert!(
+        left_out.iter().all(|name| name.starts_with("AuxLogits.")
+            || name.starts_with("fc.")
+            || name.ends_with(".num_batches_tracked")),
+        "a parameter the network uses was left out: {left_out:?}"
+    );
+    // torchvision's pretrained Inception v3 expects its transform_input, which a
+    // state dict does not record: the import writes it down.
+    let bytes = std::fs::read(&out).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + header_len]).unwrap();
+    assert!(header.contains(r#""transform_input":"true""#), "{header}");
+    FeatureNet::load(Backbone::InceptionV3, Some(&out), Device::Cpu).unwrap();
+}
+
 #[test]
 fn broken_pth_files_are_refused_naming_the_file_and_the_tensor() {
     let dir = scratch("weights-pth-broken");
@@ -249,6 +297,8 @@ fn broken_onnx_files_are_refused_naming_the_file() {
 
     let err = refusal(&onnx, Backbone::GoogLeNet, Some(InputConvention::Caffe));
     assert!(err.contains("GoogLeNet"), "{err}");
+    let err = refusal(&onnx, Backbone::InceptionV3, Some(InputConvention::Caffe));
+    assert!(err.contains("Inception v3"), "{err}");
 }
 
 #[test]

@@ -38,6 +38,7 @@ impl From<Backbone> for pb::Backbone {
             Backbone::Vgg16 => pb::Backbone::Vgg16,
             Backbone::Vgg19 => pb::Backbone::Vgg19,
             Backbone::GoogLeNet => pb::Backbone::Googlenet,
+            Backbone::InceptionV3 => pb::Backbone::InceptionV3,
         }
     }
 }
@@ -50,6 +51,7 @@ impl TryFrom<pb::Backbone> for Backbone {
             pb::Backbone::Vgg16 => Ok(Backbone::Vgg16),
             pb::Backbone::Vgg19 => Ok(Backbone::Vgg19),
             pb::Backbone::Googlenet => Ok(Backbone::GoogLeNet),
+            pb::Backbone::InceptionV3 => Ok(Backbone::InceptionV3),
             pb::Backbone::Unspecified => Err(ConversionError::missing("backbone")),
         }
     }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use pastiche_spec::LossRecord;
+use pastiche_spec::{Backbone, LossRecord};
 
 use crate::axes::{Axes, Param};
 use crate::load::JobData;
@@ -328,9 +328,9 @@ fn studies(axes: &Axes, rows: &[Row], iterations: &[u32]) -> Vec<Study> {
 
 /// Backbones as the founding study names them.
 fn study_name(backbone: &str) -> String {
-    match backbone {
-        "googlenet" => "GoogLeNet".to_owned(),
-        other => other.to_ascii_uppercase(),
+    match backbone.parse::<Backbone>() {
+        Ok(backbone) => backbone.title().to_owned(),
+        Err(_) => backbone.to_ascii_uppercase(),
     }
 }
 
@@ -412,5 +412,6 @@ mod tests {
         assert_eq!(md("a|b\n<i>"), "a\\|b &lt;i&gt;");
         assert_eq!(study_name("vgg16"), "VGG16");
         assert_eq!(study_name("googlenet"), "GoogLeNet");
+        assert_eq!(study_name("inception_v3"), "Inception v3");
     }
 }

@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::params::MIN_SIZE;
+
 /// A frozen classification network whose feature maps define the losses.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
@@ -17,6 +19,8 @@ pub enum Backbone {
     Vgg19,
     #[serde(rename = "googlenet")]
     GoogLeNet,
+    #[serde(rename = "inception_v3")]
+    InceptionV3,
 }
 
 /// VGG16's layers in forward order: `conv{block}_{i}`, `relu{block}_{i}`, `pool{block}`.
@@ -60,22 +64,72 @@ pub const GOOGLENET_LAYERS: &[&str] = &[
     "inception5b",
 ];
 
+/// Inception v3's layers: torchvision's module names, in forward order (its
+/// auxiliary classifier, `AuxLogits`, is not part of the feature network).
+pub const INCEPTION_V3_LAYERS: &[&str] = &[
+    "Conv2d_1a_3x3",
+    "Conv2d_2a_3x3",
+    "Conv2d_2b_3x3",
+    "maxpool1",
+    "Conv2d_3b_1x1",
+    "Conv2d_4a_3x3",
+    "maxpool2",
+    "Mixed_5b",
+    "Mixed_5c",
+    "Mixed_5d",
+    "Mixed_6a",
+    "Mixed_6b",
+    "Mixed_6c",
+    "Mixed_6d",
+    "Mixed_6e",
+    "Mixed_7a",
+    "Mixed_7b",
+    "Mixed_7c",
+];
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LayerError {
-    #[error("unknown backbone '{0}' (expected vgg16, vgg19 or googlenet)")]
+    #[error("unknown backbone '{0}' (expected vgg16, vgg19, googlenet or inception_v3)")]
     UnknownBackbone(String),
     #[error("{backbone} has no layer '{layer}'; its layers are: {}", backbone.layers().join(", "))]
     UnknownLayer { backbone: Backbone, layer: String },
 }
 
 impl Backbone {
-    pub const ALL: [Backbone; 3] = [Backbone::Vgg16, Backbone::Vgg19, Backbone::GoogLeNet];
+    pub const ALL: [Backbone; 4] = [
+        Backbone::Vgg16,
+        Backbone::Vgg19,
+        Backbone::GoogLeNet,
+        Backbone::InceptionV3,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Backbone::Vgg16 => "vgg16",
             Backbone::Vgg19 => "vgg19",
             Backbone::GoogLeNet => "googlenet",
+            Backbone::InceptionV3 => "inception_v3",
+        }
+    }
+
+    /// The network as people write it: the founding study's tables, messages.
+    pub fn title(self) -> &'static str {
+        match self {
+            Backbone::Vgg16 => "VGG16",
+            Backbone::Vgg19 => "VGG19",
+            Backbone::GoogLeNet => "GoogLeNet",
+            Backbone::InceptionV3 => "Inception v3",
+        }
+    }
+
+    /// The smallest `size` (longer side, in pixels) a render may ask for: below
+    /// it a square image has no pixels left in the deepest layers. Inception v3's
+    /// unpadded stride-2 convolutions and pools need 75 px, torchvision's
+    /// `min_size` for it; the others go down to [`MIN_SIZE`].
+    pub fn min_size(self) -> u32 {
+        match self {
+            Backbone::Vgg16 | Backbone::Vgg19 | Backbone::GoogLeNet => MIN_SIZE,
+            Backbone::InceptionV3 => 75,
         }
     }
 
@@ -85,6 +139,7 @@ impl Backbone {
             Backbone::Vgg16 => VGG16_LAYERS,
             Backbone::Vgg19 => VGG19_LAYERS,
             Backbone::GoogLeNet => GOOGLENET_LAYERS,
+            Backbone::InceptionV3 => INCEPTION_V3_LAYERS,
         }
     }
 
@@ -101,14 +156,14 @@ impl Backbone {
 
     /// One output per convolutional stage, in forward order: VGG's `relu*` layers
     /// (13 for VGG16, 16 for VGG19), GoogLeNet's convolutions and inception blocks
-    /// (12). Style layers "by depth" are the first N of these.
+    /// (12), Inception v3's (16). Style layers "by depth" are the first N of these.
     pub fn conv_layers(self) -> Vec<&'static str> {
         self.layers()
             .iter()
             .copied()
             .filter(|l| match self {
                 Backbone::Vgg16 | Backbone::Vgg19 => l.starts_with("relu"),
-                Backbone::GoogLeNet => !l.starts_with("maxpool"),
+                Backbone::GoogLeNet | Backbone::InceptionV3 => !l.starts_with("maxpool"),
             })
             .collect()
     }
@@ -120,14 +175,23 @@ impl Backbone {
         (depth >= 1 && depth <= layers.len()).then(|| layers[..depth].to_vec())
     }
 
-    /// Gatys et al.'s choice for VGG; the GoogLeNet equivalents sit at the same scales.
+    /// Gatys et al.'s choice for VGG; the GoogLeNet and Inception v3 equivalents
+    /// sit at the same scales. Content: the second stage at 1/8 of the input's
+    /// resolution (VGG's `relu4_2`, GoogLeNet's `inception3b`, Inception v3's
+    /// `Mixed_5c`).
     pub fn default_content_layers(self) -> &'static [&'static str] {
         match self {
             Backbone::Vgg16 | Backbone::Vgg19 => &["relu4_2"],
             Backbone::GoogLeNet => &["inception3b"],
+            Backbone::InceptionV3 => &["Mixed_5c"],
         }
     }
 
+    /// Style: one stage at each of the five scales. Inception v3's stem ends in a
+    /// 1x1 then a 3x3 convolution at 1/4, as GoogLeNet's does, and the 3x3 is
+    /// taken as GoogLeNet's `conv3` is; at 1/16 and 1/32 the first block after
+    /// the reduction (`Mixed_6a`, `Mixed_7a`, which play GoogLeNet's max pools'
+    /// part), as GoogLeNet's `inception4a` and `inception5a` follow its pools.
     pub fn default_style_layers(self) -> &'static [&'static str] {
         match self {
             Backbone::Vgg16 | Backbone::Vgg19 => {
@@ -139,6 +203,13 @@ impl Backbone {
                 "inception3a",
                 "inception4a",
                 "inception5a",
+            ],
+            Backbone::InceptionV3 => &[
+                "Conv2d_1a_3x3",
+                "Conv2d_4a_3x3",
+                "Mixed_5b",
+                "Mixed_6b",
+                "Mixed_7b",
             ],
         }
     }
@@ -192,6 +263,7 @@ mod tests {
         assert_eq!(Backbone::Vgg16.conv_layers().len(), 13);
         assert_eq!(Backbone::Vgg19.conv_layers().len(), 16);
         assert_eq!(Backbone::GoogLeNet.conv_layers().len(), 12);
+        assert_eq!(Backbone::InceptionV3.conv_layers().len(), 16);
         assert_eq!(
             Backbone::Vgg19.first_conv_layers(3).unwrap(),
             ["relu1_1", "relu1_2", "relu2_1"]
@@ -199,6 +271,15 @@ mod tests {
         assert_eq!(
             Backbone::GoogLeNet.first_conv_layers(4).unwrap(),
             ["conv1", "conv2", "conv3", "inception3a"]
+        );
+        assert_eq!(
+            Backbone::InceptionV3.first_conv_layers(4).unwrap(),
+            [
+                "Conv2d_1a_3x3",
+                "Conv2d_2a_3x3",
+                "Conv2d_2b_3x3",
+                "Conv2d_3b_1x1"
+            ]
         );
         assert!(Backbone::Vgg16.first_conv_layers(14).is_none());
         assert!(Backbone::Vgg16.first_conv_layers(0).is_none());
@@ -227,6 +308,9 @@ mod tests {
         assert!(err.contains("relu5_4"), "{err}");
         let err = "resnet50".parse::<Backbone>().unwrap_err().to_string();
         assert!(err.contains("resnet50"), "{err}");
+        for backbone in Backbone::ALL {
+            assert!(err.contains(backbone.name()), "{err}");
+        }
     }
 
     #[test]

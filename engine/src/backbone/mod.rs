@@ -1,5 +1,5 @@
-//! Frozen feature networks: VGG16, VGG19 and GoogLeNet, built like torchvision's so
-//! that torchvision's state dicts load unchanged.
+//! Frozen feature networks: VGG16, VGG19, GoogLeNet and Inception v3, built like
+//! torchvision's so that torchvision's state dicts load unchanged.
 //!
 //! Parameters never require grad, so autograd only ever computes the input's gradient.
 
@@ -12,8 +12,8 @@ use std::path::Path;
 use pastiche_spec::Backbone;
 use tch::{Device, Kind, Tensor};
 
-pub(crate) use arch::Shape;
-use arch::{architecture, ConvShape, InceptionShape, LayerSpec, Pool};
+use arch::{architecture, BranchOp, ConvShape, InceptionBlock, LayerSpec, Pool};
+pub(crate) use arch::{has_transform_input, Shape};
 pub use convention::InputConvention;
 use convention::{IMAGENET_MEAN, IMAGENET_STD};
 use weights::{InitRule, ParamSource, RandomParams, SafetensorsFile};
@@ -28,13 +28,21 @@ struct Conv {
     weight: Tensor,
     bias: Option<Tensor>,
     stride: i64,
-    padding: i64,
+    /// Rows, columns.
+    padding: [i64; 2],
 }
 
 impl Conv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (s, p) = (self.stride, self.padding);
-        Ok(x.f_conv2d(&self.weight, self.bias.as_ref(), [s, s], [p, p], [1, 1], 1)?)
+        let s = self.stride;
+        Ok(x.f_conv2d(
+            &self.weight,
+            self.bias.as_ref(),
+            [s, s],
+            self.padding,
+            [1, 1],
+            1,
+        )?)
     }
 
     /// Convolution, then ReLU in place: the convolution's backward pass needs its
@@ -45,21 +53,76 @@ impl Conv {
     }
 }
 
+fn max_pool(x: &Tensor, p: &Pool) -> Result<Tensor> {
+    Ok(x.f_max_pool2d(
+        [p.kernel, p.kernel],
+        [p.stride, p.stride],
+        [p.padding, p.padding],
+        [1, 1],
+        p.ceil_mode,
+    )?)
+}
+
+enum Step {
+    Conv(Conv),
+    MaxPool(Pool),
+    AvgPool(Pool),
+}
+
+impl Step {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Step::Conv(conv) => conv.forward_relu(x),
+            Step::MaxPool(p) => max_pool(x, p),
+            Step::AvgPool(p) => Ok(x.f_avg_pool2d(
+                [p.kernel, p.kernel],
+                [p.stride, p.stride],
+                [p.padding, p.padding],
+                p.ceil_mode,
+                true, // count_include_pad, as F.avg_pool2d
+                None,
+            )?),
+        }
+    }
+}
+
+/// One path through an inception block (see [`arch::Branch`]).
+struct Branch {
+    steps: Vec<Step>,
+    fork: Vec<Conv>,
+}
+
 struct Inception {
-    branch1: Conv,
-    branch2: [Conv; 2],
-    branch3: [Conv; 2],
-    branch4: Conv,
+    branches: Vec<Branch>,
 }
 
 impl Inception {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let b1 = self.branch1.forward_relu(x)?;
-        let b2 = self.branch2[1].forward_relu(&self.branch2[0].forward_relu(x)?)?;
-        let b3 = self.branch3[1].forward_relu(&self.branch3[0].forward_relu(x)?)?;
-        let pooled = x.f_max_pool2d([3, 3], [1, 1], [1, 1], [1, 1], true)?;
-        let b4 = self.branch4.forward_relu(&pooled)?;
-        Ok(Tensor::f_cat(&[b1, b2, b3, b4], 1)?)
+        let mut outputs = Vec::new();
+        for branch in &self.branches {
+            let mut y = x.shallow_clone();
+            for step in &branch.steps {
+                y = step.forward(&y)?;
+            }
+            if branch.fork.is_empty() {
+                outputs.push(y);
+            } else {
+                for conv in &branch.fork {
+                    outputs.push(conv.forward_relu(&y)?);
+                }
+            }
+        }
+        Ok(Tensor::f_cat(&outputs, 1)?)
+    }
+
+    fn convs_mut(&mut self) -> impl Iterator<Item = &mut Conv> {
+        self.branches.iter_mut().flat_map(|branch| {
+            let steps = branch.steps.iter_mut().filter_map(|step| match step {
+                Step::Conv(conv) => Some(conv),
+                Step::MaxPool(_) | Step::AvgPool(_) => None,
+            });
+            steps.chain(branch.fork.iter_mut())
+        })
     }
 }
 
@@ -84,13 +147,7 @@ impl Layer {
                 let mut x = x;
                 x.f_relu_()?
             }
-            Layer::MaxPool(p) => x.f_max_pool2d(
-                [p.kernel, p.kernel],
-                [p.stride, p.stride],
-                [p.padding, p.padding],
-                [1, 1],
-                p.ceil_mode,
-            )?,
+            Layer::MaxPool(p) => max_pool(&x, p)?,
             Layer::BasicConv(conv) => conv.forward_relu(&x)?,
             Layer::Inception(block) => block.forward(&x)?,
         })
@@ -101,8 +158,8 @@ impl Layer {
 pub struct FeatureNet {
     backbone: Backbone,
     layers: Vec<(&'static str, Layer)>,
-    /// GoogLeNet's `transform_input`, as a per-channel affine map applied after
-    /// ImageNet normalisation.
+    /// GoogLeNet's and Inception v3's `transform_input`, as a per-channel affine
+    /// map applied after ImageNet normalisation.
     input_transform: Option<(Tensor, Tensor)>,
     convention: InputConvention,
     mean: Tensor,
@@ -134,8 +191,8 @@ impl FeatureNet {
                 LayerSpec::Relu => Layer::Relu,
                 LayerSpec::MaxPool(pool) => Layer::MaxPool(pool),
                 LayerSpec::BasicConv(shape) => Layer::BasicConv(basic_conv(src, prefix, shape)?),
-                LayerSpec::Inception(shape) => {
-                    Layer::Inception(Box::new(inception(src, prefix, shape)?))
+                LayerSpec::Inception(block) => {
+                    Layer::Inception(Box::new(inception(src, prefix, block)?))
                 }
             };
             layers.push((layer.name, loaded));
@@ -146,7 +203,7 @@ impl FeatureNet {
                 .f_to_device(device)?)
         };
         let convention = src.convention();
-        let input_transform = if backbone == Backbone::GoogLeNet
+        let input_transform = if has_transform_input(backbone)
             && convention == InputConvention::Torchvision
             && src.transform_input()
         {
@@ -187,18 +244,7 @@ impl FeatureNet {
         for (_, layer) in &mut self.layers {
             match layer {
                 Layer::Conv(c) | Layer::BasicConv(c) => convs.push(c),
-                Layer::Inception(block) => {
-                    let Inception {
-                        branch1,
-                        branch2,
-                        branch3,
-                        branch4,
-                    } = &mut **block;
-                    convs.push(branch1);
-                    convs.extend(branch2.iter_mut());
-                    convs.extend(branch3.iter_mut());
-                    convs.push(branch4);
-                }
+                Layer::Inception(block) => convs.extend(block.convs_mut()),
                 Layer::Relu | Layer::MaxPool(_) => {}
             }
         }
@@ -312,7 +358,7 @@ pub(crate) fn check_params(backbone: Backbone, src: &mut dyn ParamSource) -> Res
 }
 
 /// The `features.N` prefixes of a VGG's convolutions in forward order, with their
-/// weight shapes; none for GoogLeNet.
+/// weight shapes; none for the inception networks.
 pub(crate) fn vgg_convs(backbone: Backbone) -> Vec<(String, [i64; 4])> {
     architecture(backbone)
         .into_iter()
@@ -334,7 +380,8 @@ fn channels_last(x: &Tensor) -> Result<Tensor> {
 }
 
 fn conv_weight_shape(shape: &ConvShape) -> [i64; 4] {
-    [shape.cout, shape.cin, shape.kernel, shape.kernel]
+    let [kh, kw] = shape.kernel;
+    [shape.cout, shape.cin, kh, kw]
 }
 
 fn vgg_conv(src: &mut dyn ParamSource, prefix: &str, shape: ConvShape) -> Result<Conv> {
@@ -356,9 +403,12 @@ fn basic_conv(src: &mut dyn ParamSource, prefix: &str, shape: ConvShape) -> Resu
     let weight = src.tensor(
         &format!("{prefix}.conv.weight"),
         &conv_weight_shape(&shape),
-        // Not torchvision's trunc_normal_(std=0.01): with batch norm in eval mode at
-        // its initial statistics nothing renormalises, activations shrink ~10x per
-        // layer and the style gradient vanishes. Kaiming's init keeps their scale.
+        // Not torchvision's trunc_normal_ (std 0.01 for GoogLeNet, 0.1 for Inception
+        // v3): with batch norm in eval mode at its initial statistics nothing
+        // renormalises, so activations shrink ~10x per layer (GoogLeNet) and the
+        // style gradient vanishes, or grow ~10x per block (Inception v3) and the
+        // deepest layers swamp the losses. Kaiming's init keeps the growth to
+        // about 2x per block in both.
         InitRule::KaimingNormalFanOut,
     )?;
     let mut bn = |name: &str, init| -> Result<Tensor> {
@@ -384,31 +434,24 @@ fn basic_conv(src: &mut dyn ParamSource, prefix: &str, shape: ConvShape) -> Resu
     })
 }
 
-fn inception(src: &mut dyn ParamSource, prefix: &str, s: InceptionShape) -> Result<Inception> {
-    let mut conv = |branch: &str, cin, cout, kernel| {
-        basic_conv(
-            src,
-            &format!("{prefix}.{branch}"),
-            ConvShape {
-                cin,
-                cout,
-                kernel,
-                stride: 1,
-                padding: kernel / 2,
-            },
-        )
-    };
-    Ok(Inception {
-        branch1: conv("branch1", s.cin, s.ch1x1, 1)?,
-        branch2: [
-            conv("branch2.0", s.cin, s.ch3x3red, 1)?,
-            conv("branch2.1", s.ch3x3red, s.ch3x3, 3)?,
-        ],
-        // torchvision's "5x5" branch uses a 3x3 kernel (a known quirk its weights keep).
-        branch3: [
-            conv("branch3.0", s.cin, s.ch5x5red, 1)?,
-            conv("branch3.1", s.ch5x5red, s.ch5x5, 3)?,
-        ],
-        branch4: conv("branch4.1", s.cin, s.pool_proj, 1)?,
-    })
+fn inception(src: &mut dyn ParamSource, prefix: &str, block: InceptionBlock) -> Result<Inception> {
+    let mut conv = |name: &str, shape| basic_conv(src, &format!("{prefix}.{name}"), shape);
+    let mut branches = Vec::new();
+    for branch in block.branches {
+        let mut steps = Vec::new();
+        for op in branch.ops {
+            steps.push(match op {
+                BranchOp::Conv(name, shape) => Step::Conv(conv(name, shape)?),
+                BranchOp::MaxPool(pool) => Step::MaxPool(pool),
+                BranchOp::AvgPool(pool) => Step::AvgPool(pool),
+            });
+        }
+        let fork = branch
+            .fork
+            .into_iter()
+            .map(|(name, shape)| conv(name, shape))
+            .collect::<Result<_>>()?;
+        branches.push(Branch { steps, fork });
+    }
+    Ok(Inception { branches })
 }

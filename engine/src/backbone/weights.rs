@@ -38,8 +38,8 @@ pub(crate) enum InitRule {
 pub(crate) trait ParamSource {
     fn tensor(&mut self, name: &str, shape: &[i64], init: InitRule) -> Result<Tensor>;
 
-    /// GoogLeNet only: whether inputs are re-normalised as torchvision's pretrained
-    /// GoogLeNet expects (its `transform_input`).
+    /// GoogLeNet and Inception v3 only: whether inputs are re-normalised as
+    /// torchvision's pretrained weights expect (their `transform_input`).
     fn transform_input(&self) -> bool;
 
     /// How the network's input is normalised.
@@ -178,8 +178,8 @@ impl ParamSource for SafetensorsFile {
     }
 
     fn transform_input(&self) -> bool {
-        // torchvision's pretrained GoogLeNet expects it; files written by
-        // scripts/export_weights.py say which they are.
+        // torchvision's pretrained GoogLeNet and Inception v3 expect it; files
+        // written by scripts/export_weights.py say which they are.
         self.transform_input.unwrap_or(true)
     }
 
@@ -217,8 +217,8 @@ impl ParamSource for ImportedParams<'_> {
 
 /// Seeded random parameters: the same seed gives the same network on every machine
 /// and device (drawn with ChaCha8 on the CPU, not with libtorch's generators).
-/// Convolutions are drawn as torchvision draws VGG's, for GoogLeNet too (see
-/// `basic_conv`); biases and batch norm start as torchvision's.
+/// Convolutions are drawn as torchvision draws VGG's, for the inception networks
+/// too (see `basic_conv`); biases and batch norm start as torchvision's.
 pub(crate) struct RandomParams {
     rng: ChaCha8Rng,
 }
@@ -254,7 +254,7 @@ impl ParamSource for RandomParams {
     }
 
     fn transform_input(&self) -> bool {
-        false // as torchvision's googlenet(weights=None)
+        false // as torchvision's googlenet(weights=None) and inception_v3(weights=None)
     }
 
     fn convention(&self) -> InputConvention {

@@ -15,7 +15,7 @@ use tch::Tensor;
 
 use super::{describe, onnx, pth, WeightsInfo};
 use crate::backbone::weights::{convention_of, key, metadata_of, tensor_of, ImportedParams};
-use crate::backbone::{check_params, vgg_convs, InputConvention};
+use crate::backbone::{check_params, has_transform_input, vgg_convs, InputConvention};
 use crate::error::{EngineError, Result};
 
 /// What an import is told beyond the file itself.
@@ -51,13 +51,13 @@ pub fn import(from: &Path, to: &Path, options: &ImportOptions) -> Result<Weights
     let backbone = options.backbone;
     let format = format_of(from, &bytes)?;
     let (tensors, recorded) = match format {
-        Format::Onnx if backbone == Backbone::GoogLeNet => {
-            return Err(refuse(
-                "GoogLeNet cannot be imported from ONNX: its batch-normalised inception \
+        Format::Onnx if vgg_convs(backbone).is_empty() => {
+            return Err(refuse(format!(
+                "{} cannot be imported from ONNX: its batch-normalised inception \
                  blocks do not map onto torchvision's names; import a .pth or \
-                 .safetensors file instead"
-                    .into(),
-            ))
+                 .safetensors file instead",
+                backbone.title()
+            )))
         }
         Format::Onnx => {
             let convs = onnx::read_vgg_convs(from, &vgg_convs(backbone))?;
@@ -112,7 +112,7 @@ pub fn import(from: &Path, to: &Path, options: &ImportOptions) -> Result<Weights
                 .unwrap_or_else(|| "unknown".into()),
         ),
     ]);
-    if backbone == Backbone::GoogLeNet {
+    if has_transform_input(backbone) {
         metadata.insert(key::TRANSFORM_INPUT, params.transform_input.to_string());
     }
     write(to, &params.used, metadata)?;

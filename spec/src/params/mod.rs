@@ -14,7 +14,8 @@ use crate::layers::{Backbone, LayerError};
 use table::{Param, Value, PARAMS};
 
 /// Images are resized so that their longer side is `size`; below this the deeper
-/// layers of every backbone have no pixels left.
+/// layers of every backbone have no pixels left. Some need more
+/// ([`Backbone::min_size`]).
 pub const MIN_SIZE: u32 = 32;
 /// Far beyond any GPU of today for a VGG: refused before anything is allocated.
 pub const MAX_SIZE: u32 = 16_384;
@@ -476,6 +477,23 @@ mod tests {
         for backbone in Backbone::ALL {
             RenderParams::new(backbone).validate().unwrap();
         }
+    }
+
+    #[test]
+    fn a_size_below_the_backbones_smallest_input_is_refused_naming_both() {
+        let at = |backbone, size| {
+            RenderParams {
+                size,
+                ..RenderParams::new(backbone)
+            }
+            .validate()
+        };
+        at(Backbone::InceptionV3, 75).unwrap();
+        at(Backbone::GoogLeNet, 74).unwrap();
+        let err = at(Backbone::InceptionV3, 74).unwrap_err();
+        assert_eq!(err.param(), Some("size"));
+        let err = err.to_string();
+        assert!(err.contains("inception_v3") && err.contains("75"), "{err}");
     }
 
     #[test]

@@ -9,9 +9,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::{
-    Init, LineSearch, OptimizerKind, RenderParams, StyleLayer, StyleWeight, MAX_SIZE, MIN_SIZE,
-};
+use super::{Init, LineSearch, OptimizerKind, RenderParams, StyleLayer, StyleWeight, MAX_SIZE};
 use crate::Backbone;
 
 /// A parameter's value, as a grid file or a flag gives it.
@@ -331,7 +329,7 @@ pub static PARAMS: &[Param] = &[
     Param::new(
         "backbone",
         Kind::Word,
-        "vgg16, vgg19 or googlenet",
+        "vgg16, vgg19, googlenet or inception_v3",
         word::<Backbone>,
         |p| Value::Word(p.backbone.to_string()),
         |p, v| {
@@ -372,7 +370,7 @@ pub static PARAMS: &[Param] = &[
         "style_layers",
         Kind::Layers,
         "Comma-separated style layers, each NAME or NAME:WEIGHT; or N, the first N \
-         convolutional stages (vgg16 has 13, vgg19 16, googlenet 12)",
+         convolutional stages (vgg16 has 13, vgg19 16, googlenet 12, inception_v3 16)",
         style_layer_names,
         |p| Value::Layers(p.style_layers.iter().map(StyleLayer::to_string).collect()),
         |p, v| {
@@ -601,12 +599,13 @@ pub static PARAMS: &[Param] = &[
         },
     )
     .bounded_by(|p| {
-        if (MIN_SIZE..=MAX_SIZE).contains(&p.size) {
+        let min = p.backbone.min_size();
+        if (min..=MAX_SIZE).contains(&p.size) {
             Ok(())
         } else {
             Err(format!(
-                "size must be between {MIN_SIZE} and {MAX_SIZE} pixels, got {}",
-                p.size
+                "size must be between {min} and {MAX_SIZE} pixels for {}, got {}",
+                p.backbone, p.size
             ))
         }
     }),
@@ -904,7 +903,7 @@ mod tests {
         let content = Param::find("content_layers").unwrap();
         assert_eq!(
             content.default_text(),
-            "relu4_2 for vgg16, vgg19; inception3b for googlenet"
+            "relu4_2 for vgg16, vgg19; inception3b for googlenet; Mixed_5c for inception_v3"
         );
         assert_eq!(Param::find("style_weight").unwrap().default_text(), "1e6");
         assert_eq!(Param::find("backbone").unwrap().default_text(), "vgg19");
