@@ -26,12 +26,53 @@ pub struct Connection {
     pub security: ClientSecurityArgs,
 }
 
+/// Where a store is when nothing says: a directory in the working directory.
+pub const DEFAULT_STORE: &str = "pastiche-results";
+
 #[derive(Args, Clone)]
 pub struct StoreArg {
     /// Where inputs and results live: a directory or s3://bucket/prefix (the
     /// workers' --store).
-    #[arg(long, env = "PASTICHE_STORE", default_value = "pastiche-results")]
+    #[arg(long, env = "PASTICHE_STORE", default_value = DEFAULT_STORE)]
     pub store: String,
+}
+
+/// The store of a command that talks to a coordinator: the farm's.
+#[derive(Args, Clone, Default)]
+pub struct FarmStoreArg {
+    /// Where inputs and results live: a directory or s3://bucket/prefix [default:
+    /// the coordinator's --store; if it has none, pastiche-results]. Given, it
+    /// must be the coordinator's.
+    #[arg(long, env = "PASTICHE_STORE")]
+    pub store: Option<String>,
+}
+
+/// The farm's store, as the coordinator names it (`GetFarm`); `--store`, when
+/// given, must be that one, or the workers would not find the inputs uploaded to
+/// it. A coordinator without a store (or from before `GetFarm`) leaves it to
+/// `--store`, else [`DEFAULT_STORE`].
+pub async fn farm_store(
+    farm: &mut FarmClient<AuthChannel>,
+    given: &FarmStoreArg,
+) -> Result<String> {
+    let farms = match farm.get_farm(pb::GetFarmRequest {}).await {
+        Ok(info) => Some(info.into_inner().store).filter(|s| !s.is_empty()),
+        Err(status) if status.code() == tonic::Code::Unimplemented => None,
+        Err(status) => return Err(status_error(status)),
+    };
+    match (farms, given.store.as_deref()) {
+        (Some(farms), None) => Ok(farms),
+        (Some(farms), Some(given)) => {
+            let location = Store::open(given)?.location();
+            anyhow::ensure!(
+                location == farms,
+                "--store {given} is not this farm's store: the coordinator's is {farms}, \
+                 where its workers read inputs; leave --store out to use it"
+            );
+            Ok(given.to_owned())
+        }
+        (None, given) => Ok(given.unwrap_or(DEFAULT_STORE).to_owned()),
+    }
 }
 
 #[derive(Args)]
@@ -41,7 +82,7 @@ pub struct SubmitArgs {
     #[command(flatten)]
     pub connection: Connection,
     #[command(flatten)]
-    pub store: StoreArg,
+    pub store: FarmStoreArg,
     /// Higher runs first.
     #[arg(long, default_value_t = 0)]
     pub priority: i32,
@@ -64,7 +105,7 @@ pub struct WatchArgs {
     pub connection: Connection,
     /// Where previews are printed to be (the workers' --store).
     #[command(flatten)]
-    pub store: StoreArg,
+    pub store: FarmStoreArg,
 }
 
 #[derive(Args)]
@@ -179,9 +220,9 @@ pub async fn submit(args: &SubmitArgs) -> Result<String> {
 pub async fn upload(args: &SubmitArgs) -> Result<Upload> {
     // Checked here first, so that a bad grid uploads nothing.
     let text = read_grid_file(&args.grid)?;
-    let store = Store::open(&args.store.store)?;
     let mut farm = connect(&args.connection).await?;
     check_access(&mut farm).await?;
+    let store = Store::open(&farm_store(&mut farm, &args.store).await?)?;
     let grid = upload_inputs(&args.grid, &text, &store).await?;
     Ok(Upload { grid, store, farm })
 }
@@ -238,8 +279,9 @@ pub fn location(store: &str, key: &str) -> String {
 /// Follows a job until it ends, with a progress bar on a terminal, and says where
 /// each new preview is (`store`: the workers' store). Fails if the job ended with
 /// failed or cancelled tasks.
-pub async fn watch(connection: &Connection, store: &str, job: &str) -> Result<()> {
+pub async fn watch(connection: &Connection, store: &FarmStoreArg, job: &str) -> Result<()> {
     let mut farm = connect(connection).await?;
+    let store = &farm_store(&mut farm, store).await?;
     let mut events = farm
         .watch_job(pb::WatchJobRequest {
             job_id: job.to_owned(),

@@ -10,7 +10,7 @@ use pastiche_coordinator::core::{Coordinator, CoordinatorConfig};
 use pastiche_spec::store::Store;
 use pastiche_worker::WorkerConfig;
 
-use crate::farm::{self, Connection, StoreArg, SubmitArgs};
+use crate::farm::{self, Connection, FarmStoreArg, StoreArg, SubmitArgs};
 
 #[derive(Args)]
 pub struct LocalArgs {
@@ -94,7 +94,9 @@ pub async fn run(args: LocalArgs) -> Result<()> {
         let submission = SubmitArgs {
             grid: args.grid.clone(),
             connection: connection.clone(),
-            store: args.store.clone(),
+            store: FarmStoreArg {
+                store: Some(args.store.store.clone()),
+            },
             priority: 0,
             max_attempts: None,
             watch: false,
@@ -111,7 +113,7 @@ pub async fn run(args: LocalArgs) -> Result<()> {
             None => farm::send(&submission, upload).await?,
         };
         tokio::select! {
-            watched = farm::watch(&connection, &args.store.store, &job) => watched.map(|()| job),
+            watched = farm::watch(&connection, &submission.store, &job) => watched.map(|()| job),
             _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; run the same command to carry on"),
         }
     };

@@ -59,11 +59,11 @@ async fn run_farm_command(command: Command) -> anyhow::Result<()> {
         Command::Submit(args) => {
             let job = farm::submit(&args).await?;
             if args.watch {
-                farm::watch(&args.connection, &args.store.store, &job).await?;
+                farm::watch(&args.connection, &args.store, &job).await?;
             }
             Ok(())
         }
-        Command::Watch(args) => farm::watch(&args.connection, &args.store.store, &args.job).await,
+        Command::Watch(args) => farm::watch(&args.connection, &args.store, &args.job).await,
         Command::Status(args) => farm::status(&args).await,
         Command::Cancel(args) => farm::cancel(&args).await,
         Command::Results(args) => farm::results(&args).await,

@@ -17,6 +17,11 @@ pub enum CoordinatorError {
     Scheduler(#[from] SchedulerError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(
+        "the worker's store is {worker}, but this farm's (the coordinator's --store) is \
+         {farm}: give the worker --store {farm}"
+    )]
+    WrongStore { worker: String, farm: String },
     #[error("the coordinator is shutting down; watch again once it is back")]
     ShuttingDown,
     /// Work handed to a thread of its own did not come back (it panicked).
@@ -34,6 +39,7 @@ impl From<CoordinatorError> for Status {
             CoordinatorError::BadGrid(_)
             | CoordinatorError::BadRequest(_)
             | CoordinatorError::Scheduler(SchedulerError::EmptyJob(_)) => Code::InvalidArgument,
+            CoordinatorError::WrongStore { .. } => Code::FailedPrecondition,
             CoordinatorError::ShuttingDown => Code::Unavailable,
             CoordinatorError::State(_) | CoordinatorError::Interrupted(_) => Code::Internal,
         };

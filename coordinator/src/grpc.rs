@@ -84,6 +84,15 @@ impl Farm for FarmService {
         Ok(Response::new(Box::pin(events)))
     }
 
+    async fn get_farm(
+        &self,
+        _request: Request<pb::GetFarmRequest>,
+    ) -> Result<Response<pb::FarmInfo>, Status> {
+        Ok(Response::new(pb::FarmInfo {
+            store: self.0.store_location().unwrap_or_default(),
+        }))
+    }
+
     type ListTasksStream = Pin<Box<dyn Stream<Item = Result<pb::TaskInfo, Status>> + Send>>;
 
     async fn list_tasks(
@@ -116,6 +125,7 @@ impl Workers for WorkersService {
             device: r.device,
             device_name: r.device_name,
             device_memory_bytes: r.device_memory_bytes,
+            store: r.store,
         })?;
         Ok(Response::new(pb::RegisterResponse {
             worker_id: registered.worker,

@@ -318,35 +318,27 @@ fn a_blend_of_two_styles_follows_pytorch() {
     );
 }
 
-#[test]
-fn an_automatic_style_weight_is_chosen_as_pytorch_chooses_it() {
-    // The configuration of the Adam test above (from L-BFGS's, a few iterations
-    // in, last-bit differences grow past 1e-3 on random weights), with auto:2.
-    let params = RenderParams {
+/// The configuration of the VGG16 Adam test (from L-BFGS's, a few iterations in,
+/// last-bit differences grow past 1e-3 on random weights), with `auto:2`.
+fn automatic() -> RenderParams {
+    RenderParams {
         style_weight: StyleWeight::Auto { ratio: 2.0 },
         init: Init::Noise,
         tv_weight: 10.0,
         ..small(Backbone::Vgg16, OptimizerKind::Adam)
-    };
-    check_render_against_pytorch("vgg16-auto", params, &[], &[]);
+    }
+}
+
+#[test]
+fn an_automatic_style_weight_is_chosen_as_pytorch_chooses_it() {
+    check_render_against_pytorch("vgg16-auto", automatic(), &[], &[]);
 }
 
 #[test]
 fn the_automatic_weight_of_a_blend_is_chosen_as_pytorch_chooses_it() {
     // The content loss "of the style" is each image's, weighted as in the blend.
-    let params = RenderParams {
-        style_weight: StyleWeight::Auto { ratio: 2.0 },
-        init: Init::Noise,
-        tv_weight: 10.0,
-        ..small(Backbone::Vgg16, OptimizerKind::Adam)
-    };
-    check_blend_against_pytorch(
-        "vgg16-auto-blend",
-        params,
-        &[],
-        &[],
-        &[("starry_night.jpg", 0.25), ("chelsea.png", 0.75)],
-    );
+    let styles = [("starry_night.jpg", 0.25), ("chelsea.png", 0.75)];
+    check_blend_against_pytorch("vgg16-auto-blend", automatic(), &[], &[], &styles);
 }
 
 fn example(file: &str, size: u32) -> Tensor {

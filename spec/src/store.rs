@@ -127,6 +127,17 @@ impl Store {
         &self.root
     }
 
+    /// Where this store is, comparable between processes: an `s3://` URL as
+    /// given, a directory as its absolute path (so that `results` and
+    /// `./results` are one store).
+    pub fn location(&self) -> String {
+        if self.root.starts_with("s3://") {
+            return self.root.clone();
+        }
+        std::fs::canonicalize(&self.root)
+            .map_or_else(|_| self.root.clone(), |p| p.display().to_string())
+    }
+
     fn path(&self, key: &str) -> ObjectPath {
         let mut path = self.prefix.clone();
         for part in key.split('/').filter(|p| !p.is_empty()) {

@@ -951,3 +951,75 @@ fn a_blend_with_an_automatic_weight_and_original_colours_renders_on_the_farm_as_
     let html = std::fs::read_to_string(report.join("index.html")).unwrap();
     assert!(html.contains("75% + "), "the blend's label is missing");
 }
+
+#[test]
+fn submit_uses_the_coordinators_store_and_a_worker_on_another_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("farm-store");
+    let coordinator = start_coordinator_with(
+        &dir.path().join("state.db"),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            store.to_str().unwrap(),
+        ],
+    );
+
+    // A worker given another store could not read the inputs: refused, naming both.
+    let elsewhere = dir.path().join("elsewhere");
+    let worker = Command::new(bin("pastiche-worker"))
+        .args(["--coordinator", &coordinator.url(), "--device", "cpu"])
+        .arg("--store")
+        .arg(&elsewhere)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A worker that is let in would work forever: a watchdog fails the test instead.
+    let (finished, watchdog) = std::sync::mpsc::channel::<()>();
+    let pid = worker.id().to_string();
+    std::thread::spawn(move || {
+        if watchdog.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+        }
+    });
+    let refused = worker.wait_with_output().unwrap();
+    let _ = finished.send(());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap().display().to_string();
+    assert!(stderr.contains(&canonical(&elsewhere)), "{stderr}");
+    assert!(stderr.contains(&canonical(&store)), "{stderr}");
+
+    // `submit` without --store, from a directory where the default store would
+    // be: the inputs go to the coordinator's store, where the workers are.
+    let _worker = start_worker(&coordinator.url(), &store, "w1");
+    let grid = write_example_grid(dir.path(), "shared", "[grid]\nsize = 32\niterations = 2\n");
+    let cwd = tempfile::tempdir().unwrap();
+    let submit = |extra: &[&str]| {
+        Command::new(bin("pastiche"))
+            .current_dir(cwd.path())
+            .args(["submit", grid.to_str().unwrap(), "--coordinator"])
+            .arg(coordinator.url())
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .env_remove("PASTICHE_STORE")
+            .output()
+            .unwrap()
+    };
+    let job = succeeded(submit(&["--watch"]));
+    assert_eq!(task_dirs(&store, &job).len(), 1);
+    assert!(!cwd.path().join("pastiche-results").exists());
+
+    // Given, --store must be the farm's.
+    let wrong = submit(&["--store", elsewhere.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is not this farm's store") && stderr.contains(&canonical(&store)),
+        "{stderr}"
+    );
+    let same = submit(&["--store", store.to_str().unwrap()]);
+    succeeded(same);
+}

@@ -99,7 +99,7 @@ pub async fn run(
         .connect_timeout(Duration::from_secs(5))
         .connect_lazy();
     let mut client = WorkersClient::new(config.security.authorize(channel));
-    let registered = register(&mut client, &config, &device_name).await?;
+    let registered = register(&mut client, &config, &device_name, &store).await?;
     tracing::info!(worker = %registered.worker_id, device = %device_name, "worker registered");
     let mut worker = Worker {
         lease_timeout: Duration::from_millis(registered.lease_timeout_ms.max(100).into()),
@@ -163,12 +163,14 @@ async fn register(
     client: &mut WorkersClient<AuthChannel>,
     config: &WorkerConfig,
     device_name: &str,
+    store: &Store,
 ) -> Result<pb::RegisterResponse> {
     let request = pb::RegisterRequest {
         name: config.name.clone(),
         device: config.device.clone(),
         device_name: device_name.to_owned(),
         device_memory_bytes: 0,
+        store: store.location(),
     };
     // A coordinator that is starting (or restarting) is waited for, up to a point.
     let reply = while_unavailable(config.connect_timeout, "registering", || {

@@ -348,12 +348,26 @@ impl Coordinator {
             .collect()
     }
 
+    /// Where the farm's inputs and results live (the coordinator's --store).
+    pub fn store_location(&self) -> Option<String> {
+        self.config.store.as_ref().map(Store::location)
+    }
+
     /// Signs a worker up; a restarted worker is a new worker, and the leases of
-    /// its previous life expire.
+    /// its previous life expire. A worker on another store than the farm's is
+    /// refused.
     pub fn register(&self, registration: &Registration) -> Result<Registered, CoordinatorError> {
         let name = registration.name.trim();
         if name.is_empty() {
             return Err(CoordinatorError::BadRequest("a worker needs a name".into()));
+        }
+        if let Some(farm) = self.store_location() {
+            if !registration.store.is_empty() && registration.store != farm {
+                return Err(CoordinatorError::WrongStore {
+                    worker: registration.store.clone(),
+                    farm,
+                });
+            }
         }
         let n = self.next_worker.fetch_add(1, Ordering::Relaxed);
         let worker = format!("{name}#{n}");

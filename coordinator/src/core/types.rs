@@ -102,6 +102,8 @@ pub struct Registration {
     pub device: String,
     pub device_name: String,
     pub device_memory_bytes: u64,
+    /// The worker's store location (`Store::location`); empty: not said.
+    pub store: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
