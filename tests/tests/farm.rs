@@ -155,6 +155,21 @@ async fn wait_for_task_end(url: &str, job: &str, outcome: pb::TaskOutcome) {
     panic!("the job ended without a task {outcome:?}");
 }
 
+/// The output of a process that should end by itself; killed after `limit`
+/// (a watchdog, so that the test fails instead of hanging).
+fn output_within(child: std::process::Child, limit: Duration) -> Output {
+    let (ended, watchdog) = std::sync::mpsc::channel::<()>();
+    let pid = child.id().to_string();
+    std::thread::spawn(move || {
+        if watchdog.recv_timeout(limit).is_err() {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+        }
+    });
+    let output = child.wait_with_output().unwrap();
+    let _ = ended.send(());
+    output
+}
+
 fn task_dirs(store: &Path, job: &str) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(store.join("jobs").join(job).join("tasks"))
         .unwrap()
@@ -976,16 +991,8 @@ fn submit_uses_the_coordinators_store_and_a_worker_on_another_is_refused() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // A worker that is let in would work forever: a watchdog fails the test instead.
-    let (finished, watchdog) = std::sync::mpsc::channel::<()>();
-    let pid = worker.id().to_string();
-    std::thread::spawn(move || {
-        if watchdog.recv_timeout(Duration::from_secs(60)).is_err() {
-            let _ = Command::new("kill").args(["-9", &pid]).status();
-        }
-    });
-    let refused = worker.wait_with_output().unwrap();
-    let _ = finished.send(());
+    // A worker that is let in would work forever.
+    let refused = output_within(worker, Duration::from_secs(60));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{stderr}");
     let canonical = |p: &Path| std::fs::canonicalize(p).unwrap().display().to_string();
@@ -1022,4 +1029,61 @@ fn submit_uses_the_coordinators_store_and_a_worker_on_another_is_refused() {
     );
     let same = submit(&["--store", store.to_str().unwrap()]);
     succeeded(same);
+}
+
+#[test]
+fn a_coordinator_that_cannot_write_its_database_stops_and_a_restart_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, store) = (dir.path().join("state.db"), dir.path().join("store"));
+    // Stderr kept, to read why it stopped.
+    let mut child = Command::new(bin("pastiche-coordinator"))
+        .args(["--listen", "127.0.0.1:0", "--lease-timeout", "30s", "--db"])
+        .arg(&db)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = format!(
+        "http://{}",
+        first.trim().strip_prefix("listening on ").unwrap()
+    );
+    let grid = write_example_grid(
+        dir.path(),
+        "held",
+        "[grid]\nsize = 32\niterations = 2\nseed = [1, 2]\ninit = \"noise\"\n",
+    );
+    let job = submit(&url, &store, &grid);
+
+    // Another process holds the database's write lock: the lease a worker asks
+    // for cannot be recorded, and the coordinator stops rather than hand it out.
+    let holder = rusqlite::Connection::open(&db).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let worker = start_worker(&url, &store, "w1");
+    // A coordinator that served on would never end.
+    let output = output_within(child, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(75), "{stderr}");
+    assert!(
+        stderr.contains("the state database could not be written"),
+        "{stderr}"
+    );
+    drop(worker);
+    holder.execute_batch("ROLLBACK").unwrap();
+    drop(holder);
+
+    // Restarted on the same database: nothing of the lost lease remains, every
+    // task is done by its first attempt.
+    let coordinator = start_coordinator(&db, "127.0.0.1:0", "30s");
+    let _worker = start_worker(&coordinator.url(), &store, "w2");
+    watch_to_the_end(&coordinator.url(), &job);
+    let tasks = task_dirs(&store, &job);
+    assert_eq!(tasks.len(), 2);
+    for task in tasks {
+        assert_eq!(task_json(&task)["attempt"], 1, "{}", task.display());
+    }
 }

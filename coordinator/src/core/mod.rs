@@ -154,9 +154,13 @@ impl Coordinator {
     }
 
     /// Persists what the scheduler did, then tells watchers and waiting workers.
+    /// A database that cannot be written stops the process (see
+    /// [`stop_on_failed_commit`]).
     fn commit(&self, inner: &mut Inner) -> Result<(), CoordinatorError> {
         let events = inner.scheduler.take_events();
-        inner.state.apply(&events)?;
+        if let Err(err) = inner.state.apply(&events) {
+            stop_on_failed_commit(&err);
+        }
         self.metrics.record(&events);
         let mut wake = false;
         for event in &events {
@@ -571,6 +575,25 @@ pub async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| CoordinatorError::Interrupted(e.to_string()))?
+}
+
+/// The exit status of a coordinator whose database could not be written
+/// (EX_TEMPFAIL: restarting it is the cure).
+pub const FAILED_COMMIT_EXIT: i32 = 75;
+
+/// The scheduler changes in memory first and the database is written after: a
+/// write that fails leaves memory ahead of the database (a lease handed out, a
+/// task done, that a restart would not know). Serving on would tell workers and
+/// watchers things that are not so; the process stops instead, and a restart
+/// carries on from the database, where every reply it gave is recorded.
+fn stop_on_failed_commit(err: &crate::state::StateError) -> ! {
+    tracing::error!(error = %err, "the state database could not be written; stopping");
+    eprintln!(
+        "pastiche-coordinator: the state database could not be written ({err}); stopping so \
+         that memory does not run ahead of it: restart the coordinator to carry on from the \
+         database"
+    );
+    std::process::exit(FAILED_COMMIT_EXIT);
 }
 
 #[cfg(test)]
