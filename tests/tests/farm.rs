@@ -26,13 +26,18 @@ fn start_coordinator(db: &Path, listen: &str, lease_timeout: &str) -> Coordinato
 }
 
 fn start_coordinator_with(db: &Path, args: &[&str]) -> CoordinatorProc {
+    spawn_coordinator(db, args, Stdio::inherit())
+}
+
+/// A coordinator whose stderr goes to `stderr`, once it listens.
+fn spawn_coordinator(db: &Path, args: &[&str], stderr: Stdio) -> CoordinatorProc {
     let mut child = Command::new(bin("pastiche-coordinator"))
         .args(args)
         .arg("--db")
         .arg(db)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut first = String::new();
@@ -155,9 +160,9 @@ async fn wait_for_task_end(url: &str, job: &str, outcome: pb::TaskOutcome) {
     panic!("the job ended without a task {outcome:?}");
 }
 
-/// The output of a process that should end by itself; killed after `limit`
-/// (a watchdog, so that the test fails instead of hanging).
-fn output_within(child: std::process::Child, limit: Duration) -> Output {
+/// How a process that should end by itself ended, and its stderr (piped);
+/// killed after `limit` (a watchdog, so that the test fails instead of hanging).
+fn ended_within(child: &mut std::process::Child, limit: Duration) -> (Option<i32>, String) {
     let (ended, watchdog) = std::sync::mpsc::channel::<()>();
     let pid = child.id().to_string();
     std::thread::spawn(move || {
@@ -165,9 +170,11 @@ fn output_within(child: std::process::Child, limit: Duration) -> Output {
             let _ = Command::new("kill").args(["-9", &pid]).status();
         }
     });
-    let output = child.wait_with_output().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let status = child.wait().unwrap();
     let _ = ended.send(());
-    output
+    (status.code(), stderr)
 }
 
 fn task_dirs(store: &Path, job: &str) -> Vec<PathBuf> {
@@ -983,7 +990,7 @@ fn submit_uses_the_coordinators_store_and_a_worker_on_another_is_refused() {
 
     // A worker given another store could not read the inputs: refused, naming both.
     let elsewhere = dir.path().join("elsewhere");
-    let worker = Command::new(bin("pastiche-worker"))
+    let mut worker = Command::new(bin("pastiche-worker"))
         .args(["--coordinator", &coordinator.url(), "--device", "cpu"])
         .arg("--store")
         .arg(&elsewhere)
@@ -992,9 +999,8 @@ fn submit_uses_the_coordinators_store_and_a_worker_on_another_is_refused() {
         .spawn()
         .unwrap();
     // A worker that is let in would work forever.
-    let refused = output_within(worker, Duration::from_secs(60));
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success(), "{stderr}");
+    let (status, stderr) = ended_within(&mut worker, Duration::from_secs(60));
+    assert!(status.is_some_and(|code| code != 0), "{stderr}");
     let canonical = |p: &Path| std::fs::canonicalize(p).unwrap().display().to_string();
     assert!(stderr.contains(&canonical(&elsewhere)), "{stderr}");
     assert!(stderr.contains(&canonical(&store)), "{stderr}");
@@ -1036,22 +1042,8 @@ fn a_coordinator_that_cannot_write_its_database_stops_and_a_restart_carries_on()
     let dir = tempfile::tempdir().unwrap();
     let (db, store) = (dir.path().join("state.db"), dir.path().join("store"));
     // Stderr kept, to read why it stopped.
-    let mut child = Command::new(bin("pastiche-coordinator"))
-        .args(["--listen", "127.0.0.1:0", "--lease-timeout", "30s", "--db"])
-        .arg(&db)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let url = format!(
-        "http://{}",
-        first.trim().strip_prefix("listening on ").unwrap()
-    );
+    let mut first_life = spawn_coordinator(&db, &["--listen", "127.0.0.1:0"], Stdio::piped());
+    let url = first_life.url();
     let grid = write_example_grid(
         dir.path(),
         "held",
@@ -1065,9 +1057,8 @@ fn a_coordinator_that_cannot_write_its_database_stops_and_a_restart_carries_on()
     holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let worker = start_worker(&url, &store, "w1");
     // A coordinator that served on would never end.
-    let output = output_within(child, Duration::from_secs(60));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(75), "{stderr}");
+    let (status, stderr) = ended_within(&mut first_life.proc.0, Duration::from_secs(60));
+    assert_eq!(status, Some(75), "{stderr}");
     assert!(
         stderr.contains("the state database could not be written"),
         "{stderr}"
