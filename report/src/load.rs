@@ -125,15 +125,6 @@ fn side_by_side(images: &[&RgbImage]) -> RgbImage {
     out
 }
 
-/// `image` scaled to fit in `width` x `height`.
-fn fit_in(image: &RgbImage, width: u32, height: u32) -> RgbImage {
-    let (w, h) = image.dimensions();
-    let scale = (f64::from(width) / f64::from(w)).min(f64::from(height) / f64::from(h));
-    let nw = ((f64::from(w) * scale).round() as u32).clamp(1, width);
-    let nh = ((f64::from(h) * scale).round() as u32).clamp(1, height);
-    image::imageops::resize(image, nw, nh, FilterType::Triangle)
-}
-
 async fn load_task<'a>(
     store: &Store,
     job: &str,
@@ -233,13 +224,18 @@ fn thumbnail(bytes: &[u8]) -> Result<RgbImage, String> {
 
 /// `image` scaled (up or down) so that its longer side is `side`.
 pub(crate) fn fit(image: &RgbImage, side: u32) -> RgbImage {
+    fit_in(image, side, side)
+}
+
+/// `image` scaled (up or down) as large as it fits in `width` x `height`.
+fn fit_in(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     let (w, h) = image.dimensions();
     if w == 0 || h == 0 {
         return RgbImage::new(1, 1);
     }
-    let scale = f64::from(side) / f64::from(w.max(h));
-    let nw = ((f64::from(w) * scale).round() as u32).clamp(1, side);
-    let nh = ((f64::from(h) * scale).round() as u32).clamp(1, side);
+    let scale = (f64::from(width) / f64::from(w)).min(f64::from(height) / f64::from(h));
+    let nw = ((f64::from(w) * scale).round() as u32).clamp(1, width);
+    let nh = ((f64::from(h) * scale).round() as u32).clamp(1, height);
     if (nw, nh) == (w, h) {
         return image.clone();
     }
