@@ -187,3 +187,16 @@ pub fn write_example_grid(dir: &Path, name: &str, rest: &str) -> PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// A file of a finished task's result in a directory store (or a job that
+/// `pastiche results` downloaded): under the attempt that the task's
+/// `task.json` names.
+pub fn result_file(task_dir: &Path, name: &str) -> PathBuf {
+    use pastiche_spec::{layout, FinishedTask};
+    let record = std::fs::read(task_dir.join(layout::TASK_JSON))
+        .unwrap_or_else(|e| panic!("{}: no task.json: {e}", task_dir.display()));
+    let attempt = FinishedTask::attempt_in(&record).expect("a readable task.json");
+    let task = task_dir.file_name().unwrap().to_str().unwrap();
+    let job_dir = task_dir.parent().and_then(Path::parent).unwrap();
+    job_dir.join(layout::attempt_file_in_job(task, attempt, name).unwrap())
+}

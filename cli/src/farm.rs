@@ -7,11 +7,15 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use pastiche_proto::pb;
 use pastiche_proto::pb::farm_client::FarmClient;
 use pastiche_proto::security::{AuthChannel, ClientSecurityArgs};
-use pastiche_spec::layout;
+use pastiche_proto::{liveness, pb};
 use pastiche_spec::store::Store;
+use pastiche_spec::{layout, FinishedTask};
+
+/// How long `submit` waits for the coordinator to take a grid (1,000,000
+/// tasks take it seconds).
+const SUBMIT_DEADLINE: Duration = Duration::from_secs(120);
 
 #[derive(Args, Clone)]
 pub struct Connection {
@@ -55,7 +59,10 @@ pub async fn farm_store(
     farm: &mut FarmClient<AuthChannel>,
     given: &FarmStoreArg,
 ) -> Result<String> {
-    let farms = match farm.get_farm(pb::GetFarmRequest {}).await {
+    let farms = match farm
+        .get_farm(liveness::request(pb::GetFarmRequest {}))
+        .await
+    {
         Ok(info) => Some(info.into_inner().store).filter(|s| !s.is_empty()),
         Err(status) if status.code() == tonic::Code::Unimplemented => None,
         Err(status) => return Err(status_error(status)),
@@ -197,7 +204,10 @@ pub async fn upload_inputs(grid_path: &Path, text: &str, store: &Store) -> Resul
 /// Fails on a refused token before anything is uploaded: any answer past the
 /// token check will do (here, that no job has an empty id).
 async fn check_access(farm: &mut FarmClient<AuthChannel>) -> Result<()> {
-    match farm.get_job(pb::GetJobRequest::default()).await {
+    match farm
+        .get_job(liveness::request(pb::GetJobRequest::default()))
+        .await
+    {
         Err(status) if status.code() == tonic::Code::Unauthenticated => Err(status_error(status)),
         _ => Ok(()),
     }
@@ -238,14 +248,16 @@ pub async fn send(args: &SubmitArgs, upload: Upload) -> Result<String> {
         .grid
         .file_name()
         .map_or("grid.toml".into(), |n| n.to_string_lossy().into_owned());
+    let request = pb::SubmitJobRequest {
+        grid_toml: grid.clone(),
+        grid_name: name,
+        priority: args.priority,
+        max_attempts: args.max_attempts.unwrap_or(0),
+        preview_every: args.preview_every,
+    };
+    // A grid of many tasks takes the coordinator a while to expand and record.
     let reply = farm
-        .submit_job(pb::SubmitJobRequest {
-            grid_toml: grid.clone(),
-            grid_name: name,
-            priority: args.priority,
-            max_attempts: args.max_attempts.unwrap_or(0),
-            preview_every: args.preview_every,
-        })
+        .submit_job(liveness::within(request, SUBMIT_DEADLINE))
         .await
         .map_err(status_error)?
         .into_inner();
@@ -372,14 +384,14 @@ pub async fn status(args: &StatusArgs) -> Result<()> {
     let mut farm = connect(&args.connection).await?;
     let jobs = match &args.job {
         Some(job) => vec![farm
-            .get_job(pb::GetJobRequest {
+            .get_job(liveness::request(pb::GetJobRequest {
                 job_id: job.clone(),
-            })
+            }))
             .await
             .map_err(status_error)?
             .into_inner()],
         None => {
-            farm.list_jobs(pb::ListJobsRequest {})
+            farm.list_jobs(liveness::request(pb::ListJobsRequest {}))
                 .await
                 .map_err(status_error)?
                 .into_inner()
@@ -408,16 +420,18 @@ pub async fn status(args: &StatusArgs) -> Result<()> {
 
 pub async fn cancel(args: &JobArgs) -> Result<()> {
     let mut farm = connect(&args.connection).await?;
-    farm.cancel_job(pb::CancelJobRequest {
+    farm.cancel_job(liveness::request(pb::CancelJobRequest {
         job_id: args.job.clone(),
-    })
+    }))
     .await
     .map_err(status_error)?;
     eprintln!("cancelled job {}", args.job);
     Ok(())
 }
 
-/// Downloads everything under `jobs/<job>/` into `out`.
+/// Downloads a job's files (under `jobs/<job>/`) into `out`: its grid, its
+/// report, and each finished task's record and result, the files of the attempt
+/// the record names (see [`layout`]); other attempts' files are left out.
 pub async fn results(args: &ResultsArgs) -> Result<()> {
     let store = Store::open(&args.store.store)?;
     let prefix = layout::job_prefix(&args.job)?;
@@ -425,16 +439,35 @@ pub async fn results(args: &ResultsArgs) -> Result<()> {
     if keys.is_empty() {
         bail!("no results for job '{}' in {}", args.job, store.root());
     }
-    for key in &keys {
-        let relative = &key[prefix.len()..];
-        let target = args.out.join(relative);
+    // The records first: they say which attempt's files to take.
+    let (records, others): (Vec<&String>, Vec<&String>) = keys
+        .iter()
+        .partition(|key| layout::record_of(&key[prefix.len()..]).is_some());
+    let mut winners = std::collections::HashMap::new();
+    let mut downloaded = 0;
+    for key in records {
         let bytes = store.get(key).await?;
-        pastiche_engine::image_io::write_atomically(&target, &bytes)?;
+        let relative = &key[prefix.len()..];
+        if let (Some(task), Some(winner)) = (
+            layout::record_of(relative),
+            FinishedTask::attempt_in(&bytes),
+        ) {
+            winners.insert(task.to_owned(), winner);
+        }
+        pastiche_engine::image_io::write_atomically(&args.out.join(relative), &bytes)?;
+        downloaded += 1;
     }
-    eprintln!(
-        "downloaded {} files into {}",
-        keys.len(),
-        args.out.display()
-    );
+    for key in others {
+        let relative = &key[prefix.len()..];
+        if let Some((task, attempt)) = layout::attempt_of(relative) {
+            if winners.get(task) != Some(&attempt) {
+                continue;
+            }
+        }
+        let bytes = store.get(key).await?;
+        pastiche_engine::image_io::write_atomically(&args.out.join(relative), &bytes)?;
+        downloaded += 1;
+    }
+    eprintln!("downloaded {downloaded} files into {}", args.out.display());
     Ok(())
 }

@@ -76,6 +76,7 @@ pub async fn run(args: LocalArgs) -> Result<()> {
             connect_timeout: std::time::Duration::from_secs(10),
             // In-process, on loopback: plaintext, no token.
             security: Default::default(),
+            input_cache_bytes: pastiche_worker::DEFAULT_INPUT_CACHE_MIB << 20,
         };
         let mut stopped = stopped.clone();
         workers.spawn(async move {

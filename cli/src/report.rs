@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use pastiche_coordinator::core::{reports, TaskInfo};
-use pastiche_proto::pb;
+use pastiche_proto::{liveness, pb};
 use pastiche_report::{build_report, write_to_dir, Placement, ReportJob, ReportOptions};
 use pastiche_spec::store::Store;
 
@@ -95,9 +95,9 @@ pub async fn run(args: ReportArgs) -> Result<()> {
 
 async fn from_coordinator(mut client: FarmClient<AuthChannel>, job: &str) -> Result<ReportJob> {
     let status = client
-        .get_job(pb::GetJobRequest {
+        .get_job(liveness::request(pb::GetJobRequest {
             job_id: job.to_owned(),
-        })
+        }))
         .await
         .map_err(farm::status_error)?
         .into_inner();

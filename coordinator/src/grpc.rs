@@ -18,7 +18,7 @@ use crate::core::{
     blocking, Assignment, Coordinator, Ending, JobChange, JobEvent, JobState, JobStatus, Progress,
     Registration, ReportReady, Submission, TaskInfo, TaskOutcome, TaskRef,
 };
-use crate::scheduler::{Counts, HeartbeatReply, Phase};
+use crate::scheduler::{Counts, Failure, HeartbeatReply, Phase};
 
 /// The user-facing service.
 #[derive(Clone)]
@@ -179,8 +179,13 @@ impl Workers for WorkersService {
         request: Request<pb::FailRequest>,
     ) -> Result<Response<pb::TaskReportResponse>, Status> {
         let r = request.into_inner();
+        let failure = match r.failure() {
+            pb::Failure::Task => Failure::Task,
+            pb::Failure::Transient => Failure::Transient,
+            pb::Failure::Worker | pb::Failure::Unspecified => Failure::Worker,
+        };
         let ending = Ending::Failed {
-            retryable: r.retryable,
+            failure,
             error: r.error,
         };
         end(&self.0, r.task, ending).await

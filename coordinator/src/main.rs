@@ -30,8 +30,13 @@ struct Args {
     /// Attempts per task when a job does not say.
     #[arg(long, env = "PASTICHE_MAX_ATTEMPTS", default_value_t = 3)]
     max_attempts: u32,
-    /// A worker that failed this many tasks of a job (with errors that were not
-    /// the task's own) gets no more of it for --blocklist-for.
+    /// An attempt at a task that runs longer than this fails the task, without
+    /// a retry (e.g. 2h), when its grid sets no `max_task_time`. No limit by default.
+    #[arg(long, env = "PASTICHE_MAX_TASK_TIME", value_parser = parse_duration)]
+    max_task_time: Option<Duration>,
+    /// A worker that failed this many tasks of a job (with errors of its own or
+    /// its device's, not the task's or the store's) gets no more of it for
+    /// --blocklist-for.
     #[arg(long, env = "PASTICHE_BLOCKLIST_AFTER", default_value_t = 3)]
     blocklist_after: u32,
     #[arg(long, env = "PASTICHE_BLOCKLIST_FOR", default_value = "10m", value_parser = parse_duration)]
@@ -85,6 +90,7 @@ async fn main() -> Result<()> {
             blocklist_for: args.blocklist_for,
         },
         default_max_attempts: args.max_attempts,
+        default_max_task_time: args.max_task_time,
         store: args
             .store
             .as_deref()

@@ -8,12 +8,14 @@
 //! - A lease lasts `lease_timeout` and is renewed by heartbeats. An expired lease
 //!   puts the task back in the queue with its attempt number bumped; reports that
 //!   carry an older attempt are stale and ignored.
-//! - A failure is retried (as a new attempt) while it is retryable and the job's
+//! - A failure says whose it is ([`Failure`]). The task's own (a bad input) fails
+//!   it at once. The others are retried (as a new attempt) while the job's
 //!   attempt limit allows; a worker that failed `blocklist_after` tasks of a job
-//!   with retryable errors is not given that job for `blocklist_for` (a render
-//!   farm's soft-fail/blocklist). A failure that is not retryable is the task's
-//!   own (bad input) and does not count against the worker; and the blocklist
-//!   ends, so that a job whose every worker was kept off it still moves on.
+//!   itself is not given that job for `blocklist_for` (a render farm's
+//!   soft-fail/blocklist), while a store or network outage blames no worker. The
+//!   blocklist ends, so that a job whose every worker was kept off it still moves on.
+//! - An attempt that runs longer than its job's `max_task_time` fails the task
+//!   (it would take as long again); its worker learns at its next heartbeat.
 //! - Cancelling a job drops its queued tasks at once and tells the workers running
 //!   the others at their next heartbeat.
 //!
@@ -37,6 +39,8 @@ pub enum TaskState {
         attempt: u32,
         worker: WorkerId,
         lease_until: Instant,
+        /// When the attempt has run for its job's `max_task_time`, if it has one.
+        time_limit_at: Option<Instant>,
         cancel_requested: bool,
     },
     Done {
@@ -132,7 +136,29 @@ pub struct JobSpec {
     pub priority: i32,
     /// Attempts per task, the first included.
     pub max_attempts: u32,
+    /// How long one attempt may run; `None` for no limit.
+    pub max_task_time: Option<Duration>,
     pub tasks: Vec<TaskId>,
+}
+
+/// Whose fault a failed attempt was, as its worker says: it decides whether the
+/// task is tried again and whether the worker is blamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The task's own (an input missing, undecodable or of the wrong shape; a
+    /// render that cannot work as asked): it would fail anywhere, so it fails now.
+    Task,
+    /// The worker's or its device's: tried again, and counted against the worker.
+    Worker,
+    /// The store's or the network's, for longer than the worker waited: tried
+    /// again, and no worker is blamed.
+    Transient,
+}
+
+impl Failure {
+    fn retried(self) -> bool {
+        self != Failure::Task
+    }
 }
 
 /// Tasks of a job in each state.
@@ -377,6 +403,9 @@ impl Scheduler {
         now: Instant,
     ) -> Result<(), SchedulerError> {
         let lease_until = now + self.config.lease_timeout;
+        // The time an attempt ran before the restart is not known: it gets its
+        // job's whole limit again.
+        let time_limit_at = spec.max_task_time.map(|limit| now + limit);
         self.insert_job(spec.clone(), |task| {
             states.get(task).map(|state| match state {
                 TaskState::Running {
@@ -388,6 +417,7 @@ impl Scheduler {
                     attempt: *attempt,
                     worker: worker.clone(),
                     lease_until,
+                    time_limit_at,
                     cancel_requested: *cancel_requested || cancelled,
                 },
                 TaskState::Queued { .. } if cancelled => TaskState::Cancelled,
@@ -457,12 +487,14 @@ impl Scheduler {
             let Some(&TaskState::Queued { attempt }) = job.states.get(&task) else {
                 unreachable!("only queued tasks are in the queue")
             };
+            let time_limit_at = job.spec.max_task_time.map(|limit| now + limit);
             job.set_state(
                 &task,
                 TaskState::Running {
                     attempt,
                     worker: worker.to_owned(),
                     lease_until,
+                    time_limit_at,
                     cancel_requested: false,
                 },
             );
@@ -530,8 +562,16 @@ impl Scheduler {
     }
 
     /// A worker finished `attempt` and its outputs are stored. Returns false for a
-    /// stale report, which changes nothing.
+    /// stale report, which changes nothing. Idempotent: the same report again
+    /// (its reply was lost) is accepted and changes nothing.
     pub fn complete(&mut self, job_id: &str, task: &str, attempt: u32, worker: &str) -> bool {
+        if let Some(TaskState::Done {
+            attempt: a,
+            worker: w,
+        }) = self.jobs.get(job_id).and_then(|job| job.states.get(task))
+        {
+            return *a == attempt && w == worker;
+        }
         let Some(job) = self.current_job(job_id, task, attempt, worker) else {
             return false;
         };
@@ -582,8 +622,9 @@ impl Scheduler {
         self.finish_if_done(job_id);
     }
 
-    /// A worker gave up on `attempt` at `now`. Retryable failures go back to the
-    /// queue while the job's attempt limit allows. Returns false for a stale report.
+    /// A worker gave up on `attempt` at `now`, for `failure`'s reason: see
+    /// [`Failure`]. Returns false for a stale report (the same report again
+    /// among them), which changes nothing.
     #[allow(clippy::too_many_arguments)] // one report's fields, as the RPC has them
     pub fn fail(
         &mut self,
@@ -591,7 +632,7 @@ impl Scheduler {
         task: &str,
         attempt: u32,
         worker: &str,
-        retryable: bool,
+        failure: Failure,
         error: &str,
         now: Instant,
     ) -> bool {
@@ -607,7 +648,7 @@ impl Scheduler {
             self.end_cancelled(job_id, task);
             return true;
         }
-        if retryable {
+        if failure == Failure::Worker {
             let failures = job.failures_by_worker.entry(worker.to_owned()).or_default();
             *failures += 1;
             if *failures >= blocklist_after {
@@ -620,7 +661,7 @@ impl Scheduler {
                 });
             }
         }
-        self.retry_or_fail(job_id, task, attempt, retryable, error);
+        self.retry_or_fail(job_id, task, attempt, failure.retried(), error);
         true
     }
 
@@ -719,7 +760,8 @@ impl Scheduler {
     }
 
     /// Requeues every running task whose lease ran out before `now` (its worker is
-    /// presumed dead). Returns how many.
+    /// presumed dead), and fails every one that ran past its job's
+    /// `max_task_time`. Returns how many ended.
     pub fn expire_leases(&mut self, now: Instant) -> usize {
         let mut expired = Vec::new();
         for (job_id, job) in &self.jobs {
@@ -727,19 +769,29 @@ impl Scheduler {
                 if let TaskState::Running {
                     attempt,
                     lease_until,
+                    time_limit_at,
                     cancel_requested,
                     ..
                 } = state
                 {
-                    if *lease_until <= now {
-                        expired.push((job_id.clone(), task.clone(), *attempt, *cancel_requested));
+                    let over_time = time_limit_at.is_some_and(|limit| limit <= now);
+                    if *lease_until <= now || over_time {
+                        let why = (*cancel_requested, over_time);
+                        expired.push((job_id.clone(), task.clone(), *attempt, why));
                     }
                 }
             }
         }
-        for (job_id, task, attempt, cancel_requested) in &expired {
+        for (job_id, task, attempt, (cancel_requested, over_time)) in &expired {
             if *cancel_requested {
                 self.end_cancelled(job_id, task);
+            } else if *over_time {
+                let limit = self.jobs[job_id].spec.max_task_time.unwrap_or_default();
+                let error = format!(
+                    "ran longer than its max_task_time ({}); not tried again",
+                    pastiche_spec::format_duration(limit)
+                );
+                self.retry_or_fail(job_id, task, *attempt, false, &error);
             } else {
                 self.retry_or_fail(
                     job_id,
@@ -860,8 +912,63 @@ mod tests {
             id: id.into(),
             priority,
             max_attempts: 3,
+            max_task_time: None,
             tasks: tasks.iter().map(|t| t.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn store_outages_are_retried_and_blame_no_worker() {
+        let mut s = scheduler(); // blocklist after 2 failures; 3 attempts
+        let now = Instant::now();
+        s.submit(job("j", 0, &["a", "b", "c"])).unwrap();
+        for _ in 0..2 {
+            let lease = s.lease("w", now).unwrap();
+            let (task, attempt) = (lease.task, lease.attempt);
+            assert!(s.fail("j", &task, attempt, "w", Failure::Transient, "s3 down", now));
+            assert_eq!(
+                s.task_state("j", &task),
+                Ok(&TaskState::Queued { attempt: 2 })
+            );
+        }
+        // Still leased to the same worker: no blocklist.
+        assert_eq!(s.lease("w", now).unwrap().task, "c");
+        assert!(!s
+            .take_events()
+            .iter()
+            .any(|e| matches!(e, Event::WorkerBlocklisted { .. })));
+    }
+
+    #[test]
+    fn an_attempt_past_its_max_task_time_fails_the_task_without_a_retry() {
+        let mut s = scheduler(); // leases of 10 s
+        let t0 = Instant::now();
+        let limit = Duration::from_secs(25);
+        s.submit(JobSpec {
+            max_task_time: Some(limit),
+            ..job("j", 0, &["a"])
+        })
+        .unwrap();
+        let a = s.lease("w", t0).unwrap();
+        // Heartbeats keep the lease; the time limit still comes.
+        for seconds in [8, 16, 24] {
+            let now = t0 + Duration::from_secs(seconds);
+            assert_eq!(s.expire_leases(now), 0);
+            assert_eq!(
+                s.heartbeat("j", "a", a.attempt, "w", now),
+                HeartbeatReply::Continue
+            );
+        }
+        assert_eq!(s.expire_leases(t0 + limit), 1);
+        let TaskState::Failed { error, .. } = s.task_state("j", "a").unwrap() else {
+            panic!("{:?}", s.task_state("j", "a"));
+        };
+        assert!(error.contains("max_task_time (25s)"), "{error}");
+        assert_eq!(
+            s.heartbeat("j", "a", a.attempt, "w", t0 + limit),
+            HeartbeatReply::Stale,
+            "the worker is told to stop"
+        );
     }
 
     #[test]
@@ -887,8 +994,12 @@ mod tests {
         let b = s.lease("w2", now).unwrap();
         assert!(s.complete("j", &a.task, a.attempt, "w1"));
         assert!(
-            !s.complete("j", &a.task, a.attempt, "w1"),
-            "a second report is stale"
+            s.complete("j", &a.task, a.attempt, "w1"),
+            "the same report again (its reply was lost) is accepted"
+        );
+        assert!(
+            !s.complete("j", &a.task, a.attempt + 1, "w2"),
+            "another attempt's is stale"
         );
         assert!(s.complete("j", &b.task, b.attempt, "w2"));
         let counts = s.counts("j").unwrap();
@@ -928,7 +1039,7 @@ mod tests {
             HeartbeatReply::Stale
         );
         assert!(!s.complete("j", "a", 1, "dead"));
-        assert!(!s.fail("j", "a", 1, "dead", true, "late", t0 + LEASE * 2));
+        assert!(!s.fail("j", "a", 1, "dead", Failure::Worker, "late", t0 + LEASE * 2));
         assert!(s.complete("j", "a", 2, "alive"));
         assert_eq!(
             s.task_state("j", "a").unwrap(),
@@ -951,7 +1062,7 @@ mod tests {
         for attempt in 1..=3 {
             let lease = s.lease("w", now).unwrap();
             assert_eq!(lease.attempt, attempt);
-            assert!(s.fail("j", "a", attempt, "w", true, "disk full", now));
+            assert!(s.fail("j", "a", attempt, "w", Failure::Worker, "disk full", now));
         }
         match s.task_state("j", "a").unwrap() {
             TaskState::Failed { attempt: 3, error } => {
@@ -965,7 +1076,15 @@ mod tests {
 
         s.submit(job("k", 0, &["c"])).unwrap();
         let c = s.lease("w", now).unwrap();
-        assert!(s.fail("k", "c", c.attempt, "w", false, "corrupt image", now));
+        assert!(s.fail(
+            "k",
+            "c",
+            c.attempt,
+            "w",
+            Failure::Task,
+            "corrupt image",
+            now
+        ));
         assert_eq!(
             s.task_state("k", "c").unwrap(),
             &TaskState::Failed {
@@ -981,7 +1100,7 @@ mod tests {
         let now = Instant::now();
         s.submit(job("j", 0, &["a", "b"])).unwrap();
         let a = s.lease("w", now).unwrap();
-        s.fail("j", "a", a.attempt, "w", true, "hiccup", now);
+        s.fail("j", "a", a.attempt, "w", Failure::Worker, "hiccup", now);
         let next: Vec<(String, u32)> = std::iter::from_fn(|| s.lease("v", now))
             .map(|l| (l.task, l.attempt))
             .collect();
@@ -995,7 +1114,15 @@ mod tests {
         s.submit(job("j", 0, &["a", "b", "c"])).unwrap();
         for _ in 0..2 {
             let lease = s.lease("flaky", now).unwrap();
-            s.fail("j", &lease.task, lease.attempt, "flaky", true, "oom", now);
+            s.fail(
+                "j",
+                &lease.task,
+                lease.attempt,
+                "flaky",
+                Failure::Worker,
+                "oom",
+                now,
+            );
         }
         assert!(s.take_events().contains(&Event::WorkerBlocklisted {
             job: "j".into(),
@@ -1033,7 +1160,7 @@ mod tests {
         // ...and the task still has all three of its attempts to fail.
         for worker in ["x", "y", "z"] {
             let lease = s.lease(worker, now).unwrap();
-            s.fail("j", "a", lease.attempt, worker, true, "oom", now);
+            s.fail("j", "a", lease.attempt, worker, Failure::Worker, "oom", now);
         }
         assert!(matches!(
             s.task_state("j", "a").unwrap(),
@@ -1054,7 +1181,7 @@ mod tests {
                 &lease.task,
                 lease.attempt,
                 "w",
-                false,
+                Failure::Task,
                 "not an image",
                 now,
             );
@@ -1071,7 +1198,7 @@ mod tests {
         let mut s = scheduler(); // blocklist after 2 failures; 3 attempts
         let mut now = Instant::now();
         s.submit(job("j", 0, &["a", "b", "c", "d", "e"])).unwrap();
-        // Two workers, and every attempt fails (the store is down, say).
+        // Two workers, and every attempt fails on them (a bad driver, say).
         let mut rounds = 0;
         while !s.counts("j").unwrap().finished() {
             rounds += 1;
@@ -1081,7 +1208,15 @@ mod tests {
                 .find_map(|w| s.lease(w, now).map(|l| (w, l)));
             match lease {
                 Some((worker, l)) => {
-                    s.fail("j", &l.task, l.attempt, worker, true, "store down", now);
+                    s.fail(
+                        "j",
+                        &l.task,
+                        l.attempt,
+                        worker,
+                        Failure::Worker,
+                        "device lost",
+                        now,
+                    );
                 }
                 None => now += BLOCKLIST_FOR, // both kept off: wait it out
             }
@@ -1160,6 +1295,7 @@ mod tests {
                     attempt: 2,
                     worker: "w2".into(),
                     lease_until: t0,
+                    time_limit_at: None,
                     cancel_requested: false,
                 },
             ),
@@ -1190,6 +1326,7 @@ mod tests {
                 attempt: 1,
                 worker: "gone".into(),
                 lease_until: t0,
+                time_limit_at: None,
                 cancel_requested: false,
             },
         )]);

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use pastiche_proto::liveness;
 use pastiche_proto::pb::farm_server::FarmServer;
 use pastiche_proto::pb::workers_server::WorkersServer;
 use pastiche_proto::security::Token;
@@ -91,7 +92,11 @@ pub async fn serve_secured(
         stream.set_nodelay(true)?;
         Ok::<_, std::io::Error>(stream)
     });
-    let mut builder = tonic::transport::Server::builder();
+    // Pings find workers and watchers that vanished without closing their
+    // connection; see `liveness`.
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(liveness::KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(liveness::KEEPALIVE_TIMEOUT));
     if let Some(tls) = security.tls {
         ring_by_default();
         builder = builder.tls_config(tls)?;

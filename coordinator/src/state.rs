@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pastiche_spec::RenderParams;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -49,6 +49,8 @@ pub struct JobRecord {
     pub submitted_at: i64,
     /// Workers store a preview every this many iterations (0: never).
     pub preview_every: u32,
+    /// How long one attempt may run; `None` for no limit.
+    pub max_task_time: Option<Duration>,
 }
 
 /// A job as it was stored, with every task's last state.
@@ -76,7 +78,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     grid_toml    TEXT NOT NULL,
     submitted_at INTEGER NOT NULL,
     cancelled    INTEGER NOT NULL DEFAULT 0,
-    preview_every INTEGER NOT NULL DEFAULT 0
+    preview_every INTEGER NOT NULL DEFAULT 0,
+    max_task_ms  INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS tasks (
     job_id      TEXT NOT NULL,
@@ -137,8 +140,18 @@ impl State {
     pub fn insert_job(&mut self, job: &JobRecord, tasks: &[TaskRecord]) -> Result<(), StateError> {
         let tx = self.conn.transaction()?;
         tx.execute(
-            "INSERT INTO jobs (id, name, priority, max_attempts, grid_toml, submitted_at, preview_every) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![job.id, job.name, job.priority, job.max_attempts, job.grid_toml, job.submitted_at, job.preview_every],
+            &format!("INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+            params![
+                job.id,
+                job.name,
+                job.priority,
+                job.max_attempts,
+                job.grid_toml,
+                job.submitted_at,
+                job.preview_every,
+                job.max_task_time
+                    .map_or(0, |limit| limit.as_millis() as i64),
+            ],
         )?;
         {
             let mut insert = tx.prepare(
@@ -333,7 +346,7 @@ impl State {
     pub fn job(&self, job: &str) -> Result<Option<JobRecord>, StateError> {
         self.conn
             .query_row(
-                "SELECT id, name, priority, max_attempts, grid_toml, submitted_at, preview_every FROM jobs WHERE id = ?1",
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
                 params![job],
                 job_from_row,
             )
@@ -345,12 +358,15 @@ impl State {
     /// restarted coordinator. Running tasks come back with `lease_until = now`;
     /// the scheduler gives them a fresh lease.
     pub fn load(&self, now: Instant) -> Result<Vec<StoredJob>, StateError> {
-        let mut jobs_stmt = self.conn.prepare(
-            "SELECT id, name, priority, max_attempts, grid_toml, submitted_at, preview_every, cancelled FROM jobs ORDER BY seq",
-        )?;
+        let mut jobs_stmt = self.conn.prepare(&format!(
+            "SELECT {JOB_COLUMNS}, cancelled FROM jobs ORDER BY seq"
+        ))?;
         let jobs: Vec<(JobRecord, bool)> = jobs_stmt
             .query_map([], |row| {
-                Ok((job_from_row(row)?, row.get::<_, i64>(7)? != 0))
+                Ok((
+                    job_from_row(row)?,
+                    row.get::<_, i64>(JOB_COLUMN_COUNT)? != 0,
+                ))
             })?
             .collect::<Result<_, _>>()?;
         let mut tasks_stmt = self.conn.prepare(
@@ -388,6 +404,7 @@ impl State {
                         attempt,
                         worker: worker.unwrap_or_default(),
                         lease_until: now,
+                        time_limit_at: None,
                         cancel_requested: false,
                     },
                     Phase::Done => TaskState::Done {
@@ -415,21 +432,38 @@ impl State {
     }
 }
 
+/// The jobs table's columns that [`JobRecord`] holds, in [`job_from_row`]'s order.
+const JOB_COLUMNS: &str =
+    "id, name, priority, max_attempts, grid_toml, submitted_at, preview_every, max_task_ms";
+const JOB_COLUMN_COUNT: usize = 8;
+
+/// Columns of the jobs table added since its first version, as [`SCHEMA`]
+/// declares them.
+const ADDED_JOB_COLUMNS: [(&str, &str); 2] = [
+    ("preview_every", "INTEGER NOT NULL DEFAULT 0"),
+    ("max_task_ms", "INTEGER NOT NULL DEFAULT 0"),
+];
+
 /// Brings a database written by an earlier version up to [`SCHEMA`], so that an
 /// upgraded coordinator resumes the jobs it had.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let has_preview_every: bool = conn.query_row(
-        "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = 'preview_every'",
-        [],
-        |row| row.get::<_, i64>(0).map(|n| n > 0),
-    )?;
-    if !has_preview_every {
-        conn.execute_batch("ALTER TABLE jobs ADD COLUMN preview_every INTEGER NOT NULL DEFAULT 0")?;
+    for (column, declaration) in ADDED_JOB_COLUMNS {
+        let present: bool = conn.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = ?1",
+            [column],
+            |row| row.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if !present {
+            conn.execute_batch(&format!(
+                "ALTER TABLE jobs ADD COLUMN {column} {declaration}"
+            ))?;
+        }
     }
     Ok(())
 }
 
 fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
+    let max_task_ms: i64 = row.get(7)?;
     Ok(JobRecord {
         id: row.get(0)?,
         name: row.get(1)?,
@@ -438,6 +472,7 @@ fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
         grid_toml: row.get(4)?,
         submitted_at: row.get(5)?,
         preview_every: row.get(6)?,
+        max_task_time: (max_task_ms > 0).then(|| Duration::from_millis(max_task_ms as u64)),
     })
 }
 
@@ -461,6 +496,7 @@ impl StoredJob {
             id: self.job.id.clone(),
             priority: self.job.priority,
             max_attempts: self.job.max_attempts,
+            max_task_time: self.job.max_task_time,
             tasks: self.tasks.iter().map(|t| t.id.clone()).collect(),
         }
     }
@@ -469,7 +505,7 @@ impl StoredJob {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::{Scheduler, SchedulerConfig};
+    use crate::scheduler::{Failure, Scheduler, SchedulerConfig};
     use pastiche_spec::Backbone;
 
     fn task(id: &str) -> TaskRecord {
@@ -492,6 +528,7 @@ mod tests {
             grid_toml: String::new(),
             submitted_at: 1,
             preview_every: 0,
+            max_task_time: None,
         }
     }
 
@@ -502,7 +539,7 @@ mod tests {
         {
             let conn = Connection::open(&path).unwrap();
             let old_schema = SCHEMA.replace(
-                "cancelled    INTEGER NOT NULL DEFAULT 0,\n    preview_every INTEGER NOT NULL DEFAULT 0",
+                "cancelled    INTEGER NOT NULL DEFAULT 0,\n    preview_every INTEGER NOT NULL DEFAULT 0,\n    max_task_ms  INTEGER NOT NULL DEFAULT 0",
                 "cancelled    INTEGER NOT NULL DEFAULT 0",
             );
             assert_ne!(old_schema, SCHEMA);
@@ -516,6 +553,7 @@ mod tests {
         let state = State::open(&path).unwrap();
         let job = state.job("old").unwrap().unwrap();
         assert_eq!((job.id.as_str(), job.preview_every), ("old", 0));
+        assert_eq!(job.max_task_time, None);
         drop(state);
         State::open(&path).unwrap(); // migrating twice is a no-op
     }
@@ -558,6 +596,7 @@ mod tests {
                         id: id.into(),
                         priority: 0,
                         max_attempts: 1,
+                        max_task_time: None,
                         tasks: vec!["t".into()],
                     })
                     .unwrap();
@@ -603,6 +642,7 @@ mod tests {
                     id: "j".into(),
                     priority: 0,
                     max_attempts: 2,
+                    max_task_time: None,
                     tasks: vec!["a".into()],
                 })
                 .unwrap();
@@ -623,7 +663,7 @@ mod tests {
             .unwrap();
         let lease = scheduler.lease("w", now).unwrap();
         assert_eq!(lease.attempt, 3);
-        scheduler.fail("j", "a", 3, "w", true, "oom", now);
+        scheduler.fail("j", "a", 3, "w", Failure::Worker, "oom", now);
         assert_eq!(
             scheduler.task_state("j", "a").unwrap(),
             &TaskState::Queued { attempt: 4 }
@@ -639,6 +679,7 @@ mod tests {
             name: "study".into(),
             priority: 1,
             max_attempts: 3,
+            max_task_time: Some(Duration::from_secs(5400)),
             grid_toml: "content = \"c\"".into(),
             submitted_at: 5,
             preview_every: 10,
@@ -654,6 +695,7 @@ mod tests {
                     id: "j".into(),
                     priority: 1,
                     max_attempts: 3,
+                    max_task_time: job.max_task_time,
                     tasks: vec!["a".into(), "b".into(), "c".into()],
                 })
                 .unwrap();
@@ -666,7 +708,7 @@ mod tests {
         let state = State::open(&path).unwrap();
         let stored = state.load(now).unwrap();
         assert_eq!(stored.len(), 1);
-        assert_eq!(stored[0].job, job);
+        assert_eq!(stored[0].job, job, "max_task_time included");
         assert_eq!(stored[0].tasks, tasks);
         assert_eq!(
             stored[0].states["a"],

@@ -258,7 +258,7 @@ async fn metrics_follow_the_scheduler() {
                 task_id: first.task_id.clone(),
                 attempt: first.attempt,
             }),
-            retryable: true,
+            failure: pb::Failure::Worker.into(),
             error: "out of memory".into(),
         })
         .await

@@ -2,6 +2,7 @@
 //! one place where it meets the domain types of `pastiche-spec`.
 
 mod convert;
+pub mod liveness;
 pub mod metrics_http;
 pub mod runtime;
 pub mod security;

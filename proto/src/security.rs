@@ -11,6 +11,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
+use crate::liveness;
+
 /// The environment variable that holds the token itself (`--token-file` wins).
 pub const TOKEN_ENV: &str = "PASTICHE_TOKEN";
 
@@ -153,12 +155,17 @@ impl Interceptor for Bearer {
 
 impl ClientSecurity {
     /// The endpoint for `url`: TLS for https://, trusting `tls_ca` or the web's
-    /// roots; plaintext for http://.
+    /// roots; plaintext for http://. Its connections ping the server while idle
+    /// (see [`crate::liveness`]).
     pub fn endpoint(&self, url: &str) -> Result<Endpoint, SecurityError> {
-        let endpoint = Channel::from_shared(url.to_owned()).map_err(|e| SecurityError::BadUrl {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let endpoint = Channel::from_shared(url.to_owned())
+            .map_err(|e| SecurityError::BadUrl {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?
+            .http2_keep_alive_interval(liveness::KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(liveness::KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
         if !url.starts_with("https://") {
             return match self.tls_ca {
                 Some(_) => Err(SecurityError::CaWithoutTls(url.to_owned())),

@@ -23,22 +23,25 @@ impl Links {
         Links { placement }
     }
 
-    /// The href of a task's file from the report directory; for a standalone
-    /// report, also the name of the copy it carries.
-    fn task_file(&self, task: &str, file: &str) -> String {
+    /// The href of a file of a task's result (`attempt`'s) from the report
+    /// directory; for a standalone report, also the name of the copy it carries.
+    fn task_file(&self, task: &str, attempt: u32, file: &str) -> String {
         match self.placement {
-            // jobs/<job>/report/ -> jobs/<job>/tasks/<task>/<file>
-            Placement::InStore => format!("../tasks/{task}/{file}"),
+            // jobs/<job>/report/ -> jobs/<job>/tasks/<task>/attempt-<n>/<file>
+            Placement::InStore => {
+                let in_job = layout::attempt_file_in_job(task, attempt, file);
+                format!("../{}", in_job.unwrap_or_default())
+            }
             Placement::Standalone => format!("tasks/{task}/{file}"),
         }
     }
 
-    pub(crate) fn pastiche(&self, task: &str) -> String {
-        self.task_file(task, layout::PASTICHE_PNG)
+    pub(crate) fn pastiche(&self, task: &str, attempt: u32) -> String {
+        self.task_file(task, attempt, layout::PASTICHE_PNG)
     }
 
-    pub(crate) fn losses(&self, task: &str) -> String {
-        self.task_file(task, layout::LOSSES_CSV)
+    pub(crate) fn losses(&self, task: &str, attempt: u32) -> String {
+        self.task_file(task, attempt, layout::LOSSES_CSV)
     }
 }
 
@@ -156,7 +159,7 @@ pub(crate) fn index(
                     let _ = write!(
                         h,
                         "<td><a href=\"{}\" title=\"{}\"><code>{text}</code></a></td>",
-                        esc(&links.pastiche(&row.id)),
+                        esc(&links.pastiche(&row.id, row.result_attempt)),
                         esc(&row.id)
                     );
                 }
@@ -186,13 +189,13 @@ pub(crate) fn index(
         if row.has_pastiche {
             files.push(format!(
                 "<a href=\"{}\">pastiche</a>",
-                esc(&links.pastiche(&row.id))
+                esc(&links.pastiche(&row.id, row.result_attempt))
             ));
         }
         if row.has_losses {
             files.push(format!(
                 "<a href=\"{}\">losses</a>",
-                esc(&links.losses(&row.id))
+                esc(&links.losses(&row.id, row.result_attempt))
             ));
         }
         h.push_str(&files.join(" "));
@@ -287,11 +290,11 @@ mod tests {
             "&lt;script&gt;alert(&#39;x&#39;) &amp; &quot;y&quot;&lt;/script&gt;"
         );
         assert_eq!(
-            Links::new(Placement::InStore).pastiche("ab"),
-            "../tasks/ab/pastiche.png"
+            Links::new(Placement::InStore).pastiche("ab", 2),
+            "../tasks/ab/attempt-2/pastiche.png"
         );
         assert_eq!(
-            Links::new(Placement::Standalone).losses("ab"),
+            Links::new(Placement::Standalone).losses("ab", 2),
             "tasks/ab/losses.csv"
         );
     }

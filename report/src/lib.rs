@@ -238,13 +238,13 @@ pub async fn build_report(
         for task in &data.tasks {
             if let Some(bytes) = &task.pastiche_bytes {
                 files.push(ReportFile {
-                    name: links.pastiche(&task.task.id),
+                    name: links.pastiche(&task.task.id, task.result_attempt),
                     bytes: bytes.clone(),
                 });
             }
             if let Some(bytes) = &task.losses_bytes {
                 files.push(ReportFile {
-                    name: links.losses(&task.task.id),
+                    name: links.losses(&task.task.id, task.result_attempt),
                     bytes: bytes.clone(),
                 });
             }

@@ -23,6 +23,8 @@ pub(crate) struct TaskData<'a> {
     pub losses: Vec<LossRecord>,
     /// The pastiche, fitted in `THUMB` x `THUMB`.
     pub thumb: Option<RgbImage>,
+    /// The attempt whose files are the task's result (task.json says); 0 for none.
+    pub result_attempt: u32,
     /// Whether the store has a readable pastiche / loss log for this task.
     pub has_pastiche: bool,
     pub has_losses: bool,
@@ -135,6 +137,7 @@ async fn load_task<'a>(
         task,
         losses: Vec::new(),
         thumb: None,
+        result_attempt: 0,
         has_pastiche: false,
         has_losses: false,
         chosen_style_weight: None,
@@ -146,15 +149,19 @@ async fn load_task<'a>(
     if task.outcome != Outcome::Done {
         return Ok(data);
     }
-    let key = |name| layout::task_file_key(job, &task.id, name);
+    // The record names the attempt whose files are the result.
+    let record = optional(store.get(&layout::task_record_key(job, &task.id)?).await)?;
+    let Some(attempt) = record.as_deref().and_then(FinishedTask::attempt_in) else {
+        data.notes
+            .push(format!("{} is missing or unreadable", layout::TASK_JSON));
+        return Ok(data);
+    };
+    data.result_attempt = attempt;
+    data.chosen_style_weight = record
+        .as_deref()
+        .and_then(FinishedTask::chosen_style_weight_in);
+    let key = |name| layout::attempt_file_key(job, &task.id, attempt, name);
     let (pastiche_file, losses_file) = (layout::PASTICHE_PNG, layout::LOSSES_CSV);
-
-    if task.params.style_weight.is_auto() {
-        let record = optional(store.get(&key(layout::TASK_JSON)?).await)?;
-        data.chosen_style_weight = record
-            .as_deref()
-            .and_then(FinishedTask::chosen_style_weight_in);
-    }
 
     match optional(store.get(&key(pastiche_file)?).await)? {
         None => data.notes.push(format!("{pastiche_file} is missing")),

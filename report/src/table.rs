@@ -23,6 +23,8 @@ pub(crate) struct Row {
     pub at: Vec<Option<LossRecord>>,
     /// The last record of the log.
     pub last: Option<LossRecord>,
+    /// The attempt whose files are the result; 0 for none.
+    pub result_attempt: u32,
     pub has_pastiche: bool,
     pub has_losses: bool,
     pub notes: Vec<String>,
@@ -85,6 +87,7 @@ impl Summary {
                         .map(|n| by_iteration.get(n).copied())
                         .collect(),
                     last: t.losses.last().copied(),
+                    result_attempt: t.result_attempt,
                     has_pastiche: t.has_pastiche,
                     has_losses: t.has_losses,
                     notes: t.notes.clone(),

@@ -102,22 +102,22 @@ async fn finished_job(without_outputs: &[usize]) -> Fixture {
                 })
                 .collect();
             if !without_outputs.contains(&n) {
-                let prefix = layout::task_prefix(job_id, &id).unwrap();
+                let file = |name| layout::attempt_file_key(job_id, &id, 1, name).unwrap();
                 let csv: String = std::iter::once(LOSSES_CSV_HEADER.to_owned())
                     .chain(records.iter().map(LossRecord::to_csv_row))
                     .map(|l| l + "\n")
                     .collect();
                 let store = &fixture.store;
                 store
-                    .put(&format!("{prefix}pastiche.png"), png(40, 40, COLOURS[n]))
+                    .put(&file(layout::PASTICHE_PNG), png(40, 40, COLOURS[n]))
                     .await
                     .unwrap();
+                store.put(&file(layout::LOSSES_CSV), csv).await.unwrap();
                 store
-                    .put(&format!("{prefix}losses.csv"), csv)
-                    .await
-                    .unwrap();
-                store
-                    .put(&format!("{prefix}task.json"), "{}")
+                    .put(
+                        &layout::task_record_key(job_id, &id).unwrap(),
+                        r#"{"attempt": 1}"#,
+                    )
                     .await
                     .unwrap();
             }
@@ -342,7 +342,7 @@ async fn failed_and_cancelled_tasks_are_marked() {
     assert_eq!(row_of(4)[column("outcome")], "cancelled");
     assert_eq!(row_of(2)[column("outcome")], "unfinished");
     assert_eq!(row_of(5)[column("outcome")], "done");
-    assert!(row_of(5)[column("notes")].contains("pastiche.png is missing"));
+    assert!(row_of(5)[column("notes")].contains("task.json is missing"));
     assert_eq!(
         row_of(0)[column("total@50")].parse::<f64>().unwrap(),
         fx.losses[&fx.job.tasks[0].id][0].total
@@ -355,8 +355,8 @@ async fn failed_and_cancelled_tasks_are_marked() {
     );
     assert!(!html.contains("<step 3>"), "the error is not escaped");
     assert!(html.contains("class=\"failed\"") && html.contains("class=\"cancelled\""));
-    assert!(!html.contains(&format!("{}/pastiche.png", fx.job.tasks[1].id)));
-    assert!(html.contains(&format!("{}/pastiche.png", fx.job.tasks[0].id)));
+    assert!(!html.contains(&format!("{}/attempt-", fx.job.tasks[1].id)));
+    assert!(html.contains(&format!("{}/attempt-1/pastiche.png", fx.job.tasks[0].id)));
     let md = std::str::from_utf8(file(&files, SUMMARY_MD)).unwrap();
     assert!(
         md.contains("| failed | CUDA out of memory, at &lt;step 3&gt; | 3 |"),
@@ -472,14 +472,10 @@ async fn every_link_of_the_page_resolves_in_both_placements() {
         );
     }
     let first = &fx.job.tasks[0].id;
-    let prefix = layout::task_prefix(&fx.job.id, first).unwrap();
+    let stored = layout::attempt_file_key(&fx.job.id, first, 1, layout::PASTICHE_PNG).unwrap();
     assert_eq!(
         std::fs::read(dir.join(format!("tasks/{first}/pastiche.png"))).unwrap(),
-        fx.store
-            .get(&format!("{prefix}pastiche.png"))
-            .await
-            .unwrap()
-            .to_vec()
+        fx.store.get(&stored).await.unwrap().to_vec()
     );
     // Nothing but the report's files: no temporary files left behind.
     let mut names = Vec::new();
@@ -620,7 +616,7 @@ async fn an_empty_or_single_task_job_still_has_a_report() {
     let sheet = sheet_of(&files);
     assert_eq!(sheet.width(), ROW_HEADER_W + CELL_W);
     let html = std::str::from_utf8(file(&files, INDEX_HTML)).unwrap();
-    assert!(html.contains("pastiche.png is missing"));
+    assert!(html.contains("task.json is missing"));
     assert!(files.iter().any(|f| f.name == "plots/loss.svg"));
 
     let bad = ReportJob {

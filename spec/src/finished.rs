@@ -1,17 +1,18 @@
-//! `task.json`: what a worker records of a task it finished, next to its
-//! pastiche and loss log. Written by the worker; read by reports, `pastiche
-//! results` users and anyone scripting over the store.
+//! `task.json`: what a worker records of a task it finished. Written once, by
+//! the attempt whose pastiche and loss log are the result (see [`crate::layout`]);
+//! read by reports, `pastiche results` and anyone scripting over the store.
 
 use serde::{Deserialize, Serialize};
 
-use crate::{LossRecord, RenderParams};
+use crate::{layout, LossRecord, RenderParams};
 
 /// The contents of a finished task's `task.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FinishedTask {
     pub job: String,
     pub task: String,
-    /// The attempt that produced the outputs.
+    /// The attempt that produced the outputs: they are under its prefix
+    /// (see [`file_key`](Self::file_key)).
     pub attempt: u32,
     pub params: RenderParams,
     pub inputs: TaskInputs,
@@ -49,6 +50,11 @@ impl FinishedTask {
         serde_json::from_slice(bytes)
     }
 
+    /// The key of one of the result's files ([`layout::ATTEMPT_FILES`]).
+    pub fn file_key(&self, name: &str) -> Result<String, layout::BadId> {
+        layout::attempt_file_key(&self.job, &self.task, self.attempt, name)
+    }
+
     /// Only the style weight an `auto` render chose, read as [`attempt_in`]
     /// reads the attempt.
     ///
@@ -67,14 +73,22 @@ impl FinishedTask {
     /// done: it reads records that a newer or older version wrote, whose other
     /// fields may not parse here.
     pub fn attempt_in(bytes: &[u8]) -> Option<u32> {
-        #[derive(Deserialize)]
-        struct Attempt {
-            attempt: u32,
-        }
-        serde_json::from_slice::<Attempt>(bytes)
-            .ok()
-            .map(|a| a.attempt)
+        Self::winner_in(bytes).map(|w| w.attempt)
     }
+
+    /// Which attempt's result a record is, read as [`attempt_in`](Self::attempt_in)
+    /// reads the attempt.
+    pub fn winner_in(bytes: &[u8]) -> Option<Winner> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+/// The attempt whose result a task's record is, and the worker that made it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Winner {
+    pub attempt: u32,
+    #[serde(default)]
+    pub worker: String,
 }
 
 #[cfg(test)]

@@ -26,7 +26,9 @@
 //! [`Style`]): `{ blend = ["a.jpg", "b.jpg"], weights = [3, 1] }`.
 //!
 //! `preview_every = K` (top level) asks workers to upload the current iterate of
-//! every task each K iterations; it is off by default.
+//! every task each K iterations; it is off by default. `max_task_time = "2h"`
+//! (top level) fails an attempt that runs longer, without a retry; without it,
+//! the coordinator's `--max-task-time` applies.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -73,6 +75,7 @@ struct RawGrid {
     content: Spanned<Toml>,
     style: Spanned<Toml>,
     preview_every: Option<Spanned<Toml>>,
+    max_task_time: Option<Spanned<String>>,
     /// Render parameters by key, checked against the table.
     #[serde(default)]
     grid: BTreeMap<Spanned<String>, Spanned<Toml>>,
@@ -104,6 +107,8 @@ pub struct Grid {
     pub skipped: usize,
     /// Upload each task's current iterate every this many iterations (0: never).
     pub preview_every: u32,
+    /// How long one attempt at a task may run; `None` for the coordinator's limit.
+    pub max_task_time: Option<std::time::Duration>,
 }
 
 impl Grid {
@@ -393,6 +398,14 @@ pub fn parse_grid(file: &Path, text: &str) -> Result<Grid, GridError> {
         }
         .map_err(|m| ctx.error("preview_every", Some(value.span()), m))?,
     };
+    let max_task_time = raw
+        .max_task_time
+        .as_ref()
+        .map(|value| {
+            crate::parse_duration(value.get_ref())
+                .map_err(|m| ctx.error("max_task_time", Some(value.span()), m))
+        })
+        .transpose()?;
 
     let axes = read_axes(&ctx, &raw.grid)?;
     let points = axes
@@ -487,6 +500,7 @@ pub fn parse_grid(file: &Path, text: &str) -> Result<Grid, GridError> {
         tasks,
         skipped,
         preview_every,
+        max_task_time,
     })
 }
 
@@ -835,6 +849,7 @@ content_layers = "relu4_2"
 content = "c.jpg"
 style = ["s.jpg", "t.jpg"]
 preview_every = 10
+max_task_time = "90m"
 [grid]
 backbone = ["vgg16", "vgg19", "googlenet"]
 style_depth = [5, 13, 16]
@@ -845,6 +860,10 @@ style_depth = [5, 13, 16]
         assert_eq!(grid.tasks.len(), 2 * 6);
         assert_eq!(grid.skipped, 2 * 3);
         assert_eq!(grid.preview_every, 10);
+        assert_eq!(
+            grid.max_task_time,
+            Some(std::time::Duration::from_secs(5400))
+        );
         let deepest_vgg19 = grid
             .tasks
             .iter()
@@ -921,6 +940,9 @@ style_depth = [5, 13, 16]
             ("content = \"c.jpg\"\nstyle = \"s.jpg\"\n[grid]\nbackbone = \"vgg16\"\nstyle_depth = [14, 20]\n", "study.toml:5: grid.style_depth", "13"),
             ("content = \"c.jpg\"\nstyle = \"s.jpg\"\n[grid]\nstyle_depth = 0\n", "study.toml:4: grid.style_depth", "at least 1"),
             ("content = \"c.jpg\"\nstyle = \"s.jpg\"\npreview_every = -1\n", "study.toml:3: preview_every", "range"),
+            ("content = \"c.jpg\"\nstyle = \"s.jpg\"\nmax_task_time = \"soon\"\n", "study.toml:3: max_task_time", "not a duration"),
+            ("content = \"c.jpg\"\nstyle = \"s.jpg\"\n[grid]\niterations = 1000000\n", "study.toml:4: grid.iterations", "at most 100000"),
+            ("content = \"c.jpg\"\nstyle = \"s.jpg\"\n[grid]\nhistory_size = 5000\n", "study.toml:4: grid.history_size", "at most 1000"),
             ("content = \"c.jpg\"\nstyle = \"s.jpg\"\n[grid]\nstyle_layers = \"relu1_1,relu1_1\"\n", "study.toml:4: grid.style_layers", "twice"),
             ("content = \"c.jpg\"\nstyle = \"s.jpg\"\n[weights]\nVGG19 = \"a.safetensors\"\nvgg19 = \"b.safetensors\"\n", "study.toml:", "given twice"),
             ("content = [\"c.jpg\", \"\"]\nstyle = \"s.jpg\"\n", "study.toml:1: content", "empty name"),

@@ -4,12 +4,19 @@
 //! ```text
 //! inputs/<sha256>.<ext>                   content-addressed uploads from the CLI
 //! jobs/<job>/job.toml                     the grid as submitted
-//! jobs/<job>/tasks/<task>/pastiche.png    the result
-//! jobs/<job>/tasks/<task>/losses.csv      iteration,content,style,tv,total
-//! jobs/<job>/tasks/<task>/task.json       parameters, timings, worker, device, attempt
+//! jobs/<job>/tasks/<task>/task.json       the result's record: parameters, timings, worker,
+//!                                         device, and the attempt whose files are the result
+//! jobs/<job>/tasks/<task>/attempt-<n>/pastiche.png   attempt n's pastiche
+//! jobs/<job>/tasks/<task>/attempt-<n>/losses.csv     iteration,content,style,tv,total
 //! jobs/<job>/tasks/<task>/preview.png     the latest iterate stored while it rendered (opt-in)
 //! jobs/<job>/report/                      contact sheet, loss plots, summary table
 //! ```
+//!
+//! Results are fenced: each attempt stores its files under its own prefix, and
+//! `task.json` is created once, by the first attempt to finish (a conditional
+//! write). An attempt whose lease ran out while it rendered (a paused worker) can
+//! therefore never change a task that another attempt completed: readers go
+//! through `task.json` to the winner's files.
 //!
 //! Job and task ids become path segments, so they are checked here: nothing built
 //! from user input can climb out of its prefix.
@@ -72,27 +79,65 @@ pub fn task_prefix(job: &str, task: &str) -> Result<String, BadId> {
     Ok(format!("{}tasks/{}/", job_prefix(job)?, check_id(task)?))
 }
 
-/// A task's pastiche.
+/// A task's pastiche (in its attempt's prefix).
 pub const PASTICHE_PNG: &str = "pastiche.png";
-/// A task's loss log (see [`LOSSES_CSV_HEADER`](crate::LOSSES_CSV_HEADER)).
+/// A task's loss log (see [`LOSSES_CSV_HEADER`](crate::LOSSES_CSV_HEADER)), in its
+/// attempt's prefix.
 pub const LOSSES_CSV: &str = "losses.csv";
-/// A finished task's record (see [`FinishedTask`](crate::FinishedTask)); stored
-/// last, so its presence says the other outputs are there.
+/// A finished task's record (see [`FinishedTask`](crate::FinishedTask)), in the
+/// task's prefix; stored last and once, so its presence says that the winning
+/// attempt's files are there.
 pub const TASK_JSON: &str = "task.json";
 /// The latest iterate of a task being rendered (opt-in).
 pub const PREVIEW_PNG: &str = "preview.png";
 
-/// The three objects every finished task has, in the order they are stored.
-pub const TASK_OUTPUTS: [&str; 3] = [PASTICHE_PNG, LOSSES_CSV, TASK_JSON];
+/// The files each attempt stores under its own prefix, before the record.
+pub const ATTEMPT_FILES: [&str; 2] = [PASTICHE_PNG, LOSSES_CSV];
 
-/// `jobs/<job>/tasks/<task>/<name>`, for `name` one of the task's files above.
-pub fn task_file_key(job: &str, task: &str, name: &str) -> Result<String, BadId> {
-    Ok(format!("{}{name}", task_prefix(job, task)?))
+/// `jobs/<job>/tasks/<task>/task.json`: the record of the task's result.
+pub fn task_record_key(job: &str, task: &str) -> Result<String, BadId> {
+    Ok(format!("{}{TASK_JSON}", task_prefix(job, task)?))
+}
+
+/// `tasks/<task>/attempt-<n>/<name>`: a file of attempt `n`, relative to its
+/// job's prefix (as a job's report links it), for `name` one of [`ATTEMPT_FILES`].
+pub fn attempt_file_in_job(task: &str, attempt: u32, name: &str) -> Result<String, BadId> {
+    Ok(format!(
+        "tasks/{}/attempt-{attempt}/{name}",
+        check_id(task)?
+    ))
+}
+
+/// `jobs/<job>/tasks/<task>/attempt-<n>/<name>`, for `name` one of [`ATTEMPT_FILES`].
+pub fn attempt_file_key(job: &str, task: &str, attempt: u32, name: &str) -> Result<String, BadId> {
+    Ok(format!(
+        "{}{}",
+        job_prefix(job)?,
+        attempt_file_in_job(task, attempt, name)?
+    ))
+}
+
+/// The task and attempt of a key under a job's prefix that is in an attempt's
+/// files (`tasks/<task>/attempt-<n>/...`, relative to `jobs/<job>/`).
+pub fn attempt_of(key_in_job: &str) -> Option<(&str, u32)> {
+    let rest = key_in_job.strip_prefix("tasks/")?;
+    let (task, rest) = rest.split_once('/')?;
+    let (segment, _) = rest.split_once('/')?;
+    let attempt = segment.strip_prefix("attempt-")?.parse().ok()?;
+    Some((task, attempt))
+}
+
+/// The task whose record a key under a job's prefix is (`tasks/<task>/task.json`,
+/// relative to `jobs/<job>/`).
+pub fn record_of(key_in_job: &str) -> Option<&str> {
+    let rest = key_in_job.strip_prefix("tasks/")?;
+    let task = rest.strip_suffix(TASK_JSON)?.strip_suffix('/')?;
+    (!task.contains('/')).then_some(task)
 }
 
 /// Where a worker stores a task's current iterate while it renders.
 pub fn preview_key(job: &str, task: &str) -> Result<String, BadId> {
-    task_file_key(job, task, PREVIEW_PNG)
+    Ok(format!("{}{PREVIEW_PNG}", task_prefix(job, task)?))
 }
 
 /// `jobs/<job>/report/`: the job's contact sheet, loss plots, tables and index page.
@@ -111,6 +156,19 @@ mod tests {
             "jobs/study-1a2b/tasks/00ff/"
         );
         assert_eq!(job_grid_key("j").unwrap(), "jobs/j/job.toml");
+        assert_eq!(
+            task_record_key("j", "t").unwrap(),
+            "jobs/j/tasks/t/task.json"
+        );
+        let file = attempt_file_key("j", "t", 2, PASTICHE_PNG).unwrap();
+        assert_eq!(file, "jobs/j/tasks/t/attempt-2/pastiche.png");
+        let in_job = &file[job_prefix("j").unwrap().len()..];
+        assert_eq!(attempt_of(in_job), Some(("t", 2)));
+        assert_eq!(attempt_of("tasks/t/task.json"), None);
+        assert_eq!(record_of("tasks/t/task.json"), Some("t"));
+        assert_eq!(record_of("tasks/t/attempt-2/task.json"), None);
+        assert_eq!(record_of("report/task.json"), None);
+        assert_eq!(attempt_of("report/index.html"), None);
         assert_eq!(report_prefix("j").unwrap(), "jobs/j/report/");
         assert_eq!(input_key("ab12", "JPG"), "inputs/ab12.jpg");
         assert_eq!(input_key("ab12", "../x"), "inputs/ab12.x");

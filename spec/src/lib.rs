@@ -5,6 +5,7 @@
 //! that can be checked without a tensor is checked here, so a bad parameter is
 //! refused where it is written rather than on a worker.
 
+mod duration;
 mod finished;
 mod grid;
 mod layers;
@@ -17,7 +18,8 @@ mod style;
 #[cfg(feature = "images")]
 pub mod upright;
 
-pub use finished::{FinishedTask, TaskInputs};
+pub use duration::{format_duration, parse_duration};
+pub use finished::{FinishedTask, TaskInputs, Winner};
 pub use grid::{
     grid_with_input_keys, grid_with_pretrained_weights, input_digest, local_inputs, parse_grid,
     read_grid, sha256_hex, task_id, Grid, GridError, GridTask, MAX_GRID_TASKS, PRETRAINED,

@@ -7,7 +7,8 @@
 //! an `http://` endpoint is allowed.
 //!
 //! Writes are whole or absent: the local store writes a temporary file and renames
-//! it, and an S3 PUT is atomic.
+//! it, and an S3 PUT is atomic. [`Store::put_new`] writes only where nothing is
+//! (what fences a task's result, see [`crate::layout`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::layout;
 
@@ -168,6 +169,22 @@ impl Store {
             .map_err(|e| self.io(key, e))
     }
 
+    /// Writes `key` unless it is there already: a conditional write, so that of
+    /// writers racing for one key exactly one succeeds (a hard link on a
+    /// directory, `If-None-Match: *` on S3). Whether this call wrote it.
+    pub async fn put_new(&self, key: &str, bytes: impl Into<Bytes>) -> Result<bool, StoreError> {
+        let options = PutOptions::from(PutMode::Create);
+        match self
+            .inner
+            .put_opts(&self.path(key), PutPayload::from(bytes.into()), options)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.io(key, e)),
+        }
+    }
+
     pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         let result = self
             .inner
@@ -299,6 +316,28 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("missing.png"));
+    }
+
+    #[tokio::test]
+    async fn of_writers_racing_for_a_new_key_exactly_one_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+        let racers = (0..8).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { (i, store.put_new("t/task.json", format!("{i}")).await) })
+        });
+        let mut winners = Vec::new();
+        for racer in racers {
+            let (i, won) = racer.await.unwrap();
+            if won.unwrap() {
+                winners.push(i);
+            }
+        }
+        assert_eq!(winners.len(), 1, "winners: {winners:?}");
+        let kept = store.get("t/task.json").await.unwrap();
+        assert_eq!(kept, format!("{}", winners[0]), "the winner's bytes stay");
+        assert!(!store.put_new("t/task.json", "late").await.unwrap());
+        assert_eq!(store.get("t/task.json").await.unwrap(), kept);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use pastiche_farm_tests::{bin, free_port, repo, succeeded, write_example_grid, Proc};
+use pastiche_farm_tests::{bin, free_port, repo, result_file, succeeded, write_example_grid, Proc};
 
 use pastiche_proto::pb;
 use pastiche_proto::pb::farm_client::FarmClient;
@@ -62,22 +62,80 @@ impl CoordinatorProc {
 }
 
 fn start_worker(coordinator: &str, store: &Path, name: &str) -> Proc {
+    Proc(worker_command(coordinator, store, name).spawn().unwrap())
+}
+
+/// A CPU worker named `name`, logging warnings.
+fn worker_command(coordinator: &str, store: &Path, name: &str) -> Command {
+    let mut command = Command::new(bin("pastiche-worker"));
+    command
+        .args([
+            "--coordinator",
+            coordinator,
+            "--device",
+            "cpu",
+            "--name",
+            name,
+        ])
+        .arg("--store")
+        .arg(store)
+        .env("RUST_LOG", "warn");
+    command
+}
+
+/// A worker whose every task takes `ms` and stores placeholder outputs (no
+/// torch work), logging at `level` to a pipe.
+fn stand_in_worker(coordinator: &str, store: &Path, name: &str, ms: u32, level: &str) -> Proc {
     Proc(
-        Command::new(bin("pastiche-worker"))
-            .args([
-                "--coordinator",
-                coordinator,
-                "--device",
-                "cpu",
-                "--name",
-                name,
-            ])
-            .arg("--store")
-            .arg(store)
-            .env("RUST_LOG", "warn")
+        worker_command(coordinator, store, name)
+            .args(["--stand-in-ms", &ms.to_string()])
+            .env("RUST_LOG", level)
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
     )
+}
+
+/// Reads `log` (on a blocking thread) until a line contains `text`; false if
+/// the log ends first or `limit` passes (a watchdog, not a synchronisation).
+async fn logged(log: impl std::io::Read + Send + 'static, text: &str, limit: Duration) -> bool {
+    let text = text.to_owned();
+    let mut log = BufReader::new(log);
+    let found = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        while !line.contains(&text) {
+            line.clear();
+            if log.read_line(&mut line).unwrap() == 0 {
+                return false;
+            }
+        }
+        true
+    });
+    matches!(tokio::time::timeout(limit, found).await, Ok(Ok(true)))
+}
+
+/// Waits until the coordinator says a task of `job` is running.
+async fn wait_for_running(url: &str, job: &str) {
+    while task_counts(url, job).await.running == 0 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Every file under `dir`, by path, with its bytes.
+fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
 }
 
 fn pastiche(args: &[&str]) -> Output {
@@ -193,7 +251,7 @@ fn task_json(dir: &Path) -> serde_json::Value {
 /// A task's outputs equal those of `pastiche render` in `alone` (`p.png`,
 /// `l.csv`): losses to 1e-5, pixels to one level.
 fn assert_renders_equal(task: &Path, alone: &Path) {
-    let farm = std::fs::read_to_string(task.join("losses.csv")).unwrap();
+    let farm = std::fs::read_to_string(result_file(task, "losses.csv")).unwrap();
     let by_hand = std::fs::read_to_string(alone.join("l.csv")).unwrap();
     assert_eq!(farm.lines().count(), by_hand.lines().count());
     for (a, b) in farm.lines().zip(by_hand.lines()).skip(1) {
@@ -206,7 +264,9 @@ fn assert_renders_equal(task: &Path, alone: &Path) {
             );
         }
     }
-    let farm = image::open(task.join("pastiche.png")).unwrap().to_rgb8();
+    let farm = image::open(result_file(task, "pastiche.png"))
+        .unwrap()
+        .to_rgb8();
     let by_hand = image::open(alone.join("p.png")).unwrap().to_rgb8();
     let worst = farm
         .as_raw()
@@ -260,7 +320,9 @@ fn a_grid_on_real_binaries_gives_what_pastiche_render_gives() {
     for task in tasks {
         let json = task_json(&task);
         let size = json["params"]["size"].as_u64().unwrap() as u32;
-        let image = image::open(task.join("pastiche.png")).unwrap().to_rgb8();
+        let image = image::open(result_file(&task, "pastiche.png"))
+            .unwrap()
+            .to_rgb8();
         assert_eq!(image.width().max(image.height()), size);
 
         // The same render, by hand.
@@ -285,7 +347,7 @@ fn a_grid_on_real_binaries_gives_what_pastiche_render_gives() {
             "cpu",
         ]));
         assert_renders_equal(&task, &alone);
-        let farm_losses = std::fs::read_to_string(task.join("losses.csv")).unwrap();
+        let farm_losses = std::fs::read_to_string(result_file(&task, "losses.csv")).unwrap();
         assert_eq!(farm_losses.lines().count(), 3, "header, iterations 2 and 4");
     }
 }
@@ -310,8 +372,9 @@ async fn a_task_of_a_killed_worker_is_finished_by_another() {
         "{json}"
     );
     assert_eq!(json["attempt"], 2);
-    for output in pastiche_spec::layout::TASK_OUTPUTS {
-        assert!(tasks[0].join(output).exists(), "{output} missing");
+    for output in pastiche_spec::layout::ATTEMPT_FILES {
+        let file = result_file(&tasks[0], output);
+        assert!(file.exists(), "{} missing", file.display());
     }
 }
 
@@ -338,12 +401,9 @@ async fn a_coordinator_killed_mid_grid_and_restarted_finishes_it() {
     let tasks = task_dirs(&store, &job);
     assert_eq!(tasks.len(), 3);
     for task in tasks {
-        for output in pastiche_spec::layout::TASK_OUTPUTS {
-            assert!(
-                task.join(output).exists(),
-                "{output} missing in {}",
-                task.display()
-            );
+        for output in pastiche_spec::layout::ATTEMPT_FILES {
+            let file = result_file(&task, output);
+            assert!(file.exists(), "{} missing", file.display());
         }
     }
 }
@@ -840,47 +900,20 @@ async fn a_completion_waits_for_a_restarting_coordinator_instead_of_being_redone
     let db = dir.path().join("state.db");
     let mut coordinator = start_coordinator(&db, "127.0.0.1:0", "60s");
     let (url, addr) = (coordinator.url(), coordinator.addr.clone());
-    let mut worker = Proc(
-        Command::new(bin("pastiche-worker"))
-            .args([
-                "--coordinator",
-                &url,
-                "--device",
-                "cpu",
-                "--stand-in-ms",
-                "1500",
-            ])
-            .arg("--store")
-            .arg(&store)
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut worker = stand_in_worker(&url, &store, "patient", 1500, "warn");
     let grid = write_example_grid(dir.path(), "patient", "[grid]\nsize = 32\n");
     let job = submit(&url, &store, &grid);
-    loop {
-        if task_counts(&url, &job).await.running == 1 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    wait_for_running(&url, &job).await;
     // Gone while the task renders; the worker finishes and cannot say so.
     coordinator.proc.kill9();
-    let mut log = BufReader::new(worker.0.stderr.take().unwrap());
-    let retrying = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        while !line.contains("reporting again") {
-            line.clear();
-            if log.read_line(&mut line).unwrap() == 0 {
-                return false;
-            }
-        }
-        true
-    });
-    let retrying = tokio::time::timeout(Duration::from_secs(60), retrying).await;
+    let log = worker.0.stderr.take().unwrap();
     assert!(
-        matches!(retrying, Ok(Ok(true))),
+        logged(
+            log,
+            "reporting how the task ended failed; trying again",
+            Duration::from_secs(60)
+        )
+        .await,
         "the worker did not retry its report"
     );
     // Back (same address, same database): the completion gets through, and the
@@ -891,6 +924,50 @@ async fn a_completion_waits_for_a_restarting_coordinator_instead_of_being_redone
     assert_eq!(tasks.len(), 1);
     assert_eq!(task_json(&tasks[0])["attempt"], 1);
     drop(worker);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_paused_past_its_lease_cannot_change_the_result_another_attempt_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let coordinator = start_coordinator(&dir.path().join("state.db"), "127.0.0.1:0", "1s");
+    let url = coordinator.url();
+    // Each task takes 1.5 s: the winner's ends after the paused worker's would
+    // have, so that the paused worker resumes with its render done.
+    let mut paused = stand_in_worker(&url, &store, "paused", 1500, "info");
+    let grid = write_example_grid(dir.path(), "fenced", "[grid]\nsize = 32\n");
+    let job = submit(&url, &store, &grid);
+    wait_for_running(&url, &job).await;
+    // Paused mid-render (a long GC pause, a SIGSTOP): its lease runs out, and
+    // another worker renders the task and stores the result.
+    // Safety: signalling our own child by pid.
+    unsafe { libc::kill(paused.0.id() as i32, libc::SIGSTOP) };
+    let winner = stand_in_worker(&url, &store, "winner", 1500, "warn");
+    watch_to_the_end(&url, &job);
+    let tasks = task_dirs(&store, &job);
+    assert_eq!(tasks.len(), 1);
+    let record = task_json(&tasks[0]);
+    assert!(
+        record["worker"].as_str().unwrap().starts_with("winner"),
+        "{record}"
+    );
+    assert_eq!(record["attempt"], 2);
+    let stored = snapshot(&store.join("jobs").join(&job));
+    drop(winner);
+
+    // Resumed, the paused worker has finished its render, and must store
+    // nothing over the result.
+    unsafe { libc::kill(paused.0.id() as i32, libc::SIGCONT) };
+    let log = paused.0.stderr.take().unwrap();
+    assert!(
+        logged(log, "dropped", Duration::from_secs(60)).await,
+        "the paused worker did not drop its result"
+    );
+    assert_eq!(
+        snapshot(&store.join("jobs").join(&job)),
+        stored,
+        "the stored result changed, byte for byte"
+    );
 }
 
 #[test]
@@ -958,7 +1035,7 @@ fn a_blend_with_an_automatic_weight_and_original_colours_renders_on_the_farm_as_
         "cpu",
     ]));
     assert_renders_equal(&task, &alone);
-    let losses = std::fs::read_to_string(task.join("losses.csv")).unwrap();
+    let losses = std::fs::read_to_string(result_file(&task, "losses.csv")).unwrap();
     assert_eq!(losses.lines().count(), 4, "header, iterations 1 to 3");
 
     // The report names the blend by its images' shares and shows the weight chosen.

@@ -82,7 +82,7 @@ fn the_metrics_add_up_to_the_job() {
             "pastiche_tasks{{job=\"{job}\",state=\"{state}\"}}"
         ))
     };
-    assert_eq!(tasks("done"), TASKS.into());
+    assert_eq!(tasks("done"), f64::from(TASKS));
     for state in ["queued", "running", "failed", "cancelled"] {
         assert_eq!(tasks(state), 0.0, "{state}");
     }
@@ -96,7 +96,7 @@ fn the_metrics_add_up_to_the_job() {
     assert_eq!(value("pastiche_task_retries_total"), 0.0);
     assert_eq!(
         value("pastiche_scheduling_latency_seconds_count"),
-        TASKS.into()
+        f64::from(TASKS)
     );
     assert!(value("pastiche_scheduling_latency_seconds_sum") > 0.0);
 
@@ -105,17 +105,17 @@ fn the_metrics_add_up_to_the_job() {
     let text = eventually(Duration::from_secs(20), "the worker's last task", || {
         let (_, text) = http_get(&worker_metrics, "/metrics");
         let done = sample(&text, r#"pastiche_worker_tasks_total{outcome="done"}"#);
-        (done == Some(TASKS.into())).then_some(text)
+        (done == Some(f64::from(TASKS))).then_some(text)
     });
     let value = |name: &str| sample(&text, name).unwrap_or_else(|| panic!("no {name} in:\n{text}"));
     assert_eq!(
         value("pastiche_worker_iterations_total"),
-        (TASKS * ITERATIONS).into()
+        f64::from(TASKS * ITERATIONS)
     );
     assert!(value("pastiche_worker_iterations_per_second") > 0.0);
     assert_eq!(
         value("pastiche_worker_task_duration_seconds_count"),
-        TASKS.into()
+        f64::from(TASKS)
     );
     assert!(value("pastiche_worker_device_memory_bytes") > 1e6);
     for outcome in ["failed", "cancelled", "stale"] {

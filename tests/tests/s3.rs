@@ -3,7 +3,7 @@
 
 use std::net::TcpStream;
 
-use pastiche_farm_tests::{bin, free_port, repo, succeeded};
+use pastiche_farm_tests::{bin, free_port, repo, result_file, succeeded, Proc};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -26,6 +26,8 @@ fn weed() -> PathBuf {
 struct Seaweed {
     child: Child,
     s3_port: u16,
+    /// How it was started, to start it again on the same ports and data.
+    args: Vec<String>,
 }
 
 impl Drop for Seaweed {
@@ -39,35 +41,45 @@ impl Seaweed {
     fn start(dir: &Path, bucket: &str) -> Seaweed {
         let s3_port = free_port();
         let port = |flag: &str| format!("-{flag}={}", free_port());
+        let mut args = vec![
+            "mini".to_owned(),
+            format!("-dir={}", dir.display()),
+            "-ip=127.0.0.1".to_owned(),
+            "-ip.bind=127.0.0.1".to_owned(),
+            format!("-bucket={bucket}"),
+            format!("-s3.port={s3_port}"),
+        ];
+        for flag in [
+            "s3.port.grpc",
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "admin.port",
+            "admin.port.grpc",
+        ] {
+            args.push(port(flag));
+        }
+        args.extend(["-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false"].map(String::from));
+        let child = Self::spawn(&args, s3_port);
+        Seaweed {
+            child,
+            s3_port,
+            args,
+        }
+    }
+
+    fn spawn(args: &[String], s3_port: u16) -> Child {
         let child = Command::new(weed())
-            .arg("mini")
-            .arg(format!("-dir={}", dir.display()))
-            .args([
-                "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1",
-                &format!("-bucket={bucket}"),
-            ])
-            .arg(format!("-s3.port={s3_port}"))
-            .args([
-                port("s3.port.grpc"),
-                port("master.port"),
-                port("master.port.grpc"),
-            ])
-            .args([
-                port("volume.port"),
-                port("volume.port.grpc"),
-                port("filer.port"),
-                port("filer.port.grpc"),
-            ])
-            .args([port("admin.port"), port("admin.port.grpc")])
-            .args(["-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false"])
+            .args(args)
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start weed mini");
-        let server = Seaweed { child, s3_port };
         // Readiness: the S3 port accepts connections (polled; the server gives no
         // other signal).
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -75,7 +87,18 @@ impl Seaweed {
             assert!(Instant::now() < deadline, "SeaweedFS did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
-        server
+        child
+    }
+
+    /// Stops the server (SIGKILL, as a crash or a network partition would).
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again, on the same ports and data.
+    fn restart(&mut self) {
+        self.child = Self::spawn(&self.args, self.s3_port);
     }
 
     fn endpoint(&self) -> String {
@@ -83,16 +106,20 @@ impl Seaweed {
     }
 }
 
-fn pastiche(args: &[&str], endpoint: &str) -> Output {
-    Command::new(bin("pastiche"))
-        .args(args)
+/// `program` with the test server's credentials and endpoint.
+fn with_s3(program: &str, endpoint: &str) -> Command {
+    let mut command = Command::new(bin(program));
+    command
         .env("RUST_LOG", "warn")
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
         .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .output()
-        .unwrap()
+        .env("AWS_ENDPOINT_URL", endpoint);
+    command
+}
+
+fn pastiche(args: &[&str], endpoint: &str) -> Output {
+    with_s3("pastiche", endpoint).args(args).output().unwrap()
 }
 
 #[test]
@@ -148,9 +175,9 @@ fn a_grid_stores_its_results_in_s3_and_a_down_endpoint_fails_clearly() {
         .collect();
     assert_eq!(tasks.len(), 2);
     for task in &tasks {
-        let image = image::open(task.join("pastiche.png")).unwrap();
+        let image = image::open(result_file(task, "pastiche.png")).unwrap();
         assert!(image.width() == 40 || image.width() == 32);
-        assert!(std::fs::read_to_string(task.join("losses.csv"))
+        assert!(std::fs::read_to_string(result_file(task, "losses.csv"))
             .unwrap()
             .starts_with("iteration,content"));
         assert!(task.join("task.json").exists());
@@ -190,12 +217,121 @@ fn a_grid_stores_its_results_in_s3_and_a_down_endpoint_fails_clearly() {
     ));
     for task in &tasks {
         let name = task.file_name().unwrap();
-        for file in ["pastiche.png", "losses.csv", "task.json"] {
-            let before = std::fs::read(task.join(file)).unwrap();
+        let downloaded = again.join("tasks").join(name);
+        for file in ["pastiche.png", "losses.csv"] {
+            let before = std::fs::read(result_file(task, file)).unwrap();
             assert_eq!(
-                std::fs::read(again.join("tasks").join(name).join(file)).unwrap(),
+                std::fs::read(result_file(&downloaded, file)).unwrap(),
                 before
             );
         }
+        let record = std::fs::read(downloaded.join("task.json")).unwrap();
+        assert_eq!(record, std::fs::read(task.join("task.json")).unwrap());
     }
+}
+
+#[test]
+fn a_store_outage_longer_than_the_s3_clients_retries_fails_no_task_and_wastes_no_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seaweed = Seaweed::start(&dir.path().join("weed"), "pastiche");
+    let endpoint = seaweed.endpoint();
+    let store = "s3://pastiche/outage";
+    let mut coordinator = with_s3("pastiche-coordinator", &endpoint)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--lease-timeout",
+            "2s",
+            "--store",
+            store,
+        ])
+        .arg("--db")
+        .arg(dir.path().join("state.db"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(coordinator.stdout.take().unwrap());
+    let url = format!(
+        "http://{}",
+        pastiche_farm_tests::line_after(&mut stdout, "listening on ").unwrap()
+    );
+    let _coordinator = Proc(coordinator);
+    let _workers: Vec<Proc> = (0..2)
+        .map(|i| {
+            let worker = with_s3("pastiche-worker", &endpoint)
+                .args(["--coordinator", &url, "--store", store, "--device", "cpu"])
+                .args(["--name", &format!("w{i}"), "--stand-in-ms", "1500"])
+                .spawn()
+                .unwrap();
+            Proc(worker)
+        })
+        .collect();
+    let grid = pastiche_farm_tests::write_example_grid(
+        dir.path(),
+        "outage",
+        "[grid]\nsize = 32\ninit = \"noise\"\nseed = [1, 2, 3, 4, 5, 6]\n",
+    );
+    let job = succeeded(pastiche(
+        &["submit", grid.to_str().unwrap(), "--coordinator", &url],
+        &endpoint,
+    ));
+
+    // The store goes away while the first tasks render, for longer than the S3
+    // client's own retries last (15 s): their results wait for it.
+    seaweed.stop();
+    std::thread::sleep(Duration::from_secs(25)); // the outage, not a synchronisation
+    seaweed.restart();
+
+    succeeded(pastiche(&["watch", &job, "--coordinator", &url], &endpoint));
+    let out = dir.path().join("results");
+    succeeded(pastiche(
+        &[
+            "results",
+            &job,
+            "--store",
+            store,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &endpoint,
+    ));
+    let tasks: Vec<PathBuf> = std::fs::read_dir(out.join("tasks"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(tasks.len(), 6);
+    for task in &tasks {
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(task.join("task.json")).unwrap()).unwrap();
+        assert_eq!(
+            record["attempt"], 1,
+            "an attempt was spent on the outage: {record}"
+        );
+        assert!(result_file(task, "pastiche.png").exists());
+    }
+}
+
+#[test]
+fn a_tasks_record_is_created_once_on_a_real_s3_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let seaweed = Seaweed::start(&dir.path().join("weed"), "pastiche");
+    // The store reads its settings from the environment, as the binaries do.
+    for (name, value) in [
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_ENDPOINT_URL", seaweed.endpoint()),
+    ] {
+        std::env::set_var(name, value);
+    }
+    let store = pastiche_spec::store::Store::open("s3://pastiche/fence").unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        assert!(store.put_new("t/task.json", "first").await.unwrap());
+        assert!(
+            !store.put_new("t/task.json", "second").await.unwrap(),
+            "the server ignored If-None-Match"
+        );
+        assert_eq!(store.get("t/task.json").await.unwrap(), "first");
+    });
 }

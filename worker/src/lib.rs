@@ -1,34 +1,50 @@
 //! A farm worker: one process, one device. It registers with the coordinator,
-//! leases a task, renders it on its engine thread while heartbeating the latest
-//! losses, stores `pastiche.png`, `losses.csv` and `task.json`, and only then
-//! reports the task complete.
+//! leases a task, renders it on its engine thread while a [`heartbeat`] renews
+//! the lease and reports the losses, stores the result so that no other attempt
+//! can change it ([`result`]), and only then reports the task complete.
+//!
+//! What fails for a while is waited out ([`patience`]); what fails for good is
+//! reported with whose fault it was ([`pb::Failure`]): a bad input fails its
+//! task at once, a store outage blames no worker.
 
 pub mod engine_thread;
+pub mod heartbeat;
+pub mod inputs;
 pub mod metrics;
+pub mod patience;
 mod refused;
+pub mod result;
 pub mod supervisor;
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use engine_thread::{EngineThread, RenderJob, RenderOutput};
+use heartbeat::Heartbeat;
+use inputs::{InputCache, InputError};
 use pastiche_engine::spec::layout;
-use pastiche_engine::spec::{LossRecord, RenderParams, Style};
+use pastiche_engine::spec::{Init, LossRecord, RenderParams, Style};
+use pastiche_proto::liveness;
 use pastiche_proto::pb;
 use pastiche_proto::pb::workers_client::WorkersClient;
 use pastiche_proto::security::{AuthChannel, ClientSecurity};
 use pastiche_spec::store::Store;
-use pastiche_spec::{unix_now, FinishedTask, Init, TaskInputs};
+use pastiche_spec::{unix_now, FinishedTask, TaskInputs};
+use patience::{retrying_rpc, REPORT_PATIENCE};
+use result::Stored;
 use tokio::sync::{oneshot, watch};
 
 use refused::refused;
 pub use refused::TokenRefused;
 
+/// Downloaded inputs kept for later tasks, by default (`--input-cache-mib`): a
+/// few backbones' weights and many images.
+pub const DEFAULT_INPUT_CACHE_MIB: u64 = 8192;
+
 /// How long a lease request waits for work before asking again.
-const LEASE_WAIT_MS: u32 = 20_000;
+const LEASE_WAIT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -46,6 +62,8 @@ pub struct WorkerConfig {
     pub connect_timeout: Duration,
     /// TLS trust and the token for the coordinator.
     pub security: ClientSecurity,
+    /// Bytes of downloaded inputs kept for later tasks.
+    pub input_cache_bytes: u64,
 }
 
 /// What renders a task: the engine, or the benchmark stand-in.
@@ -61,18 +79,56 @@ struct Worker {
     device_name: String,
     id: String,
     lease_timeout: Duration,
-    scratch: tempfile::TempDir,
+    inputs: InputCache,
     /// The cancel flag of the render in progress, if any.
     current_cancel: Option<Arc<AtomicBool>>,
+}
+
+/// Why an attempt failed, as the coordinator is told.
+struct Failed {
+    failure: pb::Failure,
+    error: String,
+}
+
+impl Failed {
+    /// The task is at fault: it would fail anywhere.
+    fn task(error: impl std::fmt::Display) -> Failed {
+        Failed {
+            failure: pb::Failure::Task,
+            error: error.to_string(),
+        }
+    }
+
+    fn worker(error: impl std::fmt::Display) -> Failed {
+        Failed {
+            failure: pb::Failure::Worker,
+            error: error.to_string(),
+        }
+    }
+
+    /// The store or network, for longer than the worker waited.
+    fn transient(error: impl std::fmt::Display) -> Failed {
+        Failed {
+            failure: pb::Failure::Transient,
+            error: error.to_string(),
+        }
+    }
+}
+
+impl From<InputError> for Failed {
+    fn from(err: InputError) -> Failed {
+        match err {
+            InputError::Bad(_) => Failed::task(err),
+            InputError::Store(_) => Failed::transient(err),
+            InputError::Local { .. } => Failed::worker(err),
+        }
+    }
 }
 
 /// How a task ended, as far as this worker is concerned.
 enum Outcome {
     Rendered(RenderOutput),
-    Failed {
-        retryable: bool,
-        error: String,
-    },
+    Failed(Failed),
     /// The job was cancelled while rendering.
     Cancelled,
     /// The lease went to another worker: store nothing, report nothing.
@@ -108,15 +164,23 @@ pub async fn run(
         store,
         renderer,
         device_name,
-        scratch: tempfile::tempdir().context("creating a scratch directory")?,
+        inputs: InputCache::new(config.input_cache_bytes)
+            .context("creating the input cache's directory")?,
         current_cancel: None,
     };
     tokio::pin!(shutdown);
     let mut refusal = None;
     loop {
+        let request = pb::LeaseRequest {
+            worker_id: worker.id.clone(),
+            wait_ms: LEASE_WAIT.as_millis() as u32,
+        };
+        // The coordinator holds a lease request up to its wait; the deadline
+        // allows for that, and then for a reply that is merely slow.
+        let request = liveness::within(request, LEASE_WAIT + liveness::CALL_DEADLINE);
         let lease = tokio::select! {
             _ = &mut shutdown => break,
-            lease = worker.client.lease(pb::LeaseRequest { worker_id: worker.id.clone(), wait_ms: LEASE_WAIT_MS }) => lease,
+            lease = worker.client.lease(request) => lease,
         };
         let task = match lease {
             Ok(reply) => match reply.into_inner().task {
@@ -173,9 +237,9 @@ async fn register(
         store: store.location(),
     };
     // A coordinator that is starting (or restarting) is waited for, up to a point.
-    let reply = while_unavailable(config.connect_timeout, "registering", || {
+    let reply = retrying_rpc(config.connect_timeout, "registering", || {
         let (mut client, request) = (client.clone(), request.clone());
-        async move { client.register(request).await }
+        async move { client.register(liveness::request(request)).await }
     })
     .await;
     match reply {
@@ -196,33 +260,38 @@ impl Worker {
         let started = unix_now();
         let clock = Instant::now();
         tracing::info!(job = %task.job_id, task = %task.task_id, attempt = task.attempt, "task leased");
-        let outcome = match self.render(&task).await {
+        let mut heartbeat = Heartbeat::start(
+            self.client.clone(),
+            self.task_ref(&task),
+            self.beat_period(),
+        );
+        // An earlier attempt may have stored the result and then not been able
+        // to say so (its worker died, or the coordinator restarted): nothing to render.
+        if let Ok(Some(winner)) = result::stored(&self.store, &task.job_id, &task.task_id).await {
+            tracing::info!(job = %task.job_id, task = %task.task_id, winner = winner.attempt, "the task's result is stored already");
+            self.report_complete(&task).await;
+            metrics::task_ended("done", clock.elapsed());
+            return;
+        }
+        let outcome = match self.render(&task, &mut heartbeat).await {
             Ok(outcome) => outcome,
-            Err(err) => Outcome::Failed {
-                retryable: true,
-                error: format!("{err:#}"),
-            },
+            Err(failed) => Outcome::Failed(failed),
         };
-        let ended = match outcome {
+        let outcome = match outcome {
             Outcome::Rendered(output) => {
                 metrics::rendered(&output);
-                match self
-                    .renewing(&task, self.store_outputs(&task, &output, started))
+                self.store_result(&task, &mut heartbeat, output, started)
                     .await
-                {
-                    Ok(()) => {
-                        self.report_complete(&task).await;
-                        "done"
-                    }
-                    Err(err) => {
-                        self.report_failure(&task, true, &format!("storing the results: {err:#}"))
-                            .await;
-                        "failed"
-                    }
-                }
             }
-            Outcome::Failed { retryable, error } => {
-                self.report_failure(&task, retryable, &error).await;
+            other => other,
+        };
+        let ended = match outcome {
+            Outcome::Rendered(_) => {
+                self.report_complete(&task).await;
+                "done"
+            }
+            Outcome::Failed(failed) => {
+                self.report_failure(&task, failed).await;
                 "failed"
             }
             Outcome::Cancelled => {
@@ -237,46 +306,28 @@ impl Worker {
         metrics::task_ended(ended, clock.elapsed());
     }
 
-    async fn render(&mut self, task: &pb::TaskAssignment) -> Result<Outcome> {
-        let params: RenderParams = task
-            .params
-            .clone()
-            .context("task without parameters")?
-            .try_into()?;
+    /// Fetches the task's inputs and renders it, heartbeating throughout.
+    async fn render(
+        &mut self,
+        task: &pb::TaskAssignment,
+        heartbeat: &mut Heartbeat,
+    ) -> Result<Outcome, Failed> {
+        let params = task_params(task)?;
         if let Renderer::StandIn(duration) = &self.renderer {
-            tokio::time::sleep(*duration).await;
+            tokio::select! {
+                _ = tokio::time::sleep(*duration) => {}
+                directive = heartbeat.stopped() => return Ok(stopped(directive)),
+            }
             return Ok(Outcome::Rendered(stand_in_output(&params)));
         }
-        let (content, style, params, weights) = self
-            .renewing(task, async {
-                let content = self.fetch(&task.content_key).await?;
-                // Each image of a blend is fetched like a single style.
-                let mut style = Style::parse(&task.style_key)
-                    .map_err(|e| anyhow::anyhow!("task {}: {e}", task.task_id))?;
-                let mut local = std::collections::HashMap::new();
-                for (key, _) in style.images() {
-                    local.insert(key.to_owned(), self.fetch(key).await?);
-                }
-                style = style.map_images(|key| local[key].display().to_string());
-                // A starting image was uploaded with the grid, like the content and style.
-                let mut params = params;
-                if let Init::Image(path) = &params.init {
-                    let key = path.to_string_lossy();
-                    if layout::is_stored(&key) {
-                        params.init = Init::Image(self.fetch(&key).await?);
-                    }
-                }
-                let weights = match task.weights.as_str() {
-                    "" => None,
-                    w if layout::is_stored(w) => Some(self.fetch(w).await?),
-                    local => Some(PathBuf::from(local)),
-                };
-                anyhow::Ok((content, style, params, weights))
-            })
-            .await?;
+        let fetching = self.fetch_inputs(task, params);
+        let (content, style, params, weights) = tokio::select! {
+            fetched = fetching => fetched?,
+            directive = heartbeat.stopped() => return Ok(stopped(directive)),
+        };
         let cancel = Arc::new(AtomicBool::new(false));
         self.current_cancel = Some(Arc::clone(&cancel));
-        let (progress_tx, progress) = watch::channel(None);
+        let (progress_tx, mut progress) = watch::channel(None);
         let (previews_tx, mut previews) = watch::channel(None);
         let (reply, mut result) = oneshot::channel();
         let Renderer::Engine(engine) = &self.renderer else {
@@ -293,49 +344,40 @@ impl Worker {
             previews: previews_tx,
             reply,
         });
-
-        // Heartbeat while the engine works: renew the lease, report the losses, and
-        // learn whether to stop.
-        let mut beats = tokio::time::interval(self.beat_period());
-        beats.tick().await;
+        heartbeat.report(|p| p.iterations = params.iterations);
         let mut stop: Option<Outcome> = None;
-        // The iteration of the preview last stored, for heartbeats (0: none).
-        let mut preview_iteration = 0;
         loop {
             tokio::select! {
                 finished = &mut result => {
-                    let finished = finished.map_err(|_| anyhow::anyhow!("the engine thread stopped"))?;
+                    let finished = finished.map_err(|_| Failed::worker("the engine thread stopped"))?;
+                    heartbeat.report(|p| p.iterations = 0);
                     return Ok(match (stop, finished) {
                         (Some(why), _) => why,
                         (None, Ok(output)) => Outcome::Rendered(output),
-                        (None, Err(err)) => Outcome::Failed { retryable: err.is_retryable(), error: err.to_string() },
+                        (None, Err(err)) if err.is_retryable() => Outcome::Failed(Failed::worker(err)),
+                        (None, Err(err)) => Outcome::Failed(Failed::task(err)),
                     });
                 }
-                _ = beats.tick(), if stop.is_none() => {
-                    let latest: Option<(u32, LossRecord)> = *progress.borrow();
-                    let request = pb::HeartbeatRequest {
-                        task: Some(self.task_ref(task)),
-                        iteration: latest.map_or(0, |(i, _)| i),
-                        iterations: params.iterations,
-                        latest: latest.map(|(_, l)| (&l).into()),
-                        preview_iteration,
-                    };
-                    match self.client.heartbeat(request).await.map(|r| r.into_inner().directive()) {
-                        Ok(pb::Directive::Cancel) => stop = Some(Outcome::Cancelled),
-                        Ok(pb::Directive::Stale) => stop = Some(Outcome::Stale),
-                        Ok(_) => {}
-                        Err(status) => tracing::warn!(error = %status.message(), "heartbeat failed"),
-                    }
-                    if stop.is_some() {
-                        cancel.store(true, Ordering::Relaxed);
+                directive = heartbeat.stopped(), if stop.is_none() => {
+                    stop = Some(stopped(directive));
+                    cancel.store(true, Ordering::Relaxed);
+                }
+                Ok(()) = progress.changed() => {
+                    let latest = *progress.borrow_and_update();
+                    if let Some((iteration, losses)) = latest {
+                        heartbeat.report(|p| {
+                            p.iteration = iteration;
+                            p.latest = Some(losses);
+                        });
                     }
                 }
                 Ok(()) = previews.changed(), if stop.is_none() => {
                     let preview = previews.borrow_and_update().clone();
                     if let Some((iteration, png)) = preview {
-                        let key = layout::preview_key(&task.job_id, &task.task_id)?;
+                        let key = layout::preview_key(&task.job_id, &task.task_id)
+                            .map_err(Failed::task)?;
                         match self.store.put(&key, png).await {
-                            Ok(()) => preview_iteration = iteration,
+                            Ok(()) => heartbeat.report(|p| p.preview_iteration = iteration),
                             Err(err) => tracing::warn!(error = %err, %key, "storing a preview failed"),
                         }
                     }
@@ -344,72 +386,115 @@ impl Worker {
         }
     }
 
+    /// The task's inputs as local files, with `params` naming its starting
+    /// image's local copy.
+    async fn fetch_inputs(
+        &mut self,
+        task: &pb::TaskAssignment,
+        mut params: RenderParams,
+    ) -> Result<
+        (
+            std::path::PathBuf,
+            Style,
+            RenderParams,
+            Option<std::path::PathBuf>,
+        ),
+        Failed,
+    > {
+        let style = Style::parse(&task.style_key)
+            .map_err(|e| Failed::task(format!("task {}: {e}", task.task_id)))?;
+        let start = match &params.init {
+            Init::Image(path) => Some(path.to_string_lossy().into_owned()),
+            _ => None,
+        };
+        // Every input of this task, which making room for another must not drop.
+        let mut keys = vec![task.content_key.clone()];
+        keys.extend(style.images().map(|(key, _)| key.to_owned()));
+        keys.extend(start.clone());
+        keys.extend(Some(task.weights.clone()).filter(|w| !w.is_empty()));
+
+        let content = self.fetch(&task.content_key, &keys).await?;
+        // Each image of a blend is fetched like a single style.
+        let mut local = std::collections::HashMap::new();
+        for (key, _) in style.images() {
+            local.insert(key.to_owned(), self.fetch(key, &keys).await?);
+        }
+        let style = style.map_images(|key| local[key].display().to_string());
+        if let Some(start) = start {
+            params.init = Init::Image(self.fetch(&start, &keys).await?);
+        }
+        let weights = match task.weights.as_str() {
+            "" => None,
+            weights => Some(self.fetch(weights, &keys).await?),
+        };
+        Ok((content, style, params, weights))
+    }
+
+    async fn fetch(&mut self, key: &str, keep: &[String]) -> Result<std::path::PathBuf, Failed> {
+        Ok(self.inputs.fetch(&self.store, key, keep).await?)
+    }
+
     /// Often enough to renew the lease with room to spare, and for watchers to
     /// see the losses move.
     fn beat_period(&self) -> Duration {
         (self.lease_timeout / 3).min(Duration::from_secs(2))
     }
 
-    /// Runs `work` (fetching the inputs, storing the outputs) with heartbeats
-    /// that keep the lease: a large download or a slow store must not let it
-    /// expire. What the replies say is acted on at the next heartbeat of the
-    /// render, or when the task is reported.
-    async fn renewing<T>(
+    /// Stores a rendered task's result, fenced (see [`result`]): nothing if
+    /// the lease is lost, and never over another attempt's. The outcome to
+    /// report: `Rendered` when the task's result is stored (this attempt's or
+    /// another's).
+    async fn store_result(
         &self,
         task: &pb::TaskAssignment,
-        work: impl std::future::Future<Output = T>,
-    ) -> T {
-        let mut client = self.client.clone();
-        let beat = pb::HeartbeatRequest {
-            task: Some(self.task_ref(task)),
-            ..Default::default()
+        heartbeat: &mut Heartbeat,
+        output: RenderOutput,
+        started: f64,
+    ) -> Outcome {
+        match heartbeat.check().await {
+            pb::Directive::Stale => return Outcome::Stale,
+            pb::Directive::Cancel => return Outcome::Cancelled,
+            pb::Directive::Continue | pb::Directive::Unspecified => {}
+        }
+        let record = match self.record(task, &output, started) {
+            Ok(record) => record,
+            Err(failed) => return Outcome::Failed(failed),
         };
-        let mut beats = tokio::time::interval(self.beat_period());
-        beats.tick().await;
-        tokio::pin!(work);
-        loop {
-            tokio::select! {
-                done = &mut work => return done,
-                _ = beats.tick() => {
-                    if let Err(status) = client.heartbeat(beat.clone()).await {
-                        tracing::warn!(error = %status.message(), "heartbeat failed");
-                    }
-                }
+        let (png, csv) = (
+            bytes::Bytes::from(output.png.clone()),
+            bytes::Bytes::from(output.losses_csv.clone()),
+        );
+        let stored = patience::retrying(
+            patience::STORE_PATIENCE,
+            "storing the result",
+            |err: &result::ResultError| {
+                matches!(err, result::ResultError::Store(e) if patience::store_error_passes(e))
+            },
+            || result::store(&self.store, &record, png.clone(), csv.clone()),
+        )
+        .await;
+        match stored {
+            Ok(Stored::Won) => Outcome::Rendered(output),
+            Ok(Stored::Lost { winner }) => {
+                tracing::info!(job = %task.job_id, task = %task.task_id, ?winner, "another attempt stored the task's result first; this one's was dropped");
+                Outcome::Rendered(output)
             }
+            Err(err) => Outcome::Failed(Failed::transient(format!("storing the result: {err}"))),
         }
     }
 
-    /// Downloads an input into the scratch directory (once per worker).
-    async fn fetch(&self, key: &str) -> Result<PathBuf> {
-        let local = self.scratch.path().join(key.replace(['/', ':'], "_"));
-        if !local.exists() {
-            let bytes = match key.strip_prefix("s3://") {
-                Some(_) => {
-                    let (root, object) = key.rsplit_once('/').context("bad weights URL")?;
-                    Store::open(root)?.get(object).await?
-                }
-                None => self.store.get(key).await?,
-            };
-            write_file(&local, &bytes).await?;
-        }
-        Ok(local)
-    }
-
-    async fn store_outputs(
+    /// The task's `task.json`, as this attempt made it.
+    fn record(
         &self,
         task: &pb::TaskAssignment,
         output: &RenderOutput,
         started: f64,
-    ) -> Result<()> {
-        let record = FinishedTask {
+    ) -> Result<FinishedTask, Failed> {
+        Ok(FinishedTask {
             job: task.job_id.clone(),
             task: task.task_id.clone(),
             attempt: task.attempt,
-            params: task
-                .params
-                .clone()
-                .context("task without parameters")?
-                .try_into()?,
+            params: task_params(task)?,
             inputs: TaskInputs {
                 content: task.content_key.clone(),
                 style: task.style_key.clone(),
@@ -422,19 +507,7 @@ impl Worker {
             render_seconds: output.elapsed.as_secs_f64(),
             losses: output.losses.last().copied(),
             chosen_style_weight: output.chosen_style_weight,
-        };
-        let key = |name| layout::task_file_key(&task.job_id, &task.task_id, name);
-        // task.json last, so that its presence says the other two are there.
-        self.store
-            .put(&key(layout::PASTICHE_PNG)?, output.png.clone())
-            .await?;
-        self.store
-            .put(&key(layout::LOSSES_CSV)?, output.losses_csv.clone())
-            .await?;
-        self.store
-            .put(&key(layout::TASK_JSON)?, record.to_json())
-            .await?;
-        Ok(())
+        })
     }
 
     /// What each report on `task` names it by.
@@ -453,7 +526,7 @@ impl Worker {
         };
         let accepted = self
             .report_end(request, |mut client, request| async move {
-                client.complete(request).await
+                client.complete(liveness::request(request)).await
             })
             .await;
         match accepted {
@@ -461,21 +534,22 @@ impl Worker {
             Some(false) => {
                 tracing::info!(job = %task.job_id, task = %task.task_id, "completion was stale")
             }
-            // The lease will expire and another worker redo the task; its outputs
-            // are the same objects.
+            // The lease will expire, and the next attempt finds the stored
+            // result and reports it.
             None => {}
         }
     }
 
-    async fn report_failure(&self, task: &pb::TaskAssignment, retryable: bool, error: &str) {
-        tracing::warn!(job = %task.job_id, task = %task.task_id, retryable, %error, "task failed");
+    async fn report_failure(&self, task: &pb::TaskAssignment, failed: Failed) {
+        let Failed { failure, error } = failed;
+        tracing::warn!(job = %task.job_id, task = %task.task_id, ?failure, %error, "task failed");
         let request = pb::FailRequest {
             task: Some(self.task_ref(task)),
-            retryable,
-            error: error.to_owned(),
+            failure: failure.into(),
+            error,
         };
         self.report_end(request, |mut client, request| async move {
-            client.fail(request).await
+            client.fail(liveness::request(request)).await
         })
         .await;
     }
@@ -487,7 +561,7 @@ impl Worker {
             task: Some(self.task_ref(task)),
         };
         self.report_end(request, |mut client, request| async move {
-            client.acknowledge_cancel(request).await
+            client.acknowledge_cancel(liveness::request(request)).await
         })
         .await;
     }
@@ -500,14 +574,14 @@ impl Worker {
             task: Some(self.task_ref(task)),
         };
         self.report_end(request, |mut client, request| async move {
-            client.give_back(request).await
+            client.give_back(liveness::request(request)).await
         })
         .await;
     }
 
     /// Tells the coordinator how a task ended with `call`, one of its task-report
-    /// RPCs, waiting out a coordinator that is restarting. Whether it accepted
-    /// the report; none if it could not be told.
+    /// RPCs, retrying what may pass (see [`patience::passes`]). Whether it
+    /// accepted the report; none if it could not be told.
     async fn report_end<R, Reply>(
         &self,
         request: R,
@@ -519,7 +593,7 @@ impl Worker {
             Output = Result<tonic::Response<pb::TaskReportResponse>, tonic::Status>,
         >,
     {
-        let reply = while_unavailable(REPORT_PATIENCE, "reporting", || {
+        let reply = retrying_rpc(REPORT_PATIENCE, "reporting how the task ended", || {
             call(self.client.clone(), request.clone())
         })
         .await;
@@ -533,46 +607,21 @@ impl Worker {
     }
 }
 
-/// How long a worker keeps trying to report how a task ended to a coordinator
-/// that cannot be reached (restarting, say).
-const REPORT_PATIENCE: Duration = Duration::from_secs(30);
-
-/// Makes `call` again, backing off, while the coordinator is unavailable (it is
-/// starting or restarting), for up to `patience`. Used for reports of how a
-/// task ended too: one that does not get through has the task rendered again
-/// once its lease expires, and retrying is safe (a report the coordinator has
-/// already taken comes back stale).
-async fn while_unavailable<T, F, Fut>(
-    patience: Duration,
-    doing: &str,
-    mut call: F,
-) -> Result<T, tonic::Status>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
-{
-    let deadline = tokio::time::Instant::now() + patience;
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match call().await {
-            Err(status)
-                if status.code() == tonic::Code::Unavailable
-                    && tokio::time::Instant::now() + delay < deadline =>
-            {
-                tracing::warn!(error = %status.message(), "coordinator unavailable; {doing} again");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            reply => return reply,
-        }
-    }
+/// A leased task's parameters; ones this worker cannot read are the task's fault.
+fn task_params(task: &pb::TaskAssignment) -> Result<RenderParams, Failed> {
+    let params = task
+        .params
+        .clone()
+        .ok_or_else(|| Failed::task("task without parameters"))?;
+    params.try_into().map_err(Failed::task)
 }
 
-async fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("part");
-    tokio::fs::write(&tmp, bytes).await?;
-    tokio::fs::rename(&tmp, path).await?;
-    Ok(())
+/// The outcome of a render the coordinator stopped.
+fn stopped(directive: pb::Directive) -> Outcome {
+    match directive {
+        pb::Directive::Cancel => Outcome::Cancelled,
+        _ => Outcome::Stale,
+    }
 }
 
 /// The benchmark stand-in's outputs: a 1x1 PNG and a one-row loss log.

@@ -65,6 +65,10 @@ struct Args {
     /// stores placeholder outputs.
     #[arg(long, hide = true)]
     stand_in_ms: Option<u64>,
+    /// Downloaded inputs (images, weights) kept for later tasks, in MiB; the
+    /// least recently used go first.
+    #[arg(long, env = "PASTICHE_INPUT_CACHE_MIB", default_value_t = pastiche_worker::DEFAULT_INPUT_CACHE_MIB)]
+    input_cache_mib: u64,
     /// text or json.
     #[arg(long, env = "PASTICHE_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -125,6 +129,7 @@ async fn run(args: Args) -> Result<()> {
             stand_in: args.stand_in_ms.map(Duration::from_millis),
             connect_timeout: args.connect_timeout,
             security,
+            input_cache_bytes: args.input_cache_mib << 20,
         },
         shutdown_signal(),
     )
@@ -170,6 +175,8 @@ async fn launch_per_gpu(args: &Args) -> Result<()> {
                 &format!("{base}/gpu{gpu}"),
                 "--log-format",
                 &args.log_format,
+                "--input-cache-mib",
+                &args.input_cache_mib.to_string(),
             ])
             .env("CUDA_VISIBLE_DEVICES", gpu.to_string());
         // The token itself stays in the environment the children inherit.

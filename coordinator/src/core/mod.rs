@@ -32,6 +32,8 @@ pub struct CoordinatorConfig {
     pub scheduler: SchedulerConfig,
     /// Attempts per task when a submission does not say.
     pub default_max_attempts: u32,
+    /// How long one attempt may run when its grid does not say; `None` for no limit.
+    pub default_max_task_time: Option<Duration>,
     /// Where finished jobs' reports go (the farm's store); none: no reports.
     pub store: Option<Store>,
 }
@@ -41,6 +43,7 @@ impl Default for CoordinatorConfig {
         CoordinatorConfig {
             scheduler: SchedulerConfig::default(),
             default_max_attempts: 3,
+            default_max_task_time: None,
             store: None,
         }
     }
@@ -226,11 +229,13 @@ impl Coordinator {
             grid_toml: submission.grid_toml,
             submitted_at,
             preview_every: submission.preview_every.unwrap_or(grid.preview_every),
+            max_task_time: grid.max_task_time.or(self.config.default_max_task_time),
         };
         let spec = JobSpec {
             id: job.id.clone(),
             priority: job.priority,
             max_attempts: job.max_attempts,
+            max_task_time: job.max_task_time,
             tasks: tasks.iter().map(|t| t.id.clone()).collect(),
         };
         let mut inner = self.lock();
@@ -499,15 +504,9 @@ impl Coordinator {
         let scheduler = &mut inner.scheduler;
         let accepted = match &ending {
             Ending::Done => scheduler.complete(job, task, attempt, worker),
-            Ending::Failed { retryable, error } => scheduler.fail(
-                job,
-                task,
-                attempt,
-                worker,
-                *retryable,
-                error,
-                Instant::now(),
-            ),
+            Ending::Failed { failure, error } => {
+                scheduler.fail(job, task, attempt, worker, *failure, error, Instant::now())
+            }
             Ending::GivenBack => scheduler.give_back(job, task, attempt, worker),
             Ending::CancelAcknowledged => scheduler.acknowledge_cancel(job, task, attempt, worker),
         };
@@ -516,9 +515,8 @@ impl Coordinator {
             _ if !accepted => {
                 tracing::info!(%job, %task, attempt, %worker, ?ending, "stale report ignored")
             }
-            Ending::Failed { retryable, error } => {
-                let retryable = *retryable;
-                tracing::warn!(%job, %task, attempt, %worker, retryable, %error, "task failed")
+            Ending::Failed { failure, error } => {
+                tracing::warn!(%job, %task, attempt, %worker, ?failure, %error, "task failed")
             }
             Ending::GivenBack => tracing::info!(%job, %task, attempt, %worker, "task given back"),
             Ending::Done | Ending::CancelAcknowledged => {}

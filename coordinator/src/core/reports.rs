@@ -61,7 +61,7 @@ pub async fn from_store(store: &Store, job: &str) -> Result<ReportJob> {
     let grid = pastiche_spec::parse_grid(std::path::Path::new(&key), &text)?;
     let mut tasks = Vec::new();
     for (id, task) in grid.identified_tasks() {
-        let record = layout::task_file_key(job, &id, layout::TASK_JSON)?;
+        let record = layout::task_record_key(job, &id)?;
         let attempts = match store.get(&record).await {
             Ok(bytes) => FinishedTask::attempt_in(&bytes),
             Err(_) => None,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use pastiche_spec::{LossRecord, RenderParams};
 
-use crate::scheduler::{Counts, Phase};
+use crate::scheduler::{Counts, Failure, Phase};
 
 /// A grid sent to be rendered, its inputs already in the store.
 #[derive(Debug, Clone, Default)]
@@ -130,7 +130,7 @@ pub enum Ending {
     /// Its outputs are stored.
     Done,
     Failed {
-        retryable: bool,
+        failure: Failure,
         error: String,
     },
     /// The worker is stopping and hands the task back: requeued without using

@@ -19,6 +19,12 @@ use table::{Param, Value, PARAMS};
 pub const MIN_SIZE: u32 = 32;
 /// Far beyond any GPU of today for a VGG: refused before anything is allocated.
 pub const MAX_SIZE: u32 = 16_384;
+/// A ceiling on one render's length, so that a typo (an extra zero or three)
+/// cannot hold a device for days; long renders are far below it.
+pub const MAX_ITERATIONS: u32 = 100_000;
+/// L-BFGS keeps 2 x history_size image-sized vectors: a larger history would
+/// only exhaust memory.
+pub const MAX_HISTORY_SIZE: usize = 1_000;
 
 /// Where the pastiche starts.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -9,7 +9,10 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::{Init, LineSearch, OptimizerKind, RenderParams, StyleLayer, StyleWeight, MAX_SIZE};
+use super::{
+    Init, LineSearch, OptimizerKind, RenderParams, StyleLayer, StyleWeight, MAX_HISTORY_SIZE,
+    MAX_ITERATIONS, MAX_SIZE,
+};
 use crate::Backbone;
 
 /// A parameter's value, as a grid file or a flag gives it.
@@ -574,7 +577,13 @@ pub static PARAMS: &[Param] = &[
         },
     )
     .read_when(uses_lbfgs)
-    .bounded_by(|p| at_least_one("history_size", p.optimizer.history_size as u64)),
+    .bounded_by(|p| {
+        between(
+            "history_size",
+            p.optimizer.history_size as u64,
+            MAX_HISTORY_SIZE as u64,
+        )
+    }),
     Param::new(
         "iterations",
         Kind::Whole,
@@ -586,7 +595,7 @@ pub static PARAMS: &[Param] = &[
             Ok(())
         },
     )
-    .bounded_by(|p| at_least_one("iterations", p.iterations.into())),
+    .bounded_by(|p| between("iterations", p.iterations.into(), MAX_ITERATIONS.into())),
     Param::new(
         "size",
         Kind::Whole,
@@ -814,10 +823,16 @@ fn non_negative(name: &str, value: f64) -> Result<(), String> {
 }
 
 fn at_least_one(name: &str, value: u64) -> Result<(), String> {
-    if value >= 1 {
+    between(name, value, u64::MAX)
+}
+
+fn between(name: &str, value: u64, max: u64) -> Result<(), String> {
+    if (1..=max).contains(&value) {
         Ok(())
-    } else {
+    } else if value == 0 {
         Err(format!("{name} must be at least 1, got {value}"))
+    } else {
+        Err(format!("{name} must be at most {max}, got {value}"))
     }
 }
 
