@@ -19,8 +19,9 @@ pub mod upright;
 
 pub use finished::{FinishedTask, TaskInputs};
 pub use grid::{
-    grid_with_input_keys, grid_with_pretrained_weights, input_digest, local_inputs, parse_grid,
-    read_grid, sha256_hex, task_id, Grid, GridError, GridTask, MAX_GRID_TASKS, PRETRAINED,
+    grid_with_input_keys, grid_with_pretrained_weights, input_digest, input_entries, local_inputs,
+    parse_grid, read_grid, sha256_hex, task_id, Grid, GridError, GridTask, MAX_GRID_TASKS,
+    PRETRAINED,
 };
 pub use layers::{
     Backbone, LayerError, GOOGLENET_LAYERS, INCEPTION_V3_LAYERS, VGG16_LAYERS, VGG19_LAYERS,
