@@ -23,6 +23,6 @@ pub fn config(lease: Duration) -> CoordinatorConfig {
             ..SchedulerConfig::default()
         },
         default_max_attempts: 3,
-        store: None,
+        ..CoordinatorConfig::default()
     }
 }
