@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 use pastiche_coordinator::core::{Coordinator, CoordinatorConfig};
+use pastiche_coordinator::inputs::AllowInputArgs;
 use pastiche_spec::store::Store;
 use pastiche_worker::WorkerConfig;
 
@@ -32,6 +33,9 @@ pub struct LocalArgs {
     /// (0: never) [default: the grid's `preview_every`, else off].
     #[arg(long, value_name = "N")]
     pub preview_every: Option<u32>,
+    // Local files are uploaded to --store; s3:// URLs elsewhere need this.
+    #[command(flatten)]
+    pub allow_input: AllowInputArgs,
 }
 
 pub async fn run(args: LocalArgs) -> Result<()> {
@@ -41,6 +45,7 @@ pub async fn run(args: LocalArgs) -> Result<()> {
 
     let config = CoordinatorConfig {
         store: Some(Store::open(&args.store.store)?),
+        allow_inputs: args.allow_input.allow_input.clone(),
         ..CoordinatorConfig::default()
     };
     let coordinator = Coordinator::open(Some(&args.db), config)

@@ -5,6 +5,7 @@
 //! - [`state`]: the embedded database that makes a restart lose nothing;
 //! - [`core`]: the application over both, on its own types (no protobuf):
 //!   jobs, the workers' reports, watch events, finished jobs' reports;
+//! - [`inputs`]: which files a submitted grid may name;
 //! - [`grpc`]: the gRPC services over the core; [`server`]: serving them, with
 //!   [`auth`]'s token check; [`metrics`]: what Prometheus scrapes.
 
@@ -12,6 +13,7 @@ pub mod auth;
 pub mod core;
 pub mod error;
 pub mod grpc;
+pub mod inputs;
 pub mod metrics;
 pub mod scheduler;
 pub mod server;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use pastiche_coordinator::core::{Coordinator, CoordinatorConfig};
+use pastiche_coordinator::inputs::AllowInputArgs;
 use pastiche_coordinator::scheduler::SchedulerConfig;
 use pastiche_coordinator::server::ServerSecurity;
 use pastiche_coordinator::{metrics, parse_duration, server};
@@ -46,6 +47,10 @@ struct Args {
     /// Without it, no reports are written (`pastiche report` still makes them).
     #[arg(long, env = "PASTICHE_STORE")]
     store: Option<String>,
+    // Grids name inputs by their keys in the store (pastiche submit uploads local
+    // files), or by s3:// URLs under the store (on S3) or under --allow-input.
+    #[command(flatten)]
+    allow_input: AllowInputArgs,
     /// text or json.
     #[arg(long, env = "PASTICHE_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -97,6 +102,7 @@ async fn main() -> Result<()> {
             .map(Store::open)
             .transpose()
             .context("opening the store")?,
+        allow_inputs: args.allow_input.allow_input,
     };
     let security = ServerSecurity {
         tls: match (&args.tls_cert, &args.tls_key) {

@@ -279,11 +279,8 @@ async fn a_job_runs_to_completion_and_its_watchers_see_it() {
 async fn an_expired_lease_goes_to_another_worker_and_the_first_is_told_it_is_stale() {
     let coordinator = Coordinator::open(None, config(Duration::from_millis(300))).unwrap();
     let mut c = start(coordinator).await;
-    submit(
-        &mut c.farm,
-        "content = \"c.png\"\nstyle = \"s.png\"\n[grid]\nsize = 32\n",
-    )
-    .await;
+    let one_task = GRID.replace("size = [32, 48]", "size = 32");
+    submit(&mut c.farm, &one_task).await;
     let dead = register(&mut c.workers, "dead").await;
     let alive = register(&mut c.workers, "alive").await;
     let first = lease(&mut c.workers, &dead, 1000).await.unwrap();
@@ -489,6 +486,47 @@ async fn bad_requests_get_clear_statuses() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("task"), "{}", err.message());
+    c.shutdown().await;
+}
+
+/// A grid is sent as it is by any client, not only through the CLI, so the
+/// coordinator itself refuses inputs a worker should not read.
+#[tokio::test]
+async fn grids_naming_inputs_the_farm_does_not_read_are_refused() {
+    let allowing_models = CoordinatorConfig {
+        allow_inputs: vec!["s3://models".parse().unwrap()],
+        ..config(Duration::from_secs(30))
+    };
+    let mut c = start(Coordinator::open(None, allowing_models).unwrap()).await;
+    let with_weights = |weights: &str| format!("{GRID}[weights]\nvgg19 = \"{weights}\"\n");
+    for (grid, entry) in [
+        (GRID.replacen("inputs/aaaa", "/etc/aaaa", 1), "/etc/aaaa"),
+        (GRID.replacen("inputs/bbbb", "../bbbb", 1), "../bbbb"),
+        (
+            with_weights("s3://models-evil/vgg19.safetensors"),
+            "s3://models-evil/vgg19.safetensors",
+        ),
+    ] {
+        let refused = c
+            .farm
+            .submit_job(pb::SubmitJobRequest {
+                grid_toml: grid,
+                grid_name: "study.toml".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        let message = refused.message();
+        assert!(
+            message.starts_with("study.toml: ")
+                && message.contains(entry)
+                && message.contains("--allow-input"),
+            "{message}"
+        );
+    }
+    let accepted = submit(&mut c.farm, &with_weights("s3://models/vgg19.safetensors")).await;
+    assert_eq!(accepted.tasks, 2);
     c.shutdown().await;
 }
 

@@ -550,8 +550,9 @@ fn read_axes(
 }
 
 /// The entries of a grid file's text that name files: content and style images,
-/// starting images, weights. `visit` may rewrite each.
-fn for_each_input(table: &mut toml::Table, visit: &mut dyn FnMut(&mut String)) {
+/// starting images, weights. `visit` is given the key each is under (`content`,
+/// `style`, `grid.init`, `weights.vgg19`) and may rewrite the entry.
+fn for_each_input(table: &mut toml::Table, visit: &mut dyn FnMut(&str, &mut String)) {
     // Strings, lists of them, and the images of blends (`{ blend = [...] }`).
     fn strings(value: &mut Toml, only: &dyn Fn(&str) -> bool, visit: &mut dyn FnMut(&mut String)) {
         match value {
@@ -571,7 +572,7 @@ fn for_each_input(table: &mut toml::Table, visit: &mut dyn FnMut(&mut String)) {
     }
     for field in ["content", "style"] {
         if let Some(value) = table.get_mut(field) {
-            strings(value, &|_| true, visit);
+            strings(value, &|_| true, &mut |entry| visit(field, entry));
         }
     }
     if let Some(Toml::Table(axes)) = table.get_mut("grid") {
@@ -580,13 +581,17 @@ fn for_each_input(table: &mut toml::Table, visit: &mut dyn FnMut(&mut String)) {
                 .iter()
                 .find(|p| p.name == key || p.aliases.contains(&key.as_str()))
             {
-                strings(value, &|entry| param.names_file(entry), visit);
+                let key = format!("grid.{key}");
+                strings(value, &|entry| param.names_file(entry), &mut |entry| {
+                    visit(&key, entry)
+                });
             }
         }
     }
     if let Some(Toml::Table(weights)) = table.get_mut("weights") {
-        for (_, value) in weights.iter_mut() {
-            strings(value, &|_| true, visit);
+        for (backbone, value) in weights.iter_mut() {
+            let key = format!("weights.{backbone}");
+            strings(value, &|_| true, &mut |entry| visit(&key, entry));
         }
     }
 }
@@ -597,10 +602,22 @@ fn for_each_input(table: &mut toml::Table, visit: &mut dyn FnMut(&mut String)) {
 pub fn local_inputs(text: &str) -> Result<Vec<String>, toml::de::Error> {
     let mut table: toml::Table = text.parse()?;
     let mut entries = Vec::new();
-    for_each_input(&mut table, &mut |entry| {
+    for_each_input(&mut table, &mut |_, entry| {
         if !layout::is_stored(entry) && !entries.contains(entry) {
             entries.push(entry.clone());
         }
+    });
+    Ok(entries)
+}
+
+/// Every entry of a grid's text that names a file, with the key it is under
+/// (`content`, `style`, `grid.init`, `weights.vgg19`), in order: what the
+/// coordinator checks before it takes a grid.
+pub fn input_entries(text: &str) -> Result<Vec<(String, String)>, toml::de::Error> {
+    let mut table: toml::Table = text.parse()?;
+    let mut entries = Vec::new();
+    for_each_input(&mut table, &mut |key, entry| {
+        entries.push((key.to_owned(), entry.clone()));
     });
     Ok(entries)
 }
@@ -612,7 +629,7 @@ pub fn grid_with_input_keys(
     keys: &BTreeMap<String, String>,
 ) -> Result<String, toml::de::Error> {
     let mut table: toml::Table = text.parse()?;
-    for_each_input(&mut table, &mut |entry| {
+    for_each_input(&mut table, &mut |_, entry| {
         if let Some(key) = keys.get(entry.as_str()) {
             *entry = key.clone();
         }
@@ -798,6 +815,36 @@ original_colors = [false, true]
         );
         let ids = submitted.identified_tasks();
         assert_eq!(ids.len(), 18, "every point is its own render");
+    }
+
+    #[test]
+    fn every_input_entry_is_visited_with_its_key() {
+        let text = r#"
+content = ["c.jpg", "s3://b/c.png"]
+style = ["a.jpg", { blend = ["a.jpg", "b.png"] }]
+[grid]
+init = ["noise", "start.jpg"]
+size = 32
+[weights]
+vgg19 = "s3://models/vgg19.safetensors"
+"#;
+        let entries = input_entries(text).unwrap();
+        let entries: Vec<(&str, &str)> = entries
+            .iter()
+            .map(|(key, entry)| (key.as_str(), entry.as_str()))
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                ("content", "c.jpg"),
+                ("content", "s3://b/c.png"),
+                ("style", "a.jpg"),
+                ("style", "a.jpg"),
+                ("style", "b.png"),
+                ("grid.init", "start.jpg"),
+                ("weights.vgg19", "s3://models/vgg19.safetensors"),
+            ]
+        );
     }
 
     #[test]

@@ -54,6 +54,25 @@ pub fn input_key(sha256: &str, extension: &str) -> String {
     }
 }
 
+/// Whether `key` has exactly the shape [`input_key`] gives an upload:
+/// `inputs/<64 lowercase hex digits>`, then optionally `.<ext>` of 1 to 16 ASCII
+/// letters or digits. Nothing else under `inputs/` is an uploaded input.
+pub fn is_input_key(key: &str) -> bool {
+    let Some(name) = key.strip_prefix("inputs/") else {
+        return false;
+    };
+    let (digest, extension) = match name.split_once('.') {
+        Some((digest, extension)) => (digest, Some(extension)),
+        None => (name, None),
+    };
+    let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+    digest.len() == 64
+        && digest.bytes().all(hex)
+        && extension.is_none_or(|e| {
+            (1..=16).contains(&e.len()) && e.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
+}
+
 /// The key a local file gets when it is uploaded: its content's digest, and its
 /// extension.
 pub fn input_key_of(path: &std::path::Path, bytes: &[u8]) -> String {
@@ -172,6 +191,32 @@ mod tests {
         assert_eq!(report_prefix("j").unwrap(), "jobs/j/report/");
         assert_eq!(input_key("ab12", "JPG"), "inputs/ab12.jpg");
         assert_eq!(input_key("ab12", "../x"), "inputs/ab12.x");
+    }
+
+    #[test]
+    fn input_keys_are_exactly_what_uploads_are_named() {
+        let digest = "0123456789abcdef".repeat(4);
+        assert!(is_input_key(&input_key(&digest, "JPG")));
+        assert!(is_input_key(&input_key(&digest, "")));
+        assert!(is_input_key(&format!("inputs/{digest}.safetensors")));
+        let refused = [
+            "inputs/abc.jpg".to_owned(),
+            format!("inputs/{}.jpg", digest.to_uppercase()),
+            format!("inputs/{digest}0.jpg"),
+            format!("inputs/{}.jpg", &digest[1..]),
+            format!("inputs/{digest}."),
+            format!("inputs/{digest}.tar.gz"),
+            format!("inputs/{digest}.{}", "x".repeat(17)),
+            format!("inputs/{digest}/x.jpg"),
+            format!("inputs/../{digest}.jpg"),
+            format!("/inputs/{digest}.jpg"),
+            format!("./inputs/{digest}.jpg"),
+            format!("s3://b/inputs/{digest}.jpg"),
+            digest.clone(),
+        ];
+        for key in refused {
+            assert!(!is_input_key(&key), "{key:?} accepted");
+        }
     }
 
     #[test]

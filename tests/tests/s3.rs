@@ -335,3 +335,65 @@ fn a_tasks_record_is_created_once_on_a_real_s3_server() {
         assert_eq!(store.get("t/task.json").await.unwrap(), "first");
     });
 }
+
+/// A grid may name an input outside the farm's store only under a prefix given
+/// with --allow-input: `pastiche local` refuses such weights without it, and with
+/// it hands the prefix to its coordinator and renders with them.
+#[test]
+fn local_reads_weights_from_another_s3_prefix_only_when_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let seaweed = Seaweed::start(&dir.path().join("weed"), "pastiche");
+    let endpoint = seaweed.endpoint();
+    let examples = repo().join("examples");
+    let weights = repo().join(".deps/weights/vgg16.safetensors");
+    let grid = |name: &str, weights: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"{name}\"\ncontent = \"{}\"\nstyle = \"{}\"\n[grid]\nbackbone = \"vgg16\"\n\
+                 size = 32\niterations = 1\n[weights]\nvgg16 = \"{weights}\"\n",
+                examples.join("chelsea.png").display(),
+                examples.join("starry_night.jpg").display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let local = |grid: &Path, store: &str, more: &[&str]| {
+        let db = grid.with_extension("db");
+        let args = [
+            "local",
+            grid.to_str().unwrap(),
+            "--store",
+            store,
+            "--db",
+            db.to_str().unwrap(),
+        ];
+        pastiche(&[&args[..], more].concat(), &endpoint)
+    };
+
+    // Another farm's store holds the weights, under their content key.
+    let shared = "s3://pastiche/shared";
+    succeeded(local(
+        &grid("stage", weights.to_str().unwrap()),
+        shared,
+        &[],
+    ));
+    let key = pastiche_spec::layout::input_key_of(&weights, &std::fs::read(&weights).unwrap());
+    let url = format!("{shared}/{key}");
+
+    let named = grid("named", &url);
+    let store = dir.path().join("results");
+    let store = store.to_str().unwrap();
+    let refused = local(&named, store, &[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("weights.vgg16")
+            && stderr.contains(&url)
+            && stderr.contains("--allow-input"),
+        "{stderr}"
+    );
+    succeeded(local(&named, store, &["--allow-input", shared]));
+}

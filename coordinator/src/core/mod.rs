@@ -18,6 +18,7 @@ use pastiche_spec::{layout, parse_grid, PRETRAINED};
 use tokio::sync::{broadcast, mpsc, Notify};
 
 use crate::error::CoordinatorError;
+use crate::inputs::{AllowedPrefix, InputPolicy};
 use crate::metrics::{Metrics, MetricsSource};
 use crate::scheduler::{Counts, HeartbeatReply, JobSpec, Scheduler, SchedulerConfig, TaskState};
 use crate::state::{unix_seconds, JobRecord, State, TaskRecord};
@@ -35,7 +36,10 @@ pub struct CoordinatorConfig {
     /// How long one attempt may run when its grid does not say; `None` for no limit.
     pub default_max_task_time: Option<Duration>,
     /// Where finished jobs' reports go (the farm's store); none: no reports.
+    /// On S3, grids may name inputs under it.
     pub store: Option<Store>,
+    /// More `s3://` prefixes grids may name inputs under (`--allow-input`).
+    pub allow_inputs: Vec<AllowedPrefix>,
 }
 
 impl Default for CoordinatorConfig {
@@ -45,6 +49,7 @@ impl Default for CoordinatorConfig {
             default_max_attempts: 3,
             default_max_task_time: None,
             store: None,
+            allow_inputs: Vec::new(),
         }
     }
 }
@@ -58,6 +63,8 @@ struct Inner {
 pub struct Coordinator {
     inner: Mutex<Inner>,
     config: CoordinatorConfig,
+    /// What a submitted grid may name as inputs.
+    inputs: InputPolicy,
     /// Woken whenever a task may have become available to lease.
     work: Notify,
     /// Set when the server begins to shut down: long polls and watches end, so
@@ -128,6 +135,7 @@ impl Coordinator {
                 jobs,
             }),
             metrics: Metrics::new(config.scheduler.lease_timeout),
+            inputs: InputPolicy::new(config.store.as_ref(), &config.allow_inputs),
             config,
             work: Notify::new(),
             closing: tokio::sync::watch::Sender::new(false),
@@ -206,6 +214,9 @@ impl Coordinator {
                  submitting machine; the pastiche CLI uploads it and submits its key"
             )));
         }
+        self.inputs
+            .check_grid(grid_name, &submission.grid_toml)
+            .map_err(|e| CoordinatorError::BadGrid(e.to_string()))?;
         let tasks: Vec<TaskRecord> = grid
             .identified_tasks()
             .into_iter()
@@ -616,24 +627,22 @@ mod tests {
     #[test]
     fn a_grid_naming_pretrained_weights_is_refused() {
         let coordinator = Coordinator::open(None, CoordinatorConfig::default()).unwrap();
-        let submission = |weights: &str| {
-            Submission {
+        let key = |ext: &str| layout::input_key(&pastiche_spec::sha256_hex(ext.as_bytes()), ext);
+        let (content, style) = (key("png"), key("jpg"));
+        let submission = |weights: &str| Submission {
             grid_toml: format!(
-                "content = \"inputs/c.png\"\nstyle = \"inputs/s.png\"\n[weights]\nvgg19 = \"{weights}\"\n"
+                "content = \"{content}\"\nstyle = \"{style}\"\n[weights]\nvgg19 = \"{weights}\"\n"
             ),
             grid_name: "study.toml".into(),
             priority: 0,
             max_attempts: None,
             preview_every: None,
-        }
         };
         let refused = coordinator.submit(submission(PRETRAINED)).unwrap_err();
         assert!(
             matches!(&refused, CoordinatorError::BadGrid(m) if m.contains("weights.vgg19")),
             "{refused}"
         );
-        coordinator
-            .submit(submission("inputs/w.safetensors"))
-            .unwrap();
+        coordinator.submit(submission(&key("safetensors"))).unwrap();
     }
 }
