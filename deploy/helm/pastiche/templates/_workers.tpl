@@ -60,6 +60,8 @@ spec:
           value: "0.0.0.0:{{ $w.metricsPort }}"
         - name: PASTICHE_CONNECT_TIMEOUT
           value: {{ $w.connectTimeout | quote }}
+        - name: PASTICHE_INPUT_CACHE_MIB
+          value: {{ $w.inputCacheMib | quote }}
         {{- include "pastiche.commonEnv" . | nindent 8 }}
         {{- if .Values.tls.enabled }}
         - name: PASTICHE_TLS_CA
