@@ -22,7 +22,8 @@
 //! Every change is also recorded as an [`Event`], which the coordinator persists and
 //! streams to watchers.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 pub type JobId = String;
@@ -282,6 +283,8 @@ pub enum SchedulerError {
 
 struct Job {
     spec: JobSpec,
+    /// Its place in the serving order: (-priority, submission order).
+    rank: Rank,
     cancelled: bool,
     finished: bool,
     /// Tasks waiting for a worker, in order.
@@ -362,11 +365,40 @@ impl Job {
 pub struct Scheduler {
     config: SchedulerConfig,
     jobs: HashMap<JobId, Job>,
-    /// Jobs in serving order: (-priority, submission order), so that ties are
-    /// served first come, first served.
-    order: BTreeMap<(i64, u64), JobId>,
+    /// Every job in serving order: (-priority, submission order), so that ties
+    /// are served first come, first served.
+    order: BTreeMap<Rank, JobId>,
+    /// The jobs with queued tasks, in serving order: all a lease looks at, so
+    /// that finished and fully leased jobs cost it nothing.
+    waiting: BTreeSet<Rank>,
+    /// When to look at each running attempt again (its lease's end, its time
+    /// limit), soonest first. A renewed lease adds a later entry; entries that
+    /// no longer match their task are dropped when they come up.
+    deadlines: BinaryHeap<Reverse<Deadline>>,
     next_seq: u64,
     events: Vec<Event>,
+}
+
+/// A job's place in the serving order.
+type Rank = (i64, u64);
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Deadline {
+    at: Instant,
+    job: JobId,
+    task: TaskId,
+    attempt: u32,
+}
+
+impl Deadline {
+    fn new(at: Instant, job: &str, task: &str, attempt: u32) -> Deadline {
+        Deadline {
+            at,
+            job: job.to_owned(),
+            task: task.to_owned(),
+            attempt,
+        }
+    }
 }
 
 impl Scheduler {
@@ -443,8 +475,11 @@ impl Scheduler {
         if spec.tasks.is_empty() {
             return Err(SchedulerError::EmptyJob(spec.id));
         }
+        let rank = (-i64::from(spec.priority), self.next_seq);
+        self.next_seq += 1;
         let mut job = Job {
             spec: spec.clone(),
+            rank,
             cancelled: false,
             finished: false,
             queue: VecDeque::new(),
@@ -456,15 +491,27 @@ impl Scheduler {
         };
         for task in &spec.tasks {
             let state = prior(task).unwrap_or(TaskState::Queued { attempt: 1 });
-            if matches!(state, TaskState::Queued { .. }) {
-                job.queue.push_back(task.clone());
+            match &state {
+                TaskState::Queued { .. } => job.queue.push_back(task.clone()),
+                TaskState::Running {
+                    attempt,
+                    lease_until,
+                    time_limit_at,
+                    ..
+                } => {
+                    for at in std::iter::once(*lease_until).chain(*time_limit_at) {
+                        self.deadlines
+                            .push(Reverse(Deadline::new(at, &spec.id, task, *attempt)));
+                    }
+                }
+                _ => {}
             }
             job.set_state(task, state);
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.order
-            .insert((-i64::from(spec.priority), seq), spec.id.clone());
+        self.order.insert(rank, spec.id.clone());
+        if !job.queue.is_empty() {
+            self.waiting.insert(rank);
+        }
         self.events.push(Event::JobSubmitted {
             job: spec.id.clone(),
             tasks: job.states.len(),
@@ -476,42 +523,50 @@ impl Scheduler {
     /// The next task for `worker`, if any is queued for a job it is not blocked from.
     pub fn lease(&mut self, worker: &str, now: Instant) -> Option<Lease> {
         let lease_until = now + self.config.lease_timeout;
-        for job_id in self.order.values() {
-            let job = self.jobs.get_mut(job_id).expect("ordered jobs exist");
-            if job.cancelled || job.blocked(worker, now) {
-                continue;
-            }
-            let Some(task) = job.queue.pop_front() else {
-                continue;
-            };
-            let Some(&TaskState::Queued { attempt }) = job.states.get(&task) else {
-                unreachable!("only queued tasks are in the queue")
-            };
-            let time_limit_at = job.spec.max_task_time.map(|limit| now + limit);
-            job.set_state(
-                &task,
-                TaskState::Running {
-                    attempt,
-                    worker: worker.to_owned(),
-                    lease_until,
-                    time_limit_at,
-                    cancel_requested: false,
-                },
-            );
-            self.events.push(Event::TaskLeased {
-                job: job_id.clone(),
-                task: task.clone(),
+        let (jobs, order) = (&mut self.jobs, &self.order);
+        let rank = self.waiting.iter().copied().find(|rank| {
+            let job = jobs.get_mut(&order[rank]).expect("ordered jobs exist");
+            !job.blocked(worker, now)
+        })?;
+        let job_id = &self.order[&rank];
+        let job = self.jobs.get_mut(job_id).expect("ordered jobs exist");
+        let task = job
+            .queue
+            .pop_front()
+            .expect("waiting jobs have queued tasks");
+        if job.queue.is_empty() {
+            self.waiting.remove(&rank);
+        }
+        let Some(&TaskState::Queued { attempt }) = job.states.get(&task) else {
+            unreachable!("only queued tasks are in the queue")
+        };
+        let time_limit_at = job.spec.max_task_time.map(|limit| now + limit);
+        for at in std::iter::once(lease_until).chain(time_limit_at) {
+            self.deadlines
+                .push(Reverse(Deadline::new(at, job_id, &task, attempt)));
+        }
+        job.set_state(
+            &task,
+            TaskState::Running {
                 attempt,
                 worker: worker.to_owned(),
-            });
-            return Some(Lease {
-                job: job_id.clone(),
-                task,
-                attempt,
                 lease_until,
-            });
-        }
-        None
+                time_limit_at,
+                cancel_requested: false,
+            },
+        );
+        self.events.push(Event::TaskLeased {
+            job: job_id.clone(),
+            task: task.clone(),
+            attempt,
+            worker: worker.to_owned(),
+        });
+        Some(Lease {
+            job: job_id.clone(),
+            task,
+            attempt,
+            lease_until,
+        })
     }
 
     /// The running state of `task` if `attempt` by `worker` is still its current one.
@@ -542,10 +597,10 @@ impl Scheduler {
         now: Instant,
     ) -> HeartbeatReply {
         let lease_timeout = self.config.lease_timeout;
-        let Some(job) = self.jobs.get_mut(job) else {
+        let Some(found) = self.jobs.get_mut(job) else {
             return HeartbeatReply::Stale;
         };
-        match Self::current(job, task, attempt, worker) {
+        match Self::current(found, task, attempt, worker) {
             Some(TaskState::Running {
                 lease_until,
                 cancel_requested,
@@ -555,6 +610,8 @@ impl Scheduler {
                     return HeartbeatReply::Cancel;
                 }
                 *lease_until = now + lease_timeout;
+                let due = Deadline::new(*lease_until, job, task, attempt);
+                self.deadlines.push(Reverse(due));
                 HeartbeatReply::Continue
             }
             _ => HeartbeatReply::Stale,
@@ -714,6 +771,9 @@ impl Scheduler {
         let job = self.jobs.get_mut(job_id).expect("caller checked");
         job.set_state(task, TaskState::Queued { attempt });
         job.queue.push_back(task.to_owned());
+        if !job.cancelled {
+            self.waiting.insert(job.rank);
+        }
         self.events.push(Event::TaskRequeued {
             job: job_id.to_owned(),
             task: task.to_owned(),
@@ -761,48 +821,55 @@ impl Scheduler {
 
     /// Requeues every running task whose lease ran out before `now` (its worker is
     /// presumed dead), and fails every one that ran past its job's
-    /// `max_task_time`. Returns how many ended.
+    /// `max_task_time`. Returns how many ended. Looks only at the attempts
+    /// whose deadlines have come, not at every task.
     pub fn expire_leases(&mut self, now: Instant) -> usize {
-        let mut expired = Vec::new();
-        for (job_id, job) in &self.jobs {
-            for (task, state) in &job.states {
-                if let TaskState::Running {
-                    attempt,
-                    lease_until,
-                    time_limit_at,
-                    cancel_requested,
-                    ..
-                } = state
-                {
-                    let over_time = time_limit_at.is_some_and(|limit| limit <= now);
-                    if *lease_until <= now || over_time {
-                        let why = (*cancel_requested, over_time);
-                        expired.push((job_id.clone(), task.clone(), *attempt, why));
-                    }
-                }
+        let mut ended = 0;
+        while self
+            .deadlines
+            .peek()
+            .is_some_and(|Reverse(due)| due.at <= now)
+        {
+            let Reverse(due) = self.deadlines.pop().expect("peeked");
+            let Some(job) = self.jobs.get(&due.job) else {
+                continue;
+            };
+            let Some(&TaskState::Running {
+                attempt,
+                lease_until,
+                time_limit_at,
+                cancel_requested,
+                ..
+            }) = job.states.get(&due.task)
+            else {
+                continue;
+            };
+            let over_time = time_limit_at.is_some_and(|limit| limit <= now);
+            if attempt != due.attempt || !(lease_until <= now || over_time) {
+                continue; // a renewed lease, or another attempt
             }
-        }
-        for (job_id, task, attempt, (cancel_requested, over_time)) in &expired {
-            if *cancel_requested {
+            ended += 1;
+            let (job_id, task) = (&due.job, &due.task);
+            if cancel_requested {
                 self.end_cancelled(job_id, task);
-            } else if *over_time {
-                let limit = self.jobs[job_id].spec.max_task_time.unwrap_or_default();
+            } else if over_time {
+                let limit = job.spec.max_task_time.unwrap_or_default();
                 let error = format!(
                     "ran longer than its max_task_time ({}); not tried again",
                     pastiche_spec::format_duration(limit)
                 );
-                self.retry_or_fail(job_id, task, *attempt, false, &error);
+                self.retry_or_fail(job_id, task, attempt, false, &error);
             } else {
                 self.retry_or_fail(
                     job_id,
                     task,
-                    *attempt,
+                    attempt,
                     true,
                     "lease expired: the worker stopped reporting",
                 );
             }
         }
-        expired.len()
+        ended
     }
 
     /// Cancels a job: queued tasks at once, running ones at their next heartbeat.
@@ -815,6 +882,7 @@ impl Scheduler {
             return Ok(());
         }
         job.cancelled = true;
+        self.waiting.remove(&job.rank);
         self.events.push(Event::JobCancelled {
             job: job_id.to_owned(),
         });
@@ -884,10 +952,9 @@ impl Scheduler {
 
     /// Tasks waiting for a worker, over all jobs that can still run.
     pub fn queue_depth(&self) -> usize {
-        self.jobs
-            .values()
-            .filter(|j| !j.cancelled)
-            .map(|j| j.queue.len())
+        self.waiting
+            .iter()
+            .map(|rank| self.jobs[&self.order[rank]].queue.len())
             .sum()
     }
 }
@@ -914,6 +981,97 @@ mod tests {
             max_attempts: 3,
             max_task_time: None,
             tasks: tasks.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    /// What the lease and the reaper rely on instead of scanning every job and
+    /// task: the waiting set is exactly the jobs with queued tasks, and every
+    /// running attempt has a deadline entry for its lease's end.
+    fn assert_indexes_hold(s: &Scheduler) {
+        let waiting: BTreeSet<Rank> = s
+            .jobs
+            .values()
+            .filter(|job| !job.queue.is_empty())
+            .map(|job| job.rank)
+            .collect();
+        assert_eq!(s.waiting, waiting);
+        for (job_id, job) in &s.jobs {
+            for (task, state) in &job.states {
+                if let TaskState::Running {
+                    attempt,
+                    lease_until,
+                    ..
+                } = state
+                {
+                    let due = Deadline::new(*lease_until, job_id, task, *attempt);
+                    assert!(
+                        s.deadlines.iter().any(|Reverse(d)| *d == due),
+                        "no deadline for {due:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_lease_and_reaper_indexes_follow_every_change() {
+        let mut s = scheduler(); // leases of 10 s; blocklist after 2 failures
+        let mut now = Instant::now();
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            s.submit(job(id, i as i32 % 2, &["1", "2", "3", "4"]))
+                .unwrap();
+        }
+        // A fixed pseudo-random mix of every operation (xorshift).
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let mut running: Vec<Lease> = Vec::new();
+        let workers = ["w1", "w2", "w3"];
+        for _ in 0..400 {
+            let worker = workers[next(3) as usize];
+            match next(7) {
+                0 | 1 => running.extend(s.lease(worker, now)),
+                2 if !running.is_empty() => {
+                    let l = running.swap_remove(next(running.len() as u64) as usize);
+                    let w = s.task_worker(&l);
+                    s.complete(&l.job, &l.task, l.attempt, &w);
+                }
+                3 if !running.is_empty() => {
+                    let l = running.swap_remove(next(running.len() as u64) as usize);
+                    let w = s.task_worker(&l);
+                    let failure =
+                        [Failure::Task, Failure::Worker, Failure::Transient][next(3) as usize];
+                    s.fail(&l.job, &l.task, l.attempt, &w, failure, "x", now);
+                }
+                4 if !running.is_empty() => {
+                    let l = &running[next(running.len() as u64) as usize];
+                    let w = s.task_worker(l);
+                    s.heartbeat(&l.job, &l.task, l.attempt, &w, now);
+                }
+                5 => {
+                    now += Duration::from_secs(next(8));
+                    s.expire_leases(now);
+                }
+                _ if next(20) == 0 => {
+                    let _ = s.cancel(["a", "b", "c"][next(3) as usize]);
+                }
+                _ => {}
+            }
+            assert_indexes_hold(&s);
+        }
+    }
+
+    impl Scheduler {
+        /// The worker of a lease's task, if it still runs it (or "gone").
+        fn task_worker(&self, lease: &Lease) -> String {
+            match self.task_state(&lease.job, &lease.task) {
+                Ok(TaskState::Running { worker, .. }) => worker.clone(),
+                _ => "gone".into(),
+            }
         }
     }
 

@@ -311,7 +311,10 @@ impl Coordinator {
         let mut inner = self.lock();
         let expired = inner.scheduler.expire_leases(now);
         if expired > 0 {
-            tracing::warn!(expired, "attempts ended: leases expired, or max_task_time passed");
+            tracing::warn!(
+                expired,
+                "attempts ended: leases expired, or max_task_time passed"
+            );
             self.metrics.leases_expired(expired);
             self.commit(&mut inner)?;
         }
