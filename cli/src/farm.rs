@@ -123,6 +123,19 @@ pub struct JobArgs {
 }
 
 #[derive(Args)]
+pub struct DeleteArgs {
+    pub job: String,
+    /// Also remove the job's objects from the store (its grid, results and
+    /// report; uploaded inputs stay, other jobs may share them).
+    #[arg(long)]
+    pub results: bool,
+    #[command(flatten)]
+    pub connection: Connection,
+    #[command(flatten)]
+    pub store: FarmStoreArg,
+}
+
+#[derive(Args)]
 pub struct StatusArgs {
     /// One job [default: every job].
     pub job: Option<String>,
@@ -426,6 +439,49 @@ pub async fn cancel(args: &JobArgs) -> Result<()> {
     .await
     .map_err(status_error)?;
     eprintln!("cancelled job {}", args.job);
+    Ok(())
+}
+
+/// Forgets a job that has ended, and with `--results` removes its objects
+/// from the store first (so that a failed removal can be run again).
+pub async fn delete(args: &DeleteArgs) -> Result<()> {
+    let mut farm = connect(&args.connection).await?;
+    let request = pb::GetJobRequest {
+        job_id: args.job.clone(),
+    };
+    let status = farm
+        .get_job(liveness::request(request))
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    // Refused before anything is removed.
+    if status.state() == pb::JobState::Running {
+        bail!(
+            "job '{}' is still running: cancel it first (pastiche cancel {})",
+            args.job,
+            args.job
+        );
+    }
+    if args.results {
+        let store = Store::open(&farm_store(&mut farm, &args.store).await?)?;
+        let prefix = layout::job_prefix(&args.job)?;
+        let keys = store.list(&prefix).await?;
+        for key in &keys {
+            store.delete(key).await?;
+        }
+        eprintln!(
+            "removed {} objects under {}/{prefix}",
+            keys.len(),
+            store.root()
+        );
+    }
+    let request = pb::DeleteJobRequest {
+        job_id: args.job.clone(),
+    };
+    farm.delete_job(liveness::request(request))
+        .await
+        .map_err(status_error)?;
+    eprintln!("deleted job {}", args.job);
     Ok(())
 }
 

@@ -42,6 +42,9 @@ enum Command {
     Status(farm::StatusArgs),
     /// Cancel a job: queued tasks at once, running ones within an iteration.
     Cancel(farm::JobArgs),
+    /// Forget a job that has ended (its tasks and events); --results also removes
+    /// its objects from the store.
+    Delete(farm::DeleteArgs),
     /// Download a job's results from the store.
     Results(farm::ResultsArgs),
     /// Make a job's report: contact sheet, loss curves, summary tables, index.html.
@@ -66,6 +69,7 @@ async fn run_farm_command(command: Command) -> anyhow::Result<()> {
         Command::Watch(args) => farm::watch(&args.connection, &args.store, &args.job).await,
         Command::Status(args) => farm::status(&args).await,
         Command::Cancel(args) => farm::cancel(&args).await,
+        Command::Delete(args) => farm::delete(&args).await,
         Command::Results(args) => farm::results(&args).await,
         Command::Report(args) => report::run(args).await,
     }

@@ -104,6 +104,7 @@ async fn from_coordinator(mut client: FarmClient<AuthChannel>, job: &str) -> Res
     let mut stream = client
         .list_tasks(pb::ListTasksRequest {
             job_id: job.to_owned(),
+            ..Default::default()
         })
         .await
         .map_err(farm::status_error)?

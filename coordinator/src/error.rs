@@ -22,6 +22,8 @@ pub enum CoordinatorError {
          {farm}: give the worker --store {farm}"
     )]
     WrongStore { worker: String, farm: String },
+    #[error("job '{0}' is still running: cancel it first (pastiche cancel {0})")]
+    JobRunning(String),
     #[error("the coordinator is shutting down; watch again once it is back")]
     ShuttingDown,
     /// Work handed to a thread of its own did not come back (it panicked).
@@ -39,7 +41,9 @@ impl From<CoordinatorError> for Status {
             CoordinatorError::BadGrid(_)
             | CoordinatorError::BadRequest(_)
             | CoordinatorError::Scheduler(SchedulerError::EmptyJob(_)) => Code::InvalidArgument,
-            CoordinatorError::WrongStore { .. } => Code::FailedPrecondition,
+            CoordinatorError::WrongStore { .. } | CoordinatorError::JobRunning(_) => {
+                Code::FailedPrecondition
+            }
             CoordinatorError::ShuttingDown => Code::Unavailable,
             CoordinatorError::State(_) | CoordinatorError::Interrupted(_) => Code::Internal,
         };

@@ -20,6 +20,9 @@ use crate::core::{
 };
 use crate::scheduler::{Counts, Failure, HeartbeatReply, Phase};
 
+/// Tasks read from the database at a time by ListTasks.
+const LIST_PAGE: u32 = 1000;
+
 /// The user-facing service.
 #[derive(Clone)]
 pub struct FarmService(pub Arc<Coordinator>);
@@ -99,13 +102,52 @@ impl Farm for FarmService {
         &self,
         request: Request<pb::ListTasksRequest>,
     ) -> Result<Response<Self::ListTasksStream>, Status> {
+        let r = request.into_inner();
+        let (job, mut start) = (r.job_id, r.start);
+        let mut left = (r.limit > 0).then_some(r.limit);
+        // A stream (a big grid's list is larger than one message may be), read
+        // from the database a page at a time. The first page is read here, so
+        // that an unknown job is an error rather than an empty stream.
+        let page = |coordinator: Arc<Coordinator>, job: String, start: u64, left: Option<u32>| {
+            let limit = left.map_or(LIST_PAGE, |left| left.min(LIST_PAGE));
+            blocking(move || coordinator.tasks_page(&job, start, Some(limit)))
+        };
+        let mut tasks = page(Arc::clone(&self.0), job.clone(), start, left).await?;
+        let (send, receive) = tokio::sync::mpsc::channel(2);
+        let coordinator = Arc::clone(&self.0);
+        tokio::spawn(async move {
+            loop {
+                let full = tasks.len() as u32 == LIST_PAGE;
+                start += tasks.len() as u64;
+                left = left.map(|left| left - tasks.len() as u32);
+                for task in tasks {
+                    if send.send(Ok(task.into())).await.is_err() {
+                        return; // the caller went away
+                    }
+                }
+                if !full || left == Some(0) {
+                    return;
+                }
+                tasks = match page(Arc::clone(&coordinator), job.clone(), start, left).await {
+                    Ok(tasks) => tasks,
+                    Err(err) => {
+                        let _ = send.send(Err(err.into())).await;
+                        return;
+                    }
+                };
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receive))))
+    }
+
+    async fn delete_job(
+        &self,
+        request: Request<pb::DeleteJobRequest>,
+    ) -> Result<Response<pb::DeleteJobResponse>, Status> {
         let job = request.into_inner().job_id;
         let coordinator = Arc::clone(&self.0);
-        let tasks = blocking(move || coordinator.tasks(&job)).await?;
-        // A stream: a big grid's list is larger than one message may be.
-        Ok(Response::new(Box::pin(tokio_stream::iter(
-            tasks.into_iter().map(|task| Ok(task.into())),
-        ))))
+        blocking(move || coordinator.delete(&job)).await?;
+        Ok(Response::new(pb::DeleteJobResponse {}))
     }
 }
 

@@ -35,6 +35,10 @@ struct Args {
     /// a retry (e.g. 2h), when its grid sets no `max_task_time`. No limit by default.
     #[arg(long, env = "PASTICHE_MAX_TASK_TIME", value_parser = parse_duration)]
     max_task_time: Option<Duration>,
+    /// How long the events of a finished job are kept in the database (its
+    /// tasks and states stay until `pastiche delete`).
+    #[arg(long, env = "PASTICHE_EVENT_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    event_retention: Duration,
     /// A worker that failed this many tasks of a job (with errors of its own or
     /// its device's, not the task's or the store's) gets no more of it for
     /// --blocklist-for.
@@ -96,6 +100,7 @@ async fn main() -> Result<()> {
         },
         default_max_attempts: args.max_attempts,
         default_max_task_time: args.max_task_time,
+        event_retention: args.event_retention,
         store: args
             .store
             .as_deref()

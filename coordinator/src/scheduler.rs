@@ -872,6 +872,18 @@ impl Scheduler {
         ended
     }
 
+    /// Forgets a job (the caller checked that it ended); its deadlines are
+    /// dropped as they come up.
+    pub fn remove(&mut self, job_id: &str) -> Result<(), SchedulerError> {
+        let job = self
+            .jobs
+            .remove(job_id)
+            .ok_or_else(|| SchedulerError::UnknownJob(job_id.to_owned()))?;
+        self.order.remove(&job.rank);
+        self.waiting.remove(&job.rank);
+        Ok(())
+    }
+
     /// Cancels a job: queued tasks at once, running ones at their next heartbeat.
     pub fn cancel(&mut self, job_id: &str) -> Result<(), SchedulerError> {
         let job = self

@@ -106,6 +106,9 @@ CREATE TABLE IF NOT EXISTS events (
     message TEXT
 );
 CREATE INDEX IF NOT EXISTS events_by_kind ON events (kind, job_id);
+-- A page of a job's tasks, and a job's events to prune or delete, without a scan.
+CREATE INDEX IF NOT EXISTS tasks_by_position ON tasks (job_id, position);
+CREATE INDEX IF NOT EXISTS events_by_job ON events (job_id, at);
 ";
 
 /// Whole seconds since the Unix epoch, as the database keeps times.
@@ -333,14 +336,59 @@ impl State {
 
     /// A job's tasks in grid order.
     pub fn tasks(&self, job: &str) -> Result<Vec<TaskRecord>, StateError> {
-        let mut stmt = self.conn.prepare(
+        self.tasks_page(job, 0, None)
+    }
+
+    /// The tasks of `job` from place `start` in grid order, `limit` of them
+    /// (all without one).
+    pub fn tasks_page(
+        &self,
+        job: &str,
+        start: u64,
+        limit: Option<u32>,
+    ) -> Result<Vec<TaskRecord>, StateError> {
+        let mut stmt = self.conn.prepare_cached(
             "SELECT task_id, params, content_key, style_key, weights FROM tasks
-             WHERE job_id = ?1 ORDER BY position",
+             WHERE job_id = ?1 AND position >= ?2 ORDER BY position LIMIT ?3",
         )?;
+        let limit = limit.map_or(-1, i64::from);
         let tasks = stmt
-            .query_map(params![job], task_from_row)?
+            .query_map(params![job, start as i64, limit], task_from_row)?
             .collect::<Result<_, _>>()?;
         Ok(tasks)
+    }
+
+    /// Removes a job, its tasks and its events.
+    pub fn delete_job(&mut self, job: &str) -> Result<(), StateError> {
+        let tx = self.conn.transaction()?;
+        for table in ["events", "tasks"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE job_id = ?1"),
+                params![job],
+            )?;
+        }
+        tx.execute("DELETE FROM jobs WHERE id = ?1", params![job])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes the events of the jobs in `finished` older than `before` (seconds
+    /// since the Unix epoch), but for the two that say it finished and that its
+    /// report was written (which a restart reads); how many.
+    pub fn prune_events(&mut self, finished: &[&str], before: i64) -> Result<usize, StateError> {
+        let tx = self.conn.transaction()?;
+        let mut pruned = 0;
+        {
+            let mut delete = tx.prepare(
+                "DELETE FROM events WHERE job_id = ?1 AND at < ?2
+                 AND kind NOT IN ('finished', 'reported')",
+            )?;
+            for job in finished {
+                pruned += delete.execute(params![job, before])?;
+            }
+        }
+        tx.commit()?;
+        Ok(pruned)
     }
 
     pub fn job(&self, job: &str) -> Result<Option<JobRecord>, StateError> {
@@ -736,5 +784,44 @@ mod tests {
         assert_eq!(state.task("j", "b").unwrap().unwrap(), tasks[1]);
         assert_eq!(state.tasks("j").unwrap(), tasks);
         assert_eq!(state.job("nope").unwrap(), None);
+    }
+
+    #[test]
+    fn pruning_keeps_recent_events_and_what_a_restart_reads() {
+        let mut state = State::in_memory().unwrap();
+        state.insert_job(&job("j", 3), &[task("a")]).unwrap();
+        for (at, kind) in [
+            (10, "leased"),
+            (20, "done"),
+            (30, "finished"),
+            (40, "reported"),
+            (500, "leased"),
+        ] {
+            state
+                .conn
+                .execute(
+                    "INSERT INTO events (job_id, at, kind) VALUES ('j', ?1, ?2)",
+                    params![at, kind],
+                )
+                .unwrap();
+        }
+        let kinds = |state: &State| -> Vec<String> {
+            let mut stmt = state
+                .conn
+                .prepare("SELECT kind FROM events WHERE job_id = 'j' ORDER BY at")
+                .unwrap();
+            stmt.query_map([], |row| row.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        assert_eq!(state.prune_events(&["other"], 100).unwrap(), 0);
+        assert_eq!(state.prune_events(&["j"], 100).unwrap(), 2);
+        let left = kinds(&state);
+        assert_eq!(&left[..3], ["finished", "reported", "leased"], "{left:?}");
+        state.delete_job("j").unwrap();
+        assert!(kinds(&state).is_empty());
+        assert_eq!(state.job("j").unwrap(), None);
+        assert!(state.tasks("j").unwrap().is_empty());
     }
 }

@@ -143,12 +143,24 @@ async fn job_status(farm: &mut FarmClient<Channel>, job: &str) -> pb::JobStatus 
     .into_inner()
 }
 
+/// Tasks of `job` from `start`, `limit` of them (0: all).
+fn page(job: &str, start: u64, limit: u32) -> pb::ListTasksRequest {
+    pb::ListTasksRequest {
+        job_id: job.into(),
+        start,
+        limit,
+    }
+}
+
 async fn list_tasks(farm: &mut FarmClient<Channel>, job: &str) -> Vec<pb::TaskInfo> {
-    let mut stream = farm
-        .list_tasks(pb::ListTasksRequest { job_id: job.into() })
-        .await
-        .unwrap()
-        .into_inner();
+    list_page(farm, page(job, 0, 0)).await
+}
+
+async fn list_page(
+    farm: &mut FarmClient<Channel>,
+    request: pb::ListTasksRequest,
+) -> Vec<pb::TaskInfo> {
+    let mut stream = farm.list_tasks(request).await.unwrap().into_inner();
     let mut tasks = Vec::new();
     while let Some(task) = stream.message().await.unwrap() {
         tasks.push(task);
@@ -175,13 +187,7 @@ async fn previews_come_from_the_grid_unless_the_submission_says() {
         assert_eq!(task.preview_every, expected);
         while lease(&mut c.workers, &worker, 10).await.is_some() {}
     }
-    let unknown = c
-        .farm
-        .list_tasks(pb::ListTasksRequest {
-            job_id: "nope".into(),
-        })
-        .await
-        .unwrap_err();
+    let unknown = c.farm.list_tasks(page("nope", 0, 0)).await.unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound);
     c.shutdown().await;
 }
@@ -635,4 +641,58 @@ async fn shutting_down_ends_watches_and_long_polls_at_once() {
     if let Ok(reply) = long_poll.await.unwrap() {
         assert!(reply.into_inner().task.is_none());
     }
+}
+
+#[tokio::test]
+async fn a_large_job_lists_in_pages_and_an_ended_one_can_be_deleted() {
+    let coordinator = Coordinator::open(None, config(Duration::from_secs(30))).unwrap();
+    let mut c = start(coordinator).await;
+    // More tasks than the coordinator reads from its database at a time.
+    let seeds: Vec<String> = (0..2500).map(|seed| seed.to_string()).collect();
+    let grid = format!("{GRID}init = \"noise\"\nseed = [{}]\n", seeds.join(", "));
+    let job = submit(&mut c.farm, &grid).await;
+    assert_eq!(job.tasks, 2 * 2500);
+    let all = list_tasks(&mut c.farm, &job.job_id).await;
+    assert_eq!(all.len(), 5000);
+    let ids = |tasks: &[pb::TaskInfo]| tasks.iter().map(|t| t.task_id.clone()).collect::<Vec<_>>();
+    // A page across the database's page boundary is that part of the whole list.
+    let some = list_page(&mut c.farm, page(&job.job_id, 998, 5)).await;
+    assert_eq!(ids(&some), ids(&all[998..1003]));
+    let tail = list_page(&mut c.farm, page(&job.job_id, 4990, 100)).await;
+    assert_eq!(ids(&tail), ids(&all[4990..]));
+
+    // A running job is not deleted; a cancelled one is, and is gone.
+    let delete = |job: &str| pb::DeleteJobRequest { job_id: job.into() };
+    let refused = c.farm.delete_job(delete(&job.job_id)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("cancel it first"),
+        "{}",
+        refused.message()
+    );
+    c.farm
+        .cancel_job(pb::CancelJobRequest {
+            job_id: job.job_id.clone(),
+        })
+        .await
+        .unwrap();
+    c.farm.delete_job(delete(&job.job_id)).await.unwrap();
+    let gone = c
+        .farm
+        .get_job(pb::GetJobRequest {
+            job_id: job.job_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+    let jobs = c
+        .farm
+        .list_jobs(pb::ListJobsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(jobs.jobs.is_empty());
+    let again = c.farm.delete_job(delete(&job.job_id)).await.unwrap_err();
+    assert_eq!(again.code(), tonic::Code::NotFound);
+    c.shutdown().await;
 }

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-/// Parses `30s`, `500ms`, `2m`, `2h` or a bare number of seconds; zero and
-/// negative durations are refused.
+/// Parses `30s`, `500ms`, `2m`, `2h`, `30d` or a bare number of seconds; zero
+/// and negative durations are refused.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, unit) = text
@@ -17,7 +17,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("'{text}': unknown unit '{unit}' (ms, s, m or h)")),
+        "d" => value * 86_400.0,
+        _ => {
+            return Err(format!(
+                "'{text}': unknown unit '{unit}' (ms, s, m, h or d)"
+            ))
+        }
     };
     if !(seconds.is_finite() && seconds > 0.0) {
         return Err(format!("'{text}' must be positive"));
@@ -30,6 +35,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub fn format_duration(duration: Duration) -> String {
     let millis = duration.as_millis();
     match millis {
+        m if m > 0 && m % 86_400_000 == 0 => format!("{}d", m / 86_400_000),
         m if m > 0 && m % 3_600_000 == 0 => format!("{}h", m / 3_600_000),
         m if m > 0 && m % 60_000 == 0 => format!("{}m", m / 60_000),
         m if m % 1000 == 0 => format!("{}s", m / 1000),
@@ -55,7 +61,7 @@ mod tests {
 
     #[test]
     fn durations_format_as_they_parse() {
-        for text in ["2h", "90m", "45s", "1500ms"] {
+        for text in ["30d", "2h", "90m", "45s", "1500ms"] {
             let duration = parse_duration(text).unwrap();
             assert_eq!(format_duration(duration), text);
         }

@@ -40,6 +40,8 @@ pub struct CoordinatorConfig {
     pub store: Option<Store>,
     /// More `s3://` prefixes grids may name inputs under (`--allow-input`).
     pub allow_inputs: Vec<AllowedPrefix>,
+    /// How long a finished job's events are kept.
+    pub event_retention: Duration,
 }
 
 impl Default for CoordinatorConfig {
@@ -48,6 +50,7 @@ impl Default for CoordinatorConfig {
             scheduler: SchedulerConfig::default(),
             default_max_attempts: 3,
             default_max_task_time: None,
+            event_retention: Duration::from_secs(30 * 86_400),
             store: None,
             allow_inputs: Vec::new(),
         }
@@ -321,31 +324,85 @@ impl Coordinator {
         Ok(expired)
     }
 
-    /// Runs [`expire_leases`](Self::expire_leases) every quarter lease until the
+    /// Removes finished jobs' events older than the `event_retention`; how many.
+    pub fn prune_events(&self) -> Result<usize, CoordinatorError> {
+        let mut inner = self.lock();
+        let finished: Vec<String> = inner
+            .scheduler
+            .jobs()
+            .filter(|spec| inner.scheduler.counts(&spec.id).is_ok_and(|c| c.finished()))
+            .map(|spec| spec.id.clone())
+            .collect();
+        let finished: Vec<&str> = finished.iter().map(String::as_str).collect();
+        let before = unix_seconds() - self.config.event_retention.as_secs() as i64;
+        Ok(inner.state.prune_events(&finished, before)?)
+    }
+
+    /// Runs [`expire_leases`](Self::expire_leases) every quarter lease, and
+    /// [`prune_events`](Self::prune_events) at start and then hourly, until the
     /// process ends.
     pub fn spawn_lease_reaper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        const PRUNE_EVERY: Duration = Duration::from_secs(3600);
         let coordinator = Arc::clone(self);
         let period = (self.config.scheduler.lease_timeout / 4).max(Duration::from_millis(50));
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(period);
+            let mut next_prune = Instant::now();
             loop {
                 ticks.tick().await;
                 if let Err(err) = coordinator.expire_leases(Instant::now()) {
                     tracing::error!(error = %err, "expiring leases failed");
                 }
+                if Instant::now() >= next_prune {
+                    next_prune = Instant::now() + PRUNE_EVERY;
+                    match coordinator.prune_events() {
+                        Ok(0) => {}
+                        Ok(pruned) => tracing::info!(pruned, "finished jobs' old events pruned"),
+                        Err(err) => tracing::error!(error = %err, "pruning events failed"),
+                    }
+                }
             }
         })
     }
 
+    /// Forgets a job that has ended: its tasks and events leave the database
+    /// (first: memory never runs ahead of it) and the scheduler.
+    pub fn delete(&self, job: &str) -> Result<(), CoordinatorError> {
+        let mut inner = self.lock();
+        if !inner.jobs.contains_key(job) {
+            return Err(CoordinatorError::UnknownJob(job.to_owned()));
+        }
+        if !inner.scheduler.counts(job)?.finished() {
+            return Err(CoordinatorError::JobRunning(job.to_owned()));
+        }
+        inner.state.delete_job(job)?;
+        inner.scheduler.remove(job)?;
+        inner.jobs.remove(job);
+        tracing::info!(%job, "job deleted");
+        Ok(())
+    }
+
     /// Every task of `job` in grid order, with where it stands.
     pub fn tasks(&self, job: &str) -> Result<Vec<TaskInfo>, CoordinatorError> {
+        self.tasks_page(job, 0, None)
+    }
+
+    /// `limit` tasks of `job` (all without one) from place `start` in grid
+    /// order, with where they stand: a page at a time, so that listing a large
+    /// job holds the lock only briefly at a time.
+    pub fn tasks_page(
+        &self,
+        job: &str,
+        start: u64,
+        limit: Option<u32>,
+    ) -> Result<Vec<TaskInfo>, CoordinatorError> {
         let inner = self.lock();
         if !inner.jobs.contains_key(job) {
             return Err(CoordinatorError::UnknownJob(job.to_owned()));
         }
         inner
             .state
-            .tasks(job)?
+            .tasks_page(job, start, limit)?
             .into_iter()
             .map(|record| {
                 let state = inner.scheduler.task_state(job, &record.id)?;
