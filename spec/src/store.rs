@@ -115,7 +115,10 @@ impl Store {
         }
         let dir = url.strip_prefix("file://").unwrap_or(url);
         std::fs::create_dir_all(dir).map_err(|e| bad(e.to_string()))?;
-        let local = LocalFileSystem::new_with_prefix(dir).map_err(|e| bad(e.to_string()))?;
+        // Directories emptied by deletes go too, as prefixes do on S3.
+        let local = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| bad(e.to_string()))?
+            .with_automatic_cleanup(true);
         Ok(Store {
             inner: Arc::new(local),
             prefix: ObjectPath::default(),

@@ -927,6 +927,41 @@ async fn a_completion_waits_for_a_restarting_coordinator_instead_of_being_redone
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_ended_job_is_deleted_with_its_results_but_not_the_shared_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let coordinator = start_coordinator(&dir.path().join("state.db"), "127.0.0.1:0", "5s");
+    let url = coordinator.url();
+    let _worker = stand_in_worker(&url, &store, "w", 100, "warn");
+    let grid = write_example_grid(dir.path(), "brief", "[grid]\nsize = [32, 40]\n");
+    let job = submit(&url, &store, &grid);
+    watch_to_the_end(&url, &job);
+    assert_eq!(task_dirs(&store, &job).len(), 2);
+
+    let args = [
+        "delete",
+        &job,
+        "--coordinator",
+        &url,
+        "--store",
+        store.to_str().unwrap(),
+    ];
+    let delete = |more: &[&str]| pastiche(&[&args[..], more].concat());
+    succeeded(delete(&["--results"]));
+    assert!(
+        !store.join("jobs").join(&job).exists(),
+        "the job's objects stay"
+    );
+    assert_eq!(std::fs::read_dir(store.join("inputs")).unwrap().count(), 2);
+    let status = pastiche(&["status", &job, "--coordinator", &url]);
+    assert!(!status.status.success());
+    assert!(String::from_utf8_lossy(&status.stderr).contains(&format!("no job '{job}'")));
+    // Deleting it again says so.
+    let again = delete(&[]);
+    assert!(!again.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_worker_paused_past_its_lease_cannot_change_the_result_another_attempt_stored() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
