@@ -200,3 +200,50 @@ pub fn result_file(task_dir: &Path, name: &str) -> PathBuf {
     let job_dir = task_dir.parent().and_then(Path::parent).unwrap();
     job_dir.join(layout::attempt_file_in_job(task, attempt, name).unwrap())
 }
+
+/// The example images' keys once uploaded (`inputs/<sha256>.<ext>`).
+pub fn input_keys() -> (String, String) {
+    let examples = repo().join("examples");
+    let key = |name: &str, ext: &str| {
+        let bytes = std::fs::read(examples.join(name)).unwrap();
+        pastiche_spec::layout::input_key(&pastiche_spec::sha256_hex(&bytes), ext)
+    };
+    (key("chelsea.png", "png"), key("starry_night.jpg", "jpg"))
+}
+
+/// A grid over already-uploaded inputs, with `seeds` x `sizes` tasks.
+pub fn uploaded_grid(name: &str, seeds: std::ops::Range<usize>, sizes: usize) -> String {
+    let (content, style) = input_keys();
+    let list = |r: std::ops::Range<usize>| r.map(|v| v.to_string()).collect::<Vec<_>>().join(",");
+    format!(
+        "name = \"{name}\"\ncontent = \"{content}\"\nstyle = \"{style}\"\n[grid]\ninit = \"noise\"\nseed = [{}]\nsize = [{}]\niterations = 1\n",
+        list(seeds),
+        list(64..64 + sizes)
+    )
+}
+
+/// The time now as `YYYY-MM-DD HH:MM UTC`, as benchmark tables are dated.
+pub fn utc_now() -> String {
+    let output = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .unwrap();
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// Puts `table` into BENCHMARKS.md between the `<!-- {marker}:start -->` and
+/// `<!-- {marker}:end -->` lines, or at the end under `## {heading}`.
+pub fn write_benchmarks_section(marker: &str, heading: &str, table: &str) {
+    let path = repo().join("BENCHMARKS.md");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let (start, end) = (
+        format!("<!-- {marker}:start -->"),
+        format!("<!-- {marker}:end -->"),
+    );
+    let section = format!("{start}\n{table}{end}");
+    let text = match (text.find(&start), text.find(&end)) {
+        (Some(a), Some(b)) => format!("{}{}{}", &text[..a], section, &text[b + end.len()..]),
+        _ => format!("{text}\n## {heading}\n\n{section}\n"),
+    };
+    std::fs::write(&path, text).unwrap();
+}

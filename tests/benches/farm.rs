@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use pastiche_farm_tests::{bin, repo, Proc};
+use pastiche_farm_tests::{bin, repo, uploaded_grid, utc_now, write_benchmarks_section, Proc};
 use std::time::{Duration, Instant};
 
 use pastiche_proto::pb;
@@ -113,27 +113,6 @@ fn pastiche(args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
-/// The example images' keys once uploaded (`inputs/<sha256>.<ext>`).
-fn input_keys() -> (String, String) {
-    let examples = repo().join("examples");
-    let key = |name: &str, ext: &str| {
-        let bytes = std::fs::read(examples.join(name)).unwrap();
-        pastiche_spec::layout::input_key(&pastiche_spec::sha256_hex(&bytes), ext)
-    };
-    (key("chelsea.png", "png"), key("starry_night.jpg", "jpg"))
-}
-
-/// A grid over already-uploaded inputs, with `seeds` x `sizes` tasks.
-fn uploaded_grid(name: &str, seeds: std::ops::Range<usize>, sizes: usize) -> String {
-    let (content, style) = input_keys();
-    let list = |r: std::ops::Range<usize>| r.map(|v| v.to_string()).collect::<Vec<_>>().join(",");
-    format!(
-        "name = \"{name}\"\ncontent = \"{content}\"\nstyle = \"{style}\"\n[grid]\ninit = \"noise\"\nseed = [{}]\nsize = [{}]\niterations = 1\n",
-        list(seeds),
-        list(64..64 + sizes)
-    )
 }
 
 /// Submits over gRPC and follows the job's event stream to its end: no process
@@ -362,33 +341,17 @@ fn main() {
     }
 
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let date = String::from_utf8(
-        Command::new("date")
-            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
     let table = format!(
         "Measured {} on {cores} cores: release binaries on loopback, a local-directory store,\n\
          the worker's `--stand-in-ms` task in place of a render. Worker and throughput\n\
          figures are measured after a warm-up job, from gRPC submission to the end of\n\
          the job's event stream.\n\n\
          | what | measured | goal |\n|---|---|---|\n{}\n",
-        date.trim(),
+        utc_now(),
         rows.join("\n")
     );
     println!("{table}");
     if !args.iter().any(|a| a == "--no-write") {
-        let path = repo().join("BENCHMARKS.md");
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let (start, end) = ("<!-- farm-bench:start -->", "<!-- farm-bench:end -->");
-        let section = format!("{start}\n{table}{end}");
-        let text = match (text.find(start), text.find(end)) {
-            (Some(a), Some(b)) => format!("{}{}{}", &text[..a], section, &text[b + end.len()..]),
-            _ => format!("{text}\n## Farm\n\n{section}\n"),
-        };
-        std::fs::write(&path, text).unwrap();
+        write_benchmarks_section("farm-bench", "Farm", &table);
     }
 }
