@@ -154,6 +154,84 @@ async fn simulated_worker(url: String, i: usize, until: Instant) -> Latencies {
     seen
 }
 
+/// Heartbeats of `count` workers on a small job, each every 100 ms, until
+/// `done` says stop: what a large submission does to the farm's running tasks.
+async fn heartbeats_while(
+    url: &str,
+    count: usize,
+    mut done: tokio::sync::watch::Receiver<bool>,
+) -> Vec<Duration> {
+    let mut farm = FarmClient::connect(url.to_owned()).await.unwrap();
+    farm.submit_job(pb::SubmitJobRequest {
+        grid_toml: uploaded_grid("running", 0..count, 1),
+        grid_name: "running.toml".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut workers = Vec::new();
+    for i in 0..count {
+        let mut client = WorkersClient::connect(url.to_owned()).await.unwrap();
+        let id = client
+            .register(pb::RegisterRequest {
+                name: format!("running{i}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .worker_id;
+        let task = client
+            .lease(pb::LeaseRequest {
+                worker_id: id.clone(),
+                wait_ms: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap();
+        let task = pb::TaskRef {
+            worker_id: id,
+            job_id: task.job_id,
+            task_id: task.task_id,
+            attempt: task.attempt,
+        };
+        workers.push((client, task));
+    }
+    let beats = workers.into_iter().map(|(mut client, task)| {
+        let mut done = done.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut ticks = tokio::time::interval(Duration::from_millis(100));
+            while !*done.borrow_and_update() {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    _ = done.changed() => break,
+                }
+                let started = Instant::now();
+                client
+                    .heartbeat(pb::HeartbeatRequest {
+                        task: Some(task.clone()),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                seen.push(started.elapsed());
+            }
+            seen
+        })
+    });
+    let beats: Vec<_> = beats.collect();
+    let _ = done.changed().await;
+    let mut all = Vec::new();
+    for beat in beats {
+        all.extend(beat.await.unwrap());
+    }
+    all.sort();
+    all
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -180,7 +258,14 @@ fn main() {
     let grid = uploaded_grid("million", 0..1000, 1000);
     let mut rows = Vec::new();
 
-    let (submitted, job) = runtime.block_on(async {
+    let (submitted, job, during) = runtime.block_on(async {
+        let (done, watching) = tokio::sync::watch::channel(false);
+        let beating = tokio::spawn({
+            let url = url.clone();
+            async move { heartbeats_while(&url, 50, watching).await }
+        });
+        // Let the 50 running tasks start beating first.
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let mut farm = FarmClient::connect(url.clone()).await.unwrap();
         let started = Instant::now();
         let reply = farm
@@ -193,8 +278,16 @@ fn main() {
             .unwrap()
             .into_inner();
         assert_eq!(reply.tasks, 1_000_000);
-        (started.elapsed(), reply.job_id)
+        let submitted = started.elapsed();
+        done.send_replace(true);
+        (submitted, reply.job_id, beating.await.unwrap())
     });
+    eprintln!(
+        "during it: {} heartbeats, p99 {:?}, max {:?}",
+        during.len(),
+        percentile(&during, 0.99),
+        during.last()
+    );
     eprintln!("1M tasks submitted in {submitted:?}");
     let rss_queued = resident_bytes(pid);
 
@@ -246,6 +339,12 @@ fn main() {
     rows.push(format!(
         "| submission of a 1,000,000-task grid over gRPC | {:.2} s | < 10 s |",
         submitted.as_secs_f64()
+    ));
+    rows.push(format!(
+        "| meanwhile, 50 running tasks heartbeating every 100 ms: p99 / max ({} beats) | {} / {} | |",
+        during.len(),
+        millis(percentile(&during, 0.99)),
+        millis(*during.last().unwrap())
     ));
     rows.push(format!(
         "| cancellation of it (999,000+ queued tasks) | {:.2} s | < 2 s |",

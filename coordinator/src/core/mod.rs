@@ -57,14 +57,18 @@ impl Default for CoordinatorConfig {
     }
 }
 
+/// What the scheduler's lock guards: every lease, heartbeat and report takes it.
 struct Inner {
     scheduler: Scheduler,
-    state: State,
     jobs: HashMap<String, JobRecord>,
 }
 
 pub struct Coordinator {
     inner: Mutex<Inner>,
+    /// The database, under a lock of its own so that long writes (a large
+    /// submission) and reads (a task list) do not hold up heartbeats. Taken
+    /// after `inner` when both are needed, never before.
+    state: Mutex<State>,
     config: CoordinatorConfig,
     /// What a submitted grid may name as inputs.
     inputs: InputPolicy,
@@ -132,11 +136,8 @@ impl Coordinator {
         let (events, _) = broadcast::channel(4096);
         let (finished_jobs, finished_jobs_rx) = mpsc::unbounded_channel();
         Ok(Arc::new(Coordinator {
-            inner: Mutex::new(Inner {
-                scheduler,
-                state,
-                jobs,
-            }),
+            inner: Mutex::new(Inner { scheduler, jobs }),
+            state: Mutex::new(state),
             metrics: Metrics::new(config.scheduler.lease_timeout),
             inputs: InputPolicy::new(config.store.as_ref(), &config.allow_inputs),
             config,
@@ -167,12 +168,18 @@ impl Coordinator {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Persists what the scheduler did, then tells watchers and waiting workers.
     /// A database that cannot be written stops the process (see
     /// [`stop_on_failed_commit`]).
     fn commit(&self, inner: &mut Inner) -> Result<(), CoordinatorError> {
         let events = inner.scheduler.take_events();
-        if let Err(err) = inner.state.apply(&events) {
+        if let Err(err) = self.state().apply(&events) {
             stop_on_failed_commit(&err);
         }
         self.metrics.record(&events);
@@ -252,8 +259,10 @@ impl Coordinator {
             max_task_time: job.max_task_time,
             tasks: tasks.iter().map(|t| t.id.clone()).collect(),
         };
+        // Recorded first, and without the scheduler's lock: a large grid takes
+        // seconds to write, and heartbeats go on meanwhile.
+        self.state().insert_job(&job, &tasks)?;
         let mut inner = self.lock();
-        inner.state.insert_job(&job, &tasks)?;
         inner.scheduler.submit(spec)?;
         inner.jobs.insert(job.id.clone(), job.clone());
         self.commit(&mut inner)?;
@@ -326,16 +335,18 @@ impl Coordinator {
 
     /// Removes finished jobs' events older than the `event_retention`; how many.
     pub fn prune_events(&self) -> Result<usize, CoordinatorError> {
-        let mut inner = self.lock();
-        let finished: Vec<String> = inner
-            .scheduler
-            .jobs()
-            .filter(|spec| inner.scheduler.counts(&spec.id).is_ok_and(|c| c.finished()))
-            .map(|spec| spec.id.clone())
-            .collect();
+        let finished: Vec<String> = {
+            let inner = self.lock();
+            let scheduler = &inner.scheduler;
+            scheduler
+                .jobs()
+                .filter(|spec| scheduler.counts(&spec.id).is_ok_and(|c| c.finished()))
+                .map(|spec| spec.id.clone())
+                .collect()
+        };
         let finished: Vec<&str> = finished.iter().map(String::as_str).collect();
         let before = unix_seconds() - self.config.event_retention.as_secs() as i64;
-        Ok(inner.state.prune_events(&finished, before)?)
+        Ok(self.state().prune_events(&finished, before)?)
     }
 
     /// Runs [`expire_leases`](Self::expire_leases) every quarter lease, and
@@ -375,7 +386,7 @@ impl Coordinator {
         if !inner.scheduler.counts(job)?.finished() {
             return Err(CoordinatorError::JobRunning(job.to_owned()));
         }
-        inner.state.delete_job(job)?;
+        self.state().delete_job(job)?;
         inner.scheduler.remove(job)?;
         inner.jobs.remove(job);
         tracing::info!(%job, "job deleted");
@@ -396,13 +407,13 @@ impl Coordinator {
         start: u64,
         limit: Option<u32>,
     ) -> Result<Vec<TaskInfo>, CoordinatorError> {
-        let inner = self.lock();
-        if !inner.jobs.contains_key(job) {
+        if !self.lock().jobs.contains_key(job) {
             return Err(CoordinatorError::UnknownJob(job.to_owned()));
         }
-        inner
-            .state
-            .tasks_page(job, start, limit)?
+        // The page is read from the database without the scheduler's lock.
+        let records = self.state().tasks_page(job, start, limit)?;
+        let inner = self.lock();
+        records
             .into_iter()
             .map(|record| {
                 let state = inner.scheduler.task_state(job, &record.id)?;
@@ -508,8 +519,8 @@ impl Coordinator {
         let Some(lease) = inner.scheduler.lease(worker, Instant::now()) else {
             return Ok(None);
         };
-        let record = inner
-            .state
+        let record = self
+            .state()
             .task(&lease.job, &lease.task)?
             .expect("scheduled tasks are stored");
         let preview_every = inner.jobs.get(&lease.job).map_or(0, |j| j.preview_every);

@@ -124,7 +124,7 @@ impl Coordinator {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take()?;
-        let backlog = self.lock().state.unreported_jobs().unwrap_or_else(|err| {
+        let backlog = self.state().unreported_jobs().unwrap_or_else(|err| {
             tracing::warn!(error = %err, "listing the jobs without a report failed");
             Vec::new()
         });
@@ -222,7 +222,7 @@ impl Coordinator {
     }
 
     fn note_reported(&self, job: &str, note: &str) {
-        if let Err(err) = self.lock().state.mark_reported(job, note) {
+        if let Err(err) = self.state().mark_reported(job, note) {
             tracing::warn!(%job, error = %err, "noting the report in the database failed");
         }
     }
