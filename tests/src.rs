@@ -247,3 +247,21 @@ pub fn write_benchmarks_section(marker: &str, heading: &str, table: &str) {
     };
     std::fs::write(&path, text).unwrap();
 }
+
+/// A `pastiche-coordinator` given `args` and `--db db`, once it listens (its
+/// address read from the line it prints), with its stderr going to `stderr`.
+pub fn spawn_coordinator(db: &Path, args: &[&str], stderr: std::process::Stdio) -> (Proc, String) {
+    let mut child = std::process::Command::new(bin("pastiche-coordinator"))
+        .args(args)
+        .arg("--db")
+        .arg(db)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let addr = line_after(&mut stdout, "listening on ")
+        .unwrap_or_else(|| panic!("the coordinator printed no address"));
+    (Proc(child), addr)
+}

@@ -6,11 +6,12 @@
 //!
 //! Writes its table into BENCHMARKS.md between the `farm-bench` markers.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use pastiche_farm_tests::{bin, repo, uploaded_grid, utc_now, write_benchmarks_section, Proc};
+use pastiche_farm_tests::{
+    bin, repo, spawn_coordinator, uploaded_grid, utc_now, write_benchmarks_section, Proc,
+};
 use std::time::{Duration, Instant};
 
 use pastiche_proto::pb;
@@ -36,24 +37,9 @@ fn build_binaries() {
 }
 
 fn coordinator(dir: &Path) -> (Proc, String) {
-    let mut child = Command::new(bin("pastiche-coordinator"))
-        .args(["--listen", "127.0.0.1:0", "--lease-timeout", "30s"])
-        .arg("--db")
-        .arg(dir.join("state.db"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("the coordinator's address")
-        .to_owned();
-    (Proc(child), format!("http://{addr}"))
+    let args = ["--listen", "127.0.0.1:0", "--lease-timeout", "30s"];
+    let (proc, addr) = spawn_coordinator(&dir.join("state.db"), &args, Stdio::inherit());
+    (proc, format!("http://{addr}"))
 }
 
 fn workers(url: &str, store: &Path, count: usize, task_ms: u64) -> Vec<Proc> {

@@ -9,15 +9,17 @@
 //!
 //! Writes its table into BENCHMARKS.md between the `scale-bench` markers.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pastiche_farm_tests::{bin, repo, uploaded_grid, utc_now, write_benchmarks_section, Proc};
+use pastiche_farm_tests::{
+    repo, spawn_coordinator, uploaded_grid, utc_now, write_benchmarks_section, Proc,
+};
 use pastiche_proto::pb;
 use pastiche_proto::pb::farm_client::FarmClient;
 use pastiche_proto::pb::workers_client::WorkersClient;
+use tonic::transport::Channel;
 
 const WORKERS: usize = 1000;
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
@@ -39,24 +41,9 @@ fn build_coordinator() {
 /// A release coordinator on `db`; its URL, and how long it took to listen.
 fn coordinator(db: &Path) -> (Proc, String, Duration) {
     let started = Instant::now();
-    let mut child = Command::new(bin("pastiche-coordinator"))
-        .args(["--listen", "127.0.0.1:0", "--lease-timeout", "30s"])
-        .arg("--db")
-        .arg(db)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("the coordinator's address")
-        .to_owned();
-    (Proc(child), format!("http://{addr}"), started.elapsed())
+    let args = ["--listen", "127.0.0.1:0", "--lease-timeout", "30s"];
+    let (proc, addr) = spawn_coordinator(db, &args, Stdio::inherit());
+    (proc, format!("http://{addr}"), started.elapsed())
 }
 
 /// A process's resident memory, from /proc.
@@ -91,42 +78,53 @@ struct Latencies {
     heartbeat: Vec<Duration>,
 }
 
-/// One simulated worker: registers, leases, heartbeats every 2 s (its first at a
-/// random point of the first period, so that beats spread), and completes its
-/// task and leases the next every `RELEASE_EVERY`, until `until`.
-async fn simulated_worker(url: String, i: usize, until: Instant) -> Latencies {
-    let mut client = WorkersClient::connect(url).await.unwrap();
+/// A simulated worker named `name`: its connection and its id.
+async fn register(url: &str, name: String) -> (WorkersClient<Channel>, String) {
+    let mut client = WorkersClient::connect(url.to_owned()).await.unwrap();
     let id = client
         .register(pb::RegisterRequest {
-            name: format!("sim{i}"),
+            name,
             ..Default::default()
         })
         .await
         .unwrap()
         .into_inner()
         .worker_id;
+    (client, id)
+}
+
+/// A task for worker `id`, at once (tasks are queued).
+async fn lease(client: &mut WorkersClient<Channel>, id: &str) -> pb::TaskRef {
+    let task = client
+        .lease(pb::LeaseRequest {
+            worker_id: id.to_owned(),
+            wait_ms: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .expect("tasks are queued");
+    pb::TaskRef {
+        worker_id: id.to_owned(),
+        job_id: task.job_id,
+        task_id: task.task_id,
+        attempt: task.attempt,
+    }
+}
+
+/// One simulated worker: registers, leases, heartbeats every 2 s (its first at a
+/// random point of the first period, so that beats spread), and completes its
+/// task and leases the next every `RELEASE_EVERY`, until `until`.
+async fn simulated_worker(url: String, i: usize, until: Instant) -> Latencies {
+    let (mut client, id) = register(&url, format!("sim{i}")).await;
     let mut seen = Latencies::default();
     let offset = HEARTBEAT_EVERY.mul_f64((i as f64 * 0.618_034) % 1.0);
     tokio::time::sleep(offset).await; // spreads the beats: fault-free load shaping
     while Instant::now() < until {
         let started = Instant::now();
-        let task = client
-            .lease(pb::LeaseRequest {
-                worker_id: id.clone(),
-                wait_ms: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .task
-            .expect("a million tasks are queued");
+        let task = lease(&mut client, &id).await;
         seen.lease.push(started.elapsed());
-        let task = pb::TaskRef {
-            worker_id: id.clone(),
-            job_id: task.job_id,
-            task_id: task.task_id,
-            attempt: task.attempt,
-        };
         let release_at = Instant::now() + RELEASE_EVERY;
         let mut beats = tokio::time::interval(HEARTBEAT_EVERY);
         beats.tick().await;
@@ -171,32 +169,8 @@ async fn heartbeats_while(
     .unwrap();
     let mut workers = Vec::new();
     for i in 0..count {
-        let mut client = WorkersClient::connect(url.to_owned()).await.unwrap();
-        let id = client
-            .register(pb::RegisterRequest {
-                name: format!("running{i}"),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .worker_id;
-        let task = client
-            .lease(pb::LeaseRequest {
-                worker_id: id.clone(),
-                wait_ms: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .task
-            .unwrap();
-        let task = pb::TaskRef {
-            worker_id: id,
-            job_id: task.job_id,
-            task_id: task.task_id,
-            attempt: task.attempt,
-        };
+        let (mut client, id) = register(url, format!("running{i}")).await;
+        let task = lease(&mut client, &id).await;
         workers.push((client, task));
     }
     let beats = workers.into_iter().map(|(mut client, task)| {

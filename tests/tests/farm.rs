@@ -31,28 +31,8 @@ fn start_coordinator_with(db: &Path, args: &[&str]) -> CoordinatorProc {
 
 /// A coordinator whose stderr goes to `stderr`, once it listens.
 fn spawn_coordinator(db: &Path, args: &[&str], stderr: Stdio) -> CoordinatorProc {
-    let mut child = Command::new(bin("pastiche-coordinator"))
-        .args(args)
-        .arg("--db")
-        .arg(db)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let addr = first
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected coordinator output: {first:?}"))
-        .to_owned();
-    CoordinatorProc {
-        proc: Proc(child),
-        addr,
-    }
+    let (proc, addr) = pastiche_farm_tests::spawn_coordinator(db, args, stderr);
+    CoordinatorProc { proc, addr }
 }
 
 impl CoordinatorProc {
