@@ -220,6 +220,12 @@ pub enum Event {
         job: JobId,
         task: TaskId,
     },
+    /// Every queued task of a cancelled job, `tasks` of them, ended at once: one
+    /// event (one database statement) for a million tasks.
+    QueuedCancelled {
+        job: JobId,
+        tasks: usize,
+    },
     WorkerBlocklisted {
         job: JobId,
         worker: WorkerId,
@@ -243,6 +249,7 @@ impl Event {
             | Event::TaskDone { job, .. }
             | Event::TaskFailed { job, .. }
             | Event::TaskCancelled { job, .. }
+            | Event::QueuedCancelled { job, .. }
             | Event::WorkerBlocklisted { job, .. }
             | Event::JobCancelled { job }
             | Event::JobFinished { job, .. } => job,
@@ -898,11 +905,14 @@ impl Scheduler {
         self.events.push(Event::JobCancelled {
             job: job_id.to_owned(),
         });
-        for task in std::mem::take(&mut job.queue) {
-            job.set_state(&task, TaskState::Cancelled);
-            self.events.push(Event::TaskCancelled {
+        let queued = std::mem::take(&mut job.queue);
+        for task in &queued {
+            job.set_state(task, TaskState::Cancelled);
+        }
+        if !queued.is_empty() {
+            self.events.push(Event::QueuedCancelled {
                 job: job_id.to_owned(),
-                task,
+                tasks: queued.len(),
             });
         }
         for state in job.states.values_mut() {

@@ -273,11 +273,19 @@ impl State {
                     log(job, "failed", Some(task), Some(*attempt), None, Some(error))?;
                 }
                 Event::TaskCancelled { job, task } => {
-                    tx.execute(
+                    tx.prepare_cached(
                         "UPDATE tasks SET state = ?1 WHERE job_id = ?2 AND task_id = ?3",
-                        params![Phase::Cancelled.name(), job, task],
-                    )?;
+                    )?
+                    .execute(params![Phase::Cancelled.name(), job, task])?;
                     log(job, "cancelled", Some(task), None, None, None)?;
+                }
+                Event::QueuedCancelled { job, tasks } => {
+                    tx.execute(
+                        "UPDATE tasks SET state = ?1 WHERE job_id = ?2 AND state = ?3",
+                        params![Phase::Cancelled.name(), job, Phase::Queued.name()],
+                    )?;
+                    let message = format!("{tasks} queued tasks");
+                    log(job, "cancelled", None, None, None, Some(&message))?;
                 }
                 Event::WorkerBlocklisted { job, worker } => {
                     log(job, "blocklisted", None, None, Some(worker), None)?;
@@ -823,5 +831,41 @@ mod tests {
         assert!(kinds(&state).is_empty());
         assert_eq!(state.job("j").unwrap(), None);
         assert!(state.tasks("j").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_cancelled_jobs_queued_tasks_are_stored_cancelled_in_one_statement() {
+        let mut state = State::in_memory().unwrap();
+        let tasks = [task("a"), task("b"), task("c")];
+        state.insert_job(&job("j", 3), &tasks).unwrap();
+        let mut scheduler = Scheduler::new(SchedulerConfig::default());
+        scheduler
+            .submit(JobSpec {
+                id: "j".into(),
+                priority: 0,
+                max_attempts: 3,
+                max_task_time: None,
+                tasks: vec!["a".into(), "b".into(), "c".into()],
+            })
+            .unwrap();
+        let now = Instant::now();
+        let running = scheduler.lease("w", now).unwrap();
+        scheduler.cancel("j").unwrap();
+        let events = scheduler.take_events();
+        assert!(events.contains(&Event::QueuedCancelled {
+            job: "j".into(),
+            tasks: 2
+        }));
+        state.apply(&events).unwrap();
+        let stored = &state.load(now).unwrap()[0];
+        assert!(stored.cancelled);
+        for task in ["a", "b", "c"] {
+            let expected = if task == running.task {
+                Phase::Running
+            } else {
+                Phase::Cancelled
+            };
+            assert_eq!(stored.states[task].phase(), expected, "{task}");
+        }
     }
 }

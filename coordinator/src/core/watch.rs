@@ -29,6 +29,8 @@ pub(super) fn task_ended(event: &Event) -> Option<JobChange> {
         | Event::TaskLeased { .. }
         | Event::WorkerBlocklisted { .. }
         | Event::JobCancelled { .. }
+        // The job's counts say it: one message per task would be a million.
+        | Event::QueuedCancelled { .. }
         | Event::JobFinished { .. } => return None,
     };
     Some(JobChange::TaskEnded {
