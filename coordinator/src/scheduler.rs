@@ -172,6 +172,62 @@ pub struct Counts {
     pub cancelled: usize,
 }
 
+/// A job built and ready to [`add`](Scheduler::add): building a large one
+/// takes a while, and needs no scheduler.
+pub struct NewJob {
+    job: Job,
+    /// When to look at its running tasks (a restored job's).
+    deadlines: Vec<Deadline>,
+}
+
+impl NewJob {
+    /// `spec`'s job, each task in the state `prior` gives it (queued if none).
+    pub fn new(
+        spec: JobSpec,
+        prior: impl Fn(&TaskId) -> Option<TaskState>,
+    ) -> Result<NewJob, SchedulerError> {
+        if spec.tasks.is_empty() {
+            return Err(SchedulerError::EmptyJob(spec.id));
+        }
+        let mut job = Job {
+            rank: (0, 0), // given by `add`
+            cancelled: false,
+            finished: false,
+            queue: VecDeque::new(),
+            states: HashMap::with_capacity(spec.tasks.len()),
+            counts: Counts::default(),
+            failures_by_worker: HashMap::new(),
+            blocklist: HashMap::new(),
+            given_back: HashMap::new(),
+            spec: JobSpec {
+                tasks: Vec::new(),
+                ..spec
+            },
+        };
+        let mut deadlines = Vec::new();
+        for task in &spec.tasks {
+            let state = prior(task).unwrap_or(TaskState::Queued { attempt: 1 });
+            match &state {
+                TaskState::Queued { .. } => job.queue.push_back(task.clone()),
+                TaskState::Running {
+                    attempt,
+                    lease_until,
+                    time_limit_at,
+                    ..
+                } => {
+                    for at in std::iter::once(*lease_until).chain(*time_limit_at) {
+                        deadlines.push(Deadline::new(at, &job.spec.id, task, *attempt));
+                    }
+                }
+                _ => {}
+            }
+            job.set_state(task, state);
+        }
+        job.spec.tasks = spec.tasks;
+        Ok(NewJob { job, deadlines })
+    }
+}
+
 impl Counts {
     pub fn total(&self) -> usize {
         self.queued + self.running + self.done + self.failed + self.cancelled
@@ -426,7 +482,7 @@ impl Scheduler {
     }
 
     pub fn submit(&mut self, spec: JobSpec) -> Result<(), SchedulerError> {
-        self.insert_job(spec, |_| None)
+        self.add(NewJob::new(spec, |_| None)?)
     }
 
     /// Re-creates a job with the task states it had (a restarted coordinator):
@@ -445,7 +501,7 @@ impl Scheduler {
         // The time an attempt ran before the restart is not known: it gets its
         // job's whole limit again.
         let time_limit_at = spec.max_task_time.map(|limit| now + limit);
-        self.insert_job(spec.clone(), |task| {
+        let new = NewJob::new(spec.clone(), |task| {
             states.get(task).map(|state| match state {
                 TaskState::Running {
                     attempt,
@@ -463,6 +519,7 @@ impl Scheduler {
                 other => other.clone(),
             })
         })?;
+        self.add(new)?;
         let job = self.jobs.get_mut(&spec.id).expect("inserted");
         job.cancelled = cancelled;
         job.given_back = given_back.clone();
@@ -471,59 +528,25 @@ impl Scheduler {
         Ok(())
     }
 
-    fn insert_job(
-        &mut self,
-        spec: JobSpec,
-        prior: impl Fn(&TaskId) -> Option<TaskState>,
-    ) -> Result<(), SchedulerError> {
-        if self.jobs.contains_key(&spec.id) {
-            return Err(SchedulerError::DuplicateJob(spec.id));
+    /// Adds a job built by [`NewJob::new`] (without the scheduler, so that a
+    /// large one does not hold it up).
+    pub fn add(&mut self, new: NewJob) -> Result<(), SchedulerError> {
+        let NewJob { mut job, deadlines } = new;
+        if self.jobs.contains_key(&job.spec.id) {
+            return Err(SchedulerError::DuplicateJob(job.spec.id));
         }
-        if spec.tasks.is_empty() {
-            return Err(SchedulerError::EmptyJob(spec.id));
-        }
-        let rank = (-i64::from(spec.priority), self.next_seq);
+        job.rank = (-i64::from(job.spec.priority), self.next_seq);
         self.next_seq += 1;
-        let mut job = Job {
-            spec: spec.clone(),
-            rank,
-            cancelled: false,
-            finished: false,
-            queue: VecDeque::new(),
-            states: HashMap::with_capacity(spec.tasks.len()),
-            counts: Counts::default(),
-            failures_by_worker: HashMap::new(),
-            blocklist: HashMap::new(),
-            given_back: HashMap::new(),
-        };
-        for task in &spec.tasks {
-            let state = prior(task).unwrap_or(TaskState::Queued { attempt: 1 });
-            match &state {
-                TaskState::Queued { .. } => job.queue.push_back(task.clone()),
-                TaskState::Running {
-                    attempt,
-                    lease_until,
-                    time_limit_at,
-                    ..
-                } => {
-                    for at in std::iter::once(*lease_until).chain(*time_limit_at) {
-                        self.deadlines
-                            .push(Reverse(Deadline::new(at, &spec.id, task, *attempt)));
-                    }
-                }
-                _ => {}
-            }
-            job.set_state(task, state);
-        }
-        self.order.insert(rank, spec.id.clone());
+        self.deadlines.extend(deadlines.into_iter().map(Reverse));
+        self.order.insert(job.rank, job.spec.id.clone());
         if !job.queue.is_empty() {
-            self.waiting.insert(rank);
+            self.waiting.insert(job.rank);
         }
         self.events.push(Event::JobSubmitted {
-            job: spec.id.clone(),
+            job: job.spec.id.clone(),
             tasks: job.states.len(),
         });
-        self.jobs.insert(spec.id, job);
+        self.jobs.insert(job.spec.id.clone(), job);
         Ok(())
     }
 
