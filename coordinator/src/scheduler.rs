@@ -500,7 +500,7 @@ impl Scheduler {
         let lease_until = now + self.config.lease_timeout;
         // The time an attempt ran before the restart is not known: it gets its
         // job's whole limit again.
-        let time_limit_at = spec.max_task_time.map(|limit| now + limit);
+        let time_limit_at = spec.max_task_time.and_then(|limit| now.checked_add(limit));
         let new = NewJob::new(spec.clone(), |task| {
             states.get(task).map(|state| match state {
                 TaskState::Running {
@@ -570,7 +570,11 @@ impl Scheduler {
         let Some(&TaskState::Queued { attempt }) = job.states.get(&task) else {
             unreachable!("only queued tasks are in the queue")
         };
-        let time_limit_at = job.spec.max_task_time.map(|limit| now + limit);
+        // A limit beyond what a clock can hold is no limit.
+        let time_limit_at = job
+            .spec
+            .max_task_time
+            .and_then(|limit| now.checked_add(limit));
         for at in std::iter::once(lease_until).chain(time_limit_at) {
             self.deadlines
                 .push(Reverse(Deadline::new(at, job_id, &task, attempt)));

@@ -141,6 +141,11 @@ impl State {
         // log's size limit paid for it, holding up every lease and heartbeat
         // behind it (hundreds of milliseconds after a large submission).
         state.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // And the log is cut back to this size once checkpointed, rather than
+        // keep the gigabyte a large submission wrote.
+        state
+            .conn
+            .pragma_update(None, "journal_size_limit", 64 << 20)?;
         let checkpoints = Connection::open(path)?;
         let closed = Arc::clone(&state.closed);
         std::thread::Builder::new()
@@ -533,8 +538,11 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Checkpoints `conn`'s database every [`CHECKPOINT_EVERY`] (passively: never
 /// waiting for the writer) until `closed`.
 fn checkpoint_until(conn: Connection, closed: &AtomicBool) {
-    while !closed.load(Ordering::Relaxed) {
+    loop {
         std::thread::sleep(CHECKPOINT_EVERY); // a maintenance period, not a wait for anything
+        if closed.load(Ordering::Relaxed) {
+            return;
+        }
         if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(error = %err, "checkpointing the state database failed");
         }

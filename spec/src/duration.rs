@@ -2,8 +2,11 @@
 
 use std::time::Duration;
 
-/// Parses `30s`, `500ms`, `2m`, `2h`, `30d` or a bare number of seconds; zero
-/// and negative durations are refused.
+/// The longest duration anything here takes: a year.
+const LONGEST: Duration = Duration::from_secs(366 * 86_400);
+
+/// Parses `30s`, `500ms`, `2m`, `2h`, `30d` or a bare number of seconds; zero,
+/// negative and longer than a year are refused.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, unit) = text
@@ -27,7 +30,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if !(seconds.is_finite() && seconds > 0.0) {
         return Err(format!("'{text}' must be positive"));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(duration) if duration <= LONGEST => Ok(duration),
+        _ => Err(format!("'{text}' is longer than a year")),
+    }
 }
 
 /// A duration as [`parse_duration`] reads it back, in its largest whole unit:
@@ -57,6 +63,10 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5y").is_err());
         assert!(parse_duration("0s").is_err());
+        for too_long in ["367d", "99999999999999999999", "10000000000000000000s"] {
+            let err = parse_duration(too_long).unwrap_err();
+            assert!(err.contains("longer than a year"), "{err}");
+        }
     }
 
     #[test]

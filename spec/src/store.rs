@@ -40,6 +40,28 @@ pub enum StoreError {
     LocalFile { path: String, cause: std::io::Error },
 }
 
+impl StoreError {
+    /// Whether waiting may help: a store or network that is down or slow, as
+    /// opposed to a missing object, a bad location, or a store that refuses
+    /// this caller (credentials, permissions) or the operation.
+    pub fn may_pass(&self) -> bool {
+        match self {
+            StoreError::Io { cause, .. } => !matches!(
+                cause,
+                object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }
+                    | object_store::Error::NotImplemented { .. }
+                    | object_store::Error::NotSupported { .. }
+                    | object_store::Error::InvalidPath { .. }
+                    | object_store::Error::UnknownConfigurationKey { .. }
+            ),
+            StoreError::BadUrl { .. }
+            | StoreError::NotFound { .. }
+            | StoreError::LocalFile { .. } => false,
+        }
+    }
+}
+
 /// object_store's message, and the innermost cause when the message does not
 /// already say it (e.g. "Connection refused").
 fn describe(error: &object_store::Error) -> String {
@@ -319,6 +341,31 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("missing.png"));
+    }
+
+    #[test]
+    fn only_outages_are_worth_waiting_for() {
+        let io = |cause| StoreError::Io {
+            root: "s3://b".into(),
+            key: "k".into(),
+            cause,
+        };
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let down = io(object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(refused),
+        });
+        assert!(down.may_pass());
+        let denied = io(object_store::Error::PermissionDenied {
+            path: "k".into(),
+            source: "403".into(),
+        });
+        assert!(!denied.may_pass());
+        let missing = StoreError::NotFound {
+            root: "s3://b".into(),
+            key: "k".into(),
+        };
+        assert!(!missing.may_pass());
     }
 
     #[tokio::test]

@@ -73,7 +73,8 @@ impl InputCache {
             if actual != digest {
                 return Err(InputError::Bad(format!(
                     "{key} does not match its digest (its content hashes to {actual}): \
-                     the upload was damaged; submit the grid again"
+                     the stored copy is damaged; delete it from the store and submit the \
+                     grid again (submit uploads only inputs that are missing)"
                 )));
             }
         }
@@ -136,9 +137,10 @@ fn local_name(key: &str) -> String {
 
 /// The content digest an uploaded input's key names.
 fn digest_of(key: &str) -> Option<&str> {
-    let name = key.strip_prefix("inputs/")?;
-    let digest = name.split('.').next()?;
-    (digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit())).then_some(digest)
+    if !layout::is_input_key(key) {
+        return None;
+    }
+    key.strip_prefix("inputs/")?.split('.').next()
 }
 
 async fn download(store: &Store, key: &str) -> Result<bytes::Bytes, InputError> {
@@ -159,11 +161,10 @@ async fn download(store: &Store, key: &str) -> Result<bytes::Bytes, InputError> 
     };
     retrying_store(&format!("fetching {key}"), || source.get(object))
         .await
-        .map_err(|err| match err {
-            StoreError::NotFound { .. } | StoreError::BadUrl { .. } => {
-                InputError::Bad(err.to_string())
-            }
-            other => InputError::Store(other),
+        .map_err(|err| match err.may_pass() {
+            // Missing, or refused to this worker: the task's own fault.
+            false => InputError::Bad(err.to_string()),
+            true => InputError::Store(err),
         })
 }
 

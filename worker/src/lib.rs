@@ -32,7 +32,7 @@ use pastiche_proto::pb::workers_client::WorkersClient;
 use pastiche_proto::security::{AuthChannel, ClientSecurity};
 use pastiche_spec::store::Store;
 use pastiche_spec::{unix_now, FinishedTask, TaskInputs};
-use patience::{retrying_rpc, REPORT_PATIENCE};
+use patience::{retrying_rpc, COMPLETE_PATIENCE, REPORT_PATIENCE};
 use result::Stored;
 use tokio::sync::{oneshot, watch};
 
@@ -467,16 +467,14 @@ impl Worker {
         let stored = patience::retrying(
             patience::STORE_PATIENCE,
             "storing the result",
-            |err: &result::ResultError| {
-                matches!(err, result::ResultError::Store(e) if patience::store_error_passes(e))
-            },
+            result::ResultError::may_pass,
             || result::store(&self.store, &record, png.clone(), csv.clone()),
         )
         .await;
         match stored {
             Ok(Stored::Won) => Outcome::Rendered(output),
             Ok(Stored::Lost { winner }) => {
-                tracing::info!(job = %task.job_id, task = %task.task_id, ?winner, "another attempt stored the task's result first; this one's was dropped");
+                tracing::info!(job = %task.job_id, task = %task.task_id, winner, "another attempt stored the task's result first; this one's was dropped");
                 Outcome::Rendered(output)
             }
             Err(err) => Outcome::Failed(Failed::transient(format!("storing the result: {err}"))),
@@ -525,7 +523,7 @@ impl Worker {
             task: Some(self.task_ref(task)),
         };
         let accepted = self
-            .report_end(request, |mut client, request| async move {
+            .report_end(COMPLETE_PATIENCE, request, |mut client, request| async move {
                 client.complete(liveness::request(request)).await
             })
             .await;
@@ -548,7 +546,7 @@ impl Worker {
             failure: failure.into(),
             error,
         };
-        self.report_end(request, |mut client, request| async move {
+        self.report_end(REPORT_PATIENCE, request, |mut client, request| async move {
             client.fail(liveness::request(request)).await
         })
         .await;
@@ -560,7 +558,7 @@ impl Worker {
         let request = pb::AcknowledgeCancelRequest {
             task: Some(self.task_ref(task)),
         };
-        self.report_end(request, |mut client, request| async move {
+        self.report_end(REPORT_PATIENCE, request, |mut client, request| async move {
             client.acknowledge_cancel(liveness::request(request)).await
         })
         .await;
@@ -573,17 +571,18 @@ impl Worker {
         let request = pb::GiveBackRequest {
             task: Some(self.task_ref(task)),
         };
-        self.report_end(request, |mut client, request| async move {
+        self.report_end(REPORT_PATIENCE, request, |mut client, request| async move {
             client.give_back(liveness::request(request)).await
         })
         .await;
     }
 
     /// Tells the coordinator how a task ended with `call`, one of its task-report
-    /// RPCs, retrying what may pass (see [`patience::passes`]). Whether it
-    /// accepted the report; none if it could not be told.
+    /// RPCs, retrying what may pass (see [`patience::passes`]) for `patience`.
+    /// Whether it accepted the report; none if it could not be told.
     async fn report_end<R, Reply>(
         &self,
+        patience: Duration,
         request: R,
         call: impl Fn(WorkersClient<AuthChannel>, R) -> Reply,
     ) -> Option<bool>
@@ -593,7 +592,7 @@ impl Worker {
             Output = Result<tonic::Response<pb::TaskReportResponse>, tonic::Status>,
         >,
     {
-        let reply = retrying_rpc(REPORT_PATIENCE, "reporting how the task ended", || {
+        let reply = retrying_rpc(patience, "reporting how the task ended", || {
             call(self.client.clone(), request.clone())
         })
         .await;

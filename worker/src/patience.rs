@@ -9,6 +9,10 @@ use pastiche_spec::store::StoreError;
 
 /// How long a report of how a task ended keeps being retried.
 pub const REPORT_PATIENCE: Duration = Duration::from_secs(60);
+/// How long a completion keeps being retried: longer, because a result that
+/// is stored but not reported costs the task an attempt when its lease runs
+/// out (a restarted coordinator keeps the attempt, and takes the report).
+pub const COMPLETE_PATIENCE: Duration = Duration::from_secs(600);
 /// How long a store that is down is waited for before an attempt fails (as
 /// [`Failure::Transient`](pastiche_proto::pb::Failure), which blames no worker).
 pub const STORE_PATIENCE: Duration = Duration::from_secs(300);
@@ -26,9 +30,9 @@ pub fn passes(status: &tonic::Status) -> bool {
     )
 }
 
-/// Whether a store error may pass: anything but a missing object or a bad location.
+/// Whether a store error may pass (see [`StoreError::may_pass`]).
 pub fn store_error_passes(error: &StoreError) -> bool {
-    matches!(error, StoreError::Io { .. })
+    error.may_pass()
 }
 
 /// Makes `call` until it succeeds, fails for good (`passing` says it will not

@@ -12,8 +12,8 @@ use pastiche_spec::{FinishedTask, Winner};
 pub enum Stored {
     /// This attempt's: its record and files are the task's result.
     Won,
-    /// Another attempt's, stored first; this attempt's files were removed.
-    Lost { winner: Option<u32> },
+    /// Another attempt's (`winner`), stored first; this attempt's files were removed.
+    Lost { winner: u32 },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +22,21 @@ pub enum ResultError {
     Store(#[from] StoreError),
     #[error(transparent)]
     BadId(#[from] BadId),
+    /// The store refused to create the record, yet has none (S3 answers 409
+    /// to a conditional write that raced another): worth another try.
+    #[error("the store refused to create {0} but has none; trying again")]
+    NoRecord(String),
+}
+
+impl ResultError {
+    /// Whether storing again may succeed.
+    pub fn may_pass(&self) -> bool {
+        match self {
+            ResultError::Store(err) => err.may_pass(),
+            ResultError::NoRecord(_) => true,
+            ResultError::BadId(_) => false,
+        }
+    }
 }
 
 /// Stores `pastiche` and `losses` under `record`'s attempt, then `record` as
@@ -45,18 +60,21 @@ pub async fn store(
     if store.put_new(&key, record.to_json()).await? {
         return Ok(Stored::Won);
     }
-    let there = stored(store, &record.job, &record.task).await?;
-    if there
-        .as_ref()
-        .is_some_and(|r| r.attempt == record.attempt && r.worker == record.worker)
-    {
+    let Some(there) = stored(store, &record.job, &record.task).await? else {
+        return Err(ResultError::NoRecord(key));
+    };
+    if there.attempt == record.attempt && there.worker == record.worker {
         return Ok(Stored::Won);
     }
-    for name in layout::ATTEMPT_FILES {
-        store.delete(&record.file_key(name)?).await?;
+    // The same attempt number on two workers (a lease the coordinator lost in
+    // a crash and gave again) shares the prefix: leave the winner's files.
+    if there.attempt != record.attempt {
+        for name in layout::ATTEMPT_FILES {
+            store.delete(&record.file_key(name)?).await?;
+        }
     }
     Ok(Stored::Lost {
-        winner: there.map(|r| r.attempt),
+        winner: there.attempt,
     })
 }
 
@@ -114,7 +132,7 @@ mod tests {
 
         // An attempt whose lease ran out while it rendered comes back late.
         let lost = store(&s, &late, bytes("png 1"), bytes("csv 1")).await;
-        assert_eq!(lost.unwrap(), Stored::Lost { winner: Some(2) });
+        assert_eq!(lost.unwrap(), Stored::Lost { winner: 2 });
         let record = s.get("jobs/j/tasks/t/task.json").await.unwrap();
         assert_eq!(FinishedTask::from_json(&record).unwrap(), first);
         assert_eq!(
