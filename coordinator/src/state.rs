@@ -166,13 +166,59 @@ impl State {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
         migrate(&conn)?;
+        // Tasks of a job whose recording a crash cut short (see `insert_tasks`).
+        conn.execute(
+            "DELETE FROM tasks WHERE job_id NOT IN (SELECT id FROM jobs)",
+            [],
+        )?;
         Ok(State {
             conn,
             closed: Arc::new(AtomicBool::new(false)),
         })
     }
 
+    /// Records a job and its tasks: [`insert_tasks`](Self::insert_tasks), then
+    /// [`insert_job_record`](Self::insert_job_record).
     pub fn insert_job(&mut self, job: &JobRecord, tasks: &[TaskRecord]) -> Result<(), StateError> {
+        self.insert_tasks(&job.id, 0, tasks)?;
+        self.insert_job_record(job, tasks.len())
+    }
+
+    /// Records tasks of `job` from place `first` in grid order, in one
+    /// transaction. A large job is recorded a part at a time, its job record
+    /// last: tasks without one (a crash in between) are removed at the next open.
+    pub fn insert_tasks(
+        &mut self,
+        job: &str,
+        first: usize,
+        tasks: &[TaskRecord],
+    ) -> Result<(), StateError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO tasks (job_id, task_id, position, params, content_key, style_key, weights, state, attempt)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1)",
+            )?;
+            for (position, task) in (first..).zip(tasks) {
+                let params = serde_json::to_string(&task.params).expect("params serialise");
+                insert.execute(params![
+                    job,
+                    task.id,
+                    position as i64,
+                    params,
+                    task.content_key,
+                    task.style_key,
+                    task.weights,
+                    Phase::Queued.name()
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a job whose `tasks` tasks are recorded: from here on it exists.
+    pub fn insert_job_record(&mut self, job: &JobRecord, tasks: usize) -> Result<(), StateError> {
         let tx = self.conn.transaction()?;
         tx.execute(
             &format!("INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
@@ -188,28 +234,9 @@ impl State {
                     .map_or(0, |limit| limit.as_millis() as i64),
             ],
         )?;
-        {
-            let mut insert = tx.prepare(
-                "INSERT INTO tasks (job_id, task_id, position, params, content_key, style_key, weights, state, attempt)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1)",
-            )?;
-            for (position, task) in tasks.iter().enumerate() {
-                let params = serde_json::to_string(&task.params).expect("params serialise");
-                insert.execute(params![
-                    job.id,
-                    task.id,
-                    position as i64,
-                    params,
-                    task.content_key,
-                    task.style_key,
-                    task.weights,
-                    Phase::Queued.name()
-                ])?;
-            }
-        }
         tx.execute(
             "INSERT INTO events (job_id, at, kind, message) VALUES (?1, ?2, 'submitted', ?3)",
-            params![job.id, unix_seconds(), format!("{} tasks", tasks.len())],
+            params![job.id, unix_seconds(), format!("{tasks} tasks")],
         )?;
         tx.commit()?;
         Ok(())
@@ -398,17 +425,36 @@ impl State {
         Ok(tasks)
     }
 
-    /// Removes a job, its tasks and its events.
-    pub fn delete_job(&mut self, job: &str) -> Result<(), StateError> {
+    /// Removes a job's record: from here on it does not exist, and what is
+    /// left of it ([`delete_job_part`](Self::delete_job_part)) is removed at the
+    /// next open if not before.
+    pub fn delete_job_record(&mut self, job: &str) -> Result<(), StateError> {
+        self.conn
+            .execute("DELETE FROM jobs WHERE id = ?1", params![job])?;
+        Ok(())
+    }
+
+    /// Removes up to `limit` of a deleted job's task rows and events; how many.
+    pub fn delete_job_part(&mut self, job: &str, limit: usize) -> Result<usize, StateError> {
         let tx = self.conn.transaction()?;
-        for table in ["events", "tasks"] {
-            tx.execute(
-                &format!("DELETE FROM {table} WHERE job_id = ?1"),
-                params![job],
+        let mut deleted = 0;
+        for table in ["tasks", "events"] {
+            deleted += tx.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE rowid IN \
+                     (SELECT rowid FROM {table} WHERE job_id = ?1 LIMIT ?2)"
+                ),
+                params![job, limit as i64],
             )?;
         }
-        tx.execute("DELETE FROM jobs WHERE id = ?1", params![job])?;
         tx.commit()?;
+        Ok(deleted)
+    }
+
+    /// Removes a job, its tasks and its events, at once.
+    pub fn delete_job(&mut self, job: &str) -> Result<(), StateError> {
+        self.delete_job_record(job)?;
+        while self.delete_job_part(job, 10_000)? > 0 {}
         Ok(())
     }
 
@@ -927,5 +973,24 @@ mod tests {
             let phase = restarted.task_state("j", task).unwrap().phase();
             assert_eq!(phase, expected, "{task}");
         }
+    }
+
+    #[test]
+    fn tasks_of_a_job_whose_recording_was_cut_short_are_removed_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let mut state = State::open(&path).unwrap();
+            state.insert_job(&job("whole", 3), &[task("a")]).unwrap();
+            // A crash between a large job's parts and its record.
+            state
+                .insert_tasks("half", 0, &[task("b"), task("c")])
+                .unwrap();
+            assert_eq!(state.tasks("half").unwrap().len(), 2);
+        }
+        let state = State::open(&path).unwrap();
+        assert!(state.tasks("half").unwrap().is_empty());
+        assert_eq!(state.tasks("whole").unwrap(), [task("a")]);
+        assert_eq!(state.load(Instant::now()).unwrap().len(), 1);
     }
 }

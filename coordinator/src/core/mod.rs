@@ -27,6 +27,9 @@ use crate::state::{unix_seconds, JobRecord, State, TaskRecord};
 pub use types::*;
 use watch::Broadcast;
 
+/// Tasks recorded in one transaction when a job is submitted.
+const RECORDED_AT_ONCE: usize = 10_000;
+
 /// Jobs of this many tasks or more leave much memory free once they are
 /// recorded (their expanded grid), worth handing back to the system.
 const LARGE_JOB: usize = 10_000;
@@ -280,7 +283,13 @@ impl Coordinator {
         // Built and recorded first, without the scheduler's lock: a large grid
         // takes seconds, and leases and heartbeats go on meanwhile.
         let new_job = NewJob::new(spec, |_| None)?;
-        self.state().insert_job(&job, &tasks)?;
+        // A part at a time, the database's lock released in between, so that
+        // leases and reports (which write to it) wait for one part at most.
+        for (part, records) in tasks.chunks(RECORDED_AT_ONCE).enumerate() {
+            self.state()
+                .insert_tasks(&job.id, part * RECORDED_AT_ONCE, records)?;
+        }
+        self.state().insert_job_record(&job, tasks.len())?;
         let count = tasks.len();
         drop(tasks);
         {
@@ -370,9 +379,13 @@ impl Coordinator {
                 .map(|spec| spec.id.clone())
                 .collect()
         };
-        let finished: Vec<&str> = finished.iter().map(String::as_str).collect();
         let before = unix_seconds() - self.config.event_retention.as_secs() as i64;
-        Ok(self.state().prune_events(&finished, before)?)
+        // A job at a time, the database's lock released in between.
+        let mut pruned = 0;
+        for job in &finished {
+            pruned += self.state().prune_events(&[job], before)?;
+        }
+        Ok(pruned)
     }
 
     /// Runs [`expire_leases`](Self::expire_leases) every quarter lease, and
@@ -412,9 +425,12 @@ impl Coordinator {
         if !inner.scheduler.counts(job)?.finished() {
             return Err(CoordinatorError::JobRunning(job.to_owned()));
         }
-        self.state().delete_job(job)?;
+        self.state().delete_job_record(job)?;
         inner.scheduler.remove(job)?;
         inner.jobs.remove(job);
+        drop(inner);
+        // Its rows a part at a time, the database's lock released in between.
+        while self.state().delete_job_part(job, RECORDED_AT_ONCE)? > 0 {}
         tracing::info!(%job, "job deleted");
         Ok(())
     }
