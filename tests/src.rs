@@ -66,9 +66,24 @@ impl Drop for Proc {
 impl Proc {
     /// SIGKILL: no chance to clean up, as in a crash.
     pub fn kill9(&mut self) {
-        // Safety: signalling our own child by pid.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGKILL) };
+        self.signal(libc::SIGKILL);
         let _ = self.0.wait();
+    }
+
+    /// SIGSTOP: frozen, as in a long pause of the machine, until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT: carries on where [`pause`](Self::pause) froze it.
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: i32) {
+        // Safety: signalling our own child by pid (not yet reaped: `wait` takes
+        // `&mut self`, and only `kill9` and drop call it).
+        unsafe { libc::kill(self.0.id() as i32, signal) };
     }
 }
 
