@@ -160,7 +160,7 @@ fn run_round(
     let highest = records.values().max().copied().unwrap_or_default();
     eprintln!(
         "chaos: round {round}: {} tasks done in {:.1} s; {} attempts requeued, \
-         the latest winning attempt was #{highest}",
+         the highest attempt to store a task's record was #{highest}",
         planned.len(),
         started.elapsed().as_secs_f64(),
         ledger.requeued
