@@ -4,7 +4,7 @@
 use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// A built binary of the workspace, next to the running test's own directory
@@ -66,9 +66,24 @@ impl Drop for Proc {
 impl Proc {
     /// SIGKILL: no chance to clean up, as in a crash.
     pub fn kill9(&mut self) {
-        // Safety: signalling our own child by pid.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGKILL) };
+        self.signal(libc::SIGKILL);
         let _ = self.0.wait();
+    }
+
+    /// SIGSTOP: frozen, as in a long pause of the machine, until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT: carries on where [`pause`](Self::pause) froze it.
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: i32) {
+        // Safety: signalling our own child by pid (not yet reaped: `wait` takes
+        // `&mut self`, and only `kill9` and drop call it).
+        unsafe { libc::kill(self.0.id() as i32, signal) };
     }
 }
 
@@ -264,4 +279,128 @@ pub fn spawn_coordinator(db: &Path, args: &[&str], stderr: std::process::Stdio) 
     let addr = line_after(&mut stdout, "listening on ")
         .unwrap_or_else(|| panic!("the coordinator printed no address"));
     (Proc(child), addr)
+}
+
+/// The credentials the test S3 server ([`Seaweed`]) accepts.
+pub const S3_ACCESS_KEY: &str = "pastiche-test";
+pub const S3_SECRET_KEY: &str = "pastiche-test-secret";
+
+/// The SeaweedFS binary: `PASTICHE_WEED`, else the one `scripts/setup.sh --test`
+/// installs.
+pub fn weed() -> PathBuf {
+    let path = std::env::var_os("PASTICHE_WEED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".deps/reference/bin/weed"));
+    assert!(
+        path.exists(),
+        "SeaweedFS is missing ({}): run scripts/setup.sh --test",
+        path.display()
+    );
+    path
+}
+
+/// A real S3-compatible server: SeaweedFS (`weed mini`) on loopback ports chosen
+/// free, killed when dropped.
+pub struct Seaweed {
+    child: Child,
+    s3_port: u16,
+    /// How it was started, to start it again on the same ports and data.
+    args: Vec<String>,
+}
+
+impl Drop for Seaweed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Seaweed {
+    /// Starts a server keeping its data in `dir`, with `bucket` created; returns
+    /// once its S3 port accepts connections.
+    pub fn start(dir: &Path, bucket: &str) -> Seaweed {
+        let s3_port = free_port();
+        let port = |flag: &str| format!("-{flag}={}", free_port());
+        let mut args = vec![
+            "mini".to_owned(),
+            format!("-dir={}", dir.display()),
+            "-ip=127.0.0.1".to_owned(),
+            "-ip.bind=127.0.0.1".to_owned(),
+            format!("-bucket={bucket}"),
+            format!("-s3.port={s3_port}"),
+        ];
+        for flag in [
+            "s3.port.grpc",
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "admin.port",
+            "admin.port.grpc",
+        ] {
+            args.push(port(flag));
+        }
+        args.extend(["-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false"].map(String::from));
+        let child = Self::spawn(&args, s3_port);
+        Seaweed {
+            child,
+            s3_port,
+            args,
+        }
+    }
+
+    fn spawn(args: &[String], s3_port: u16) -> Child {
+        let child = Command::new(weed())
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start weed mini");
+        // Readiness: the S3 port accepts connections (polled; the server gives no
+        // other signal).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", s3_port)).is_err() {
+            assert!(Instant::now() < deadline, "SeaweedFS did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        child
+    }
+
+    /// Stops the server (SIGKILL, as a crash or a network partition would).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again, on the same ports and data.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(&self.args, self.s3_port);
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.s3_port)
+    }
+}
+
+/// The environment that points the S3 store at `endpoint` (a [`Seaweed`]), as
+/// the binaries read it.
+pub fn s3_env(endpoint: &str) -> [(&'static str, String); 4] {
+    [
+        ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY.to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY.to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_ENDPOINT_URL", endpoint.to_owned()),
+    ]
+}
+
+/// The workspace binary `program` with the S3 server at `endpoint` as its
+/// store's, logging warnings.
+pub fn with_s3(program: &str, endpoint: &str) -> Command {
+    let mut command = Command::new(bin(program));
+    command.env("RUST_LOG", "warn").envs(s3_env(endpoint));
+    command
 }

@@ -955,8 +955,7 @@ async fn a_worker_paused_past_its_lease_cannot_change_the_result_another_attempt
     wait_for_running(&url, &job).await;
     // Paused mid-render (a long GC pause, a SIGSTOP): its lease runs out, and
     // another worker renders the task and stores the result.
-    // Safety: signalling our own child by pid.
-    unsafe { libc::kill(paused.0.id() as i32, libc::SIGSTOP) };
+    paused.pause();
     let winner = stand_in_worker(&url, &store, "winner", 1500, "warn");
     watch_to_the_end(&url, &job);
     let tasks = task_dirs(&store, &job);
@@ -972,7 +971,7 @@ async fn a_worker_paused_past_its_lease_cannot_change_the_result_another_attempt
 
     // Resumed, the paused worker has finished its render, and must store
     // nothing over the result.
-    unsafe { libc::kill(paused.0.id() as i32, libc::SIGCONT) };
+    paused.resume();
     let log = paused.0.stderr.take().unwrap();
     assert!(
         logged(log, "dropped", Duration::from_secs(60)).await,

@@ -1,122 +1,10 @@
 //! The farm against a real S3-compatible server: SeaweedFS (`weed mini`, installed
 //! by `scripts/setup.sh --test`) on loopback ports chosen free.
 
-use std::net::TcpStream;
-
-use pastiche_farm_tests::{bin, free_port, repo, result_file, succeeded, Proc};
+use pastiche_farm_tests::{repo, result_file, s3_env, succeeded, with_s3, Proc, Seaweed};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-const ACCESS_KEY: &str = "pastiche-test";
-const SECRET_KEY: &str = "pastiche-test-secret";
-
-fn weed() -> PathBuf {
-    let path = std::env::var_os("PASTICHE_WEED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".deps/reference/bin/weed"));
-    assert!(
-        path.exists(),
-        "SeaweedFS is missing ({}): run scripts/setup.sh --test",
-        path.display()
-    );
-    path
-}
-
-struct Seaweed {
-    child: Child,
-    s3_port: u16,
-    /// How it was started, to start it again on the same ports and data.
-    args: Vec<String>,
-}
-
-impl Drop for Seaweed {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Seaweed {
-    fn start(dir: &Path, bucket: &str) -> Seaweed {
-        let s3_port = free_port();
-        let port = |flag: &str| format!("-{flag}={}", free_port());
-        let mut args = vec![
-            "mini".to_owned(),
-            format!("-dir={}", dir.display()),
-            "-ip=127.0.0.1".to_owned(),
-            "-ip.bind=127.0.0.1".to_owned(),
-            format!("-bucket={bucket}"),
-            format!("-s3.port={s3_port}"),
-        ];
-        for flag in [
-            "s3.port.grpc",
-            "master.port",
-            "master.port.grpc",
-            "volume.port",
-            "volume.port.grpc",
-            "filer.port",
-            "filer.port.grpc",
-            "admin.port",
-            "admin.port.grpc",
-        ] {
-            args.push(port(flag));
-        }
-        args.extend(["-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false"].map(String::from));
-        let child = Self::spawn(&args, s3_port);
-        Seaweed {
-            child,
-            s3_port,
-            args,
-        }
-    }
-
-    fn spawn(args: &[String], s3_port: u16) -> Child {
-        let child = Command::new(weed())
-            .args(args)
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start weed mini");
-        // Readiness: the S3 port accepts connections (polled; the server gives no
-        // other signal).
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", s3_port)).is_err() {
-            assert!(Instant::now() < deadline, "SeaweedFS did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        child
-    }
-
-    /// Stops the server (SIGKILL, as a crash or a network partition would).
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Starts it again, on the same ports and data.
-    fn restart(&mut self) {
-        self.child = Self::spawn(&self.args, self.s3_port);
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.s3_port)
-    }
-}
-
-/// `program` with the test server's credentials and endpoint.
-fn with_s3(program: &str, endpoint: &str) -> Command {
-    let mut command = Command::new(bin(program));
-    command
-        .env("RUST_LOG", "warn")
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", endpoint);
-    command
-}
+use std::process::{Output, Stdio};
+use std::time::Duration;
 
 fn pastiche(args: &[&str], endpoint: &str) -> Output {
     with_s3("pastiche", endpoint).args(args).output().unwrap()
@@ -316,12 +204,7 @@ fn a_tasks_record_is_created_once_on_a_real_s3_server() {
     let dir = tempfile::tempdir().unwrap();
     let seaweed = Seaweed::start(&dir.path().join("weed"), "pastiche");
     // The store reads its settings from the environment, as the binaries do.
-    for (name, value) in [
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
-        ("AWS_REGION", "us-east-1".to_owned()),
-        ("AWS_ENDPOINT_URL", seaweed.endpoint()),
-    ] {
+    for (name, value) in s3_env(&seaweed.endpoint()) {
         std::env::set_var(name, value);
     }
     let store = pastiche_spec::store::Store::open("s3://pastiche/fence").unwrap();
