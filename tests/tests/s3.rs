@@ -6,6 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
+/// `pastiche results JOB --store STORE --out OUT`.
+fn results(job: &str, store: &str, out: &str, endpoint: &str) -> Output {
+    pastiche(&["results", job, "--store", store, "--out", out], endpoint)
+}
+
 fn pastiche(args: &[&str], endpoint: &str) -> Output {
     with_s3("pastiche", endpoint).args(args).output().unwrap()
 }
@@ -43,17 +48,7 @@ fn a_grid_stores_its_results_in_s3_and_a_down_endpoint_fails_clearly() {
     ));
 
     let out = dir.path().join("results");
-    succeeded(pastiche(
-        &[
-            "results",
-            &job,
-            "--store",
-            store,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &endpoint,
-    ));
+    succeeded(results(&job, store, out.to_str().unwrap(), &endpoint));
     assert!(std::fs::read_to_string(out.join("job.toml"))
         .unwrap()
         .contains("inputs/"));
@@ -74,15 +69,10 @@ fn a_grid_stores_its_results_in_s3_and_a_down_endpoint_fails_clearly() {
     // The endpoint goes away: commands fail naming the store, and nothing that was
     // stored is lost (checked when it comes back).
     drop(seaweed);
-    let output = pastiche(
-        &[
-            "results",
-            &job,
-            "--store",
-            store,
-            "--out",
-            dir.path().join("again").to_str().unwrap(),
-        ],
+    let output = results(
+        &job,
+        store,
+        dir.path().join("again").to_str().unwrap(),
         &endpoint,
     );
     assert!(!output.status.success());
@@ -92,15 +82,10 @@ fn a_grid_stores_its_results_in_s3_and_a_down_endpoint_fails_clearly() {
 
     let back = Seaweed::start(&dir.path().join("weed"), "pastiche");
     let again = dir.path().join("again");
-    succeeded(pastiche(
-        &[
-            "results",
-            &job,
-            "--store",
-            store,
-            "--out",
-            again.to_str().unwrap(),
-        ],
+    succeeded(results(
+        &job,
+        store,
+        again.to_str().unwrap(),
         &back.endpoint(),
     ));
     for task in &tasks {
@@ -172,17 +157,7 @@ fn a_store_outage_longer_than_the_s3_clients_retries_fails_no_task_and_wastes_no
 
     succeeded(pastiche(&["watch", &job, "--coordinator", &url], &endpoint));
     let out = dir.path().join("results");
-    succeeded(pastiche(
-        &[
-            "results",
-            &job,
-            "--store",
-            store,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &endpoint,
-    ));
+    succeeded(results(&job, store, out.to_str().unwrap(), &endpoint));
     let tasks: Vec<PathBuf> = std::fs::read_dir(out.join("tasks"))
         .unwrap()
         .map(|e| e.unwrap().path())
