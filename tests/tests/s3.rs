@@ -149,10 +149,10 @@ fn a_store_outage_longer_than_the_s3_clients_retries_fails_no_task_and_wastes_no
         &endpoint,
     ));
 
-    // The store goes away while the first tasks render, for longer than the S3
-    // client's own retries last (15 s): their results wait for it.
+    // The store goes away while the first tasks render, for a minute: four times
+    // as long as the S3 client's own retries last (15 s). Their results wait.
     seaweed.stop();
-    std::thread::sleep(Duration::from_secs(25)); // the outage, not a synchronisation
+    std::thread::sleep(Duration::from_secs(60)); // the outage, not a synchronisation
     seaweed.restart();
 
     succeeded(pastiche(&["watch", &job, "--coordinator", &url], &endpoint));
