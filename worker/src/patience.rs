@@ -30,11 +30,6 @@ pub fn passes(status: &tonic::Status) -> bool {
     )
 }
 
-/// Whether a store error may pass (see [`StoreError::may_pass`]).
-pub fn store_error_passes(error: &StoreError) -> bool {
-    error.may_pass()
-}
-
 /// Makes `call` until it succeeds, fails for good (`passing` says it will not
 /// pass), or `patience` runs out, doubling the delay between calls up to 15 s.
 pub async fn retrying<T, E, F, Fut>(
@@ -81,7 +76,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
 {
-    retrying(STORE_PATIENCE, doing, store_error_passes, call).await
+    retrying(STORE_PATIENCE, doing, StoreError::may_pass, call).await
 }
 
 #[cfg(test)]
