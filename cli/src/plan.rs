@@ -66,7 +66,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
                         "content_key": task.content,
                         "style_key": task.style.to_string(),
                         "weights": planned.grid.weights_for(task.params.backbone),
-                        "params": task.params,
+                        "params": &*task.params,
                     })
                 })
                 .collect();

@@ -40,7 +40,9 @@ impl From<CoordinatorError> for Status {
             CoordinatorError::Scheduler(SchedulerError::DuplicateJob(_)) => Code::AlreadyExists,
             CoordinatorError::BadGrid(_)
             | CoordinatorError::BadRequest(_)
-            | CoordinatorError::Scheduler(SchedulerError::EmptyJob(_)) => Code::InvalidArgument,
+            | CoordinatorError::Scheduler(
+                SchedulerError::EmptyJob(_) | SchedulerError::DuplicateTask { .. },
+            ) => Code::InvalidArgument,
             CoordinatorError::WrongStore { .. } | CoordinatorError::JobRunning(_) => {
                 Code::FailedPrecondition
             }

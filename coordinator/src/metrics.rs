@@ -317,6 +317,7 @@ mod tests {
         let requeued = Event::TaskRequeued {
             job: "j".into(),
             task: "t".into(),
+            position: 0,
             attempt: 2,
             reason: "lease expired".into(),
             given_back: false,
@@ -324,6 +325,7 @@ mod tests {
         let done = Event::TaskDone {
             job: "j".into(),
             task: "t".into(),
+            position: 0,
             attempt: 2,
             worker: "w".into(),
         };

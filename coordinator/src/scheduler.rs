@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 pub type JobId = String;
 pub type TaskId = String;
 pub type WorkerId = String;
+/// A task's place in its job's grid order: how the scheduler and the state
+/// database find it (ids are hashes, and an index of them is written at random).
+pub type Position = u32;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskState {
@@ -193,8 +196,9 @@ impl NewJob {
             rank: (0, 0), // given by `add`
             cancelled: false,
             finished: false,
+            positions: HashMap::with_capacity(spec.tasks.len()),
+            states: Vec::with_capacity(spec.tasks.len()),
             queue: VecDeque::new(),
-            states: HashMap::with_capacity(spec.tasks.len()),
             counts: Counts::default(),
             failures_by_worker: HashMap::new(),
             blocklist: HashMap::new(),
@@ -205,10 +209,16 @@ impl NewJob {
             },
         };
         let mut deadlines = Vec::new();
-        for task in &spec.tasks {
+        for (position, task) in (0..).zip(&spec.tasks) {
+            if job.positions.insert(task.clone(), position).is_some() {
+                return Err(SchedulerError::DuplicateTask {
+                    job: job.spec.id,
+                    task: task.clone(),
+                });
+            }
             let state = prior(task).unwrap_or(TaskState::Queued { attempt: 1 });
             match &state {
-                TaskState::Queued { .. } => job.queue.push_back(task.clone()),
+                TaskState::Queued { .. } => job.queue.push_back(position),
                 TaskState::Running {
                     attempt,
                     lease_until,
@@ -216,12 +226,13 @@ impl NewJob {
                     ..
                 } => {
                     for at in std::iter::once(*lease_until).chain(*time_limit_at) {
-                        deadlines.push(Deadline::new(at, &job.spec.id, task, *attempt));
+                        deadlines.push(Deadline::new(at, &job.spec.id, position, *attempt));
                     }
                 }
                 _ => {}
             }
-            job.set_state(task, state);
+            *job.counts.slot(state.phase()) += 1;
+            job.states.push(state);
         }
         job.spec.tasks = spec.tasks;
         Ok(NewJob { job, deadlines })
@@ -248,6 +259,7 @@ pub enum Event {
     TaskLeased {
         job: JobId,
         task: TaskId,
+        position: Position,
         attempt: u32,
         worker: WorkerId,
     },
@@ -256,6 +268,7 @@ pub enum Event {
     TaskRequeued {
         job: JobId,
         task: TaskId,
+        position: Position,
         attempt: u32,
         reason: String,
         given_back: bool,
@@ -263,18 +276,21 @@ pub enum Event {
     TaskDone {
         job: JobId,
         task: TaskId,
+        position: Position,
         attempt: u32,
         worker: WorkerId,
     },
     TaskFailed {
         job: JobId,
         task: TaskId,
+        position: Position,
         attempt: u32,
         error: String,
     },
     TaskCancelled {
         job: JobId,
         task: TaskId,
+        position: Position,
     },
     /// Every queued task of a cancelled job, `tasks` of them, ended at once: one
     /// event (one database statement) for a million tasks.
@@ -317,6 +333,7 @@ impl Event {
 pub struct Lease {
     pub job: JobId,
     pub task: TaskId,
+    pub position: Position,
     pub attempt: u32,
     pub lease_until: Instant,
 }
@@ -342,17 +359,23 @@ pub enum SchedulerError {
     EmptyJob(JobId),
     #[error("job '{job}' has no task '{task}'")]
     UnknownTask { job: JobId, task: TaskId },
+    #[error("job '{job}' lists task '{task}' twice")]
+    DuplicateTask { job: JobId, task: TaskId },
 }
 
 struct Job {
+    /// Its tasks' ids by position (`spec.tasks`).
     spec: JobSpec,
     /// Its place in the serving order: (-priority, submission order).
     rank: Rank,
     cancelled: bool,
     finished: bool,
+    /// Each task's position, by id: how reports, which name tasks, find them.
+    positions: HashMap<TaskId, Position>,
+    /// Each task's state, by position.
+    states: Vec<TaskState>,
     /// Tasks waiting for a worker, in order.
-    queue: VecDeque<TaskId>,
-    states: HashMap<TaskId, TaskState>,
+    queue: VecDeque<Position>,
     /// Tasks per state, kept in step with `states` by `set_state`.
     counts: Counts,
     /// Failed attempts per worker.
@@ -360,7 +383,7 @@ struct Job {
     /// Workers kept off the job, until when.
     blocklist: HashMap<WorkerId, Instant>,
     /// How many times each task was given back by a worker that stopped.
-    given_back: HashMap<TaskId, u32>,
+    given_back: HashMap<Position, u32>,
 }
 
 impl Counts {
@@ -398,28 +421,29 @@ impl Job {
         self.counts
     }
 
-    /// Every change of a task's state goes through here, so the counts stay exact
-    /// without scanning the tasks (grids have 100,000 of them).
-    fn set_state(&mut self, task: &str, new: TaskState) {
-        *self.counts.slot(new.phase()) += 1;
-        match self.states.get_mut(task) {
-            Some(old) => {
-                *self.counts.slot(old.phase()) -= 1;
-                *old = new;
-            }
-            None => {
-                self.states.insert(task.to_owned(), new);
-            }
-        }
+    fn id(&self, position: Position) -> &TaskId {
+        &self.spec.tasks[position as usize]
     }
 
-    fn cancel_requested(&self, task: &str) -> bool {
+    fn state(&self, position: Position) -> &TaskState {
+        &self.states[position as usize]
+    }
+
+    /// Every change of a task's state goes through here, so the counts stay exact
+    /// without scanning the tasks (grids have a million of them).
+    fn set_state(&mut self, position: Position, new: TaskState) {
+        *self.counts.slot(new.phase()) += 1;
+        let old = std::mem::replace(&mut self.states[position as usize], new);
+        *self.counts.slot(old.phase()) -= 1;
+    }
+
+    fn cancel_requested(&self, position: Position) -> bool {
         matches!(
-            self.states.get(task),
-            Some(TaskState::Running {
+            self.state(position),
+            TaskState::Running {
                 cancel_requested: true,
                 ..
-            })
+            }
         )
     }
 }
@@ -449,16 +473,16 @@ type Rank = (i64, u64);
 struct Deadline {
     at: Instant,
     job: JobId,
-    task: TaskId,
+    task: Position,
     attempt: u32,
 }
 
 impl Deadline {
-    fn new(at: Instant, job: &str, task: &str, attempt: u32) -> Deadline {
+    fn new(at: Instant, job: &str, task: Position, attempt: u32) -> Deadline {
         Deadline {
             at,
             job: job.to_owned(),
-            task: task.to_owned(),
+            task,
             attempt,
         }
     }
@@ -522,7 +546,10 @@ impl Scheduler {
         self.add(new)?;
         let job = self.jobs.get_mut(&spec.id).expect("inserted");
         job.cancelled = cancelled;
-        job.given_back = given_back.clone();
+        job.given_back = given_back
+            .iter()
+            .filter_map(|(task, count)| Some((*job.positions.get(task)?, *count)))
+            .collect();
         job.finished = job.counts().finished();
         self.events.clear();
         Ok(())
@@ -560,14 +587,14 @@ impl Scheduler {
         })?;
         let job_id = &self.order[&rank];
         let job = self.jobs.get_mut(job_id).expect("ordered jobs exist");
-        let task = job
+        let position = job
             .queue
             .pop_front()
             .expect("waiting jobs have queued tasks");
         if job.queue.is_empty() {
             self.waiting.remove(&rank);
         }
-        let Some(&TaskState::Queued { attempt }) = job.states.get(&task) else {
+        let &TaskState::Queued { attempt } = job.state(position) else {
             unreachable!("only queued tasks are in the queue")
         };
         // A limit beyond what a clock can hold is no limit.
@@ -577,10 +604,10 @@ impl Scheduler {
             .and_then(|limit| now.checked_add(limit));
         for at in std::iter::once(lease_until).chain(time_limit_at) {
             self.deadlines
-                .push(Reverse(Deadline::new(at, job_id, &task, attempt)));
+                .push(Reverse(Deadline::new(at, job_id, position, attempt)));
         }
         job.set_state(
-            &task,
+            position,
             TaskState::Running {
                 attempt,
                 worker: worker.to_owned(),
@@ -589,34 +616,32 @@ impl Scheduler {
                 cancel_requested: false,
             },
         );
+        let task = job.id(position).clone();
         self.events.push(Event::TaskLeased {
             job: job_id.clone(),
             task: task.clone(),
+            position,
             attempt,
             worker: worker.to_owned(),
         });
         Some(Lease {
             job: job_id.clone(),
             task,
+            position,
             attempt,
             lease_until,
         })
     }
 
-    /// The running state of `task` if `attempt` by `worker` is still its current one.
-    fn current<'a>(
-        job: &'a mut Job,
-        task: &str,
-        attempt: u32,
-        worker: &str,
-    ) -> Option<&'a mut TaskState> {
-        let state = job.states.get_mut(task)?;
-        match state {
+    /// The position of `task` if `attempt` by `worker` is still its current one.
+    fn current(job: &Job, task: &str, attempt: u32, worker: &str) -> Option<Position> {
+        let position = *job.positions.get(task)?;
+        match job.state(position) {
             TaskState::Running {
                 attempt: a,
                 worker: w,
                 ..
-            } if *a == attempt && w == worker => Some(state),
+            } if *a == attempt && w == worker => Some(position),
             _ => None,
         }
     }
@@ -634,45 +659,47 @@ impl Scheduler {
         let Some(found) = self.jobs.get_mut(job) else {
             return HeartbeatReply::Stale;
         };
-        match Self::current(found, task, attempt, worker) {
-            Some(TaskState::Running {
-                lease_until,
-                cancel_requested,
-                ..
-            }) => {
-                if *cancel_requested {
-                    return HeartbeatReply::Cancel;
-                }
-                *lease_until = now + lease_timeout;
-                let due = Deadline::new(*lease_until, job, task, attempt);
-                self.deadlines.push(Reverse(due));
-                HeartbeatReply::Continue
-            }
-            _ => HeartbeatReply::Stale,
+        let Some(position) = Self::current(found, task, attempt, worker) else {
+            return HeartbeatReply::Stale;
+        };
+        let TaskState::Running {
+            lease_until,
+            cancel_requested,
+            ..
+        } = &mut found.states[position as usize]
+        else {
+            unreachable!("current attempts are running")
+        };
+        if *cancel_requested {
+            return HeartbeatReply::Cancel;
         }
+        *lease_until = now + lease_timeout;
+        let due = Deadline::new(*lease_until, job, position, attempt);
+        self.deadlines.push(Reverse(due));
+        HeartbeatReply::Continue
     }
 
     /// A worker finished `attempt` and its outputs are stored. Returns false for a
     /// stale report, which changes nothing. Idempotent: the same report again
     /// (its reply was lost) is accepted and changes nothing.
     pub fn complete(&mut self, job_id: &str, task: &str, attempt: u32, worker: &str) -> bool {
-        if let Some(TaskState::Done {
+        if let Ok(TaskState::Done {
             attempt: a,
             worker: w,
-        }) = self.jobs.get(job_id).and_then(|job| job.states.get(task))
+        }) = self.task_state(job_id, task)
         {
             return *a == attempt && w == worker;
         }
-        let Some(job) = self.current_job(job_id, task, attempt, worker) else {
+        let Some((job, position)) = self.current_job(job_id, task, attempt, worker) else {
             return false;
         };
-        if job.cancel_requested(task) {
+        if job.cancel_requested(position) {
             // Finished anyway; the job no longer wants it.
-            self.end_cancelled(job_id, task);
+            self.end_cancelled(job_id, position);
             return true;
         }
         job.set_state(
-            task,
+            position,
             TaskState::Done {
                 attempt,
                 worker: worker.to_owned(),
@@ -681,6 +708,7 @@ impl Scheduler {
         self.events.push(Event::TaskDone {
             job: job_id.to_owned(),
             task: task.to_owned(),
+            position,
             attempt,
             worker: worker.to_owned(),
         });
@@ -688,27 +716,29 @@ impl Scheduler {
         true
     }
 
-    /// The job of a report, if `attempt` by `worker` is still `task`'s current one;
-    /// `None` for a stale report (unknown job, older attempt, other worker).
+    /// The job of a report and the task's position, if `attempt` by `worker` is
+    /// still `task`'s current one; `None` for a stale report (unknown job, older
+    /// attempt, other worker).
     fn current_job(
         &mut self,
         job_id: &str,
         task: &str,
         attempt: u32,
         worker: &str,
-    ) -> Option<&mut Job> {
+    ) -> Option<(&mut Job, Position)> {
         let job = self.jobs.get_mut(job_id)?;
-        Self::current(job, task, attempt, worker)?;
-        Some(job)
+        let position = Self::current(job, task, attempt, worker)?;
+        Some((job, position))
     }
 
     /// Ends a running task of a cancelled job, however its worker last reported.
-    fn end_cancelled(&mut self, job_id: &str, task: &str) {
+    fn end_cancelled(&mut self, job_id: &str, position: Position) {
         let job = self.jobs.get_mut(job_id).expect("caller checked");
-        job.set_state(task, TaskState::Cancelled);
+        job.set_state(position, TaskState::Cancelled);
         self.events.push(Event::TaskCancelled {
             job: job_id.to_owned(),
-            task: task.to_owned(),
+            task: job.id(position).clone(),
+            position,
         });
         self.finish_if_done(job_id);
     }
@@ -732,11 +762,11 @@ impl Scheduler {
             blocklist_for,
             ..
         } = self.config;
-        let Some(job) = self.current_job(job_id, task, attempt, worker) else {
+        let Some((job, position)) = self.current_job(job_id, task, attempt, worker) else {
             return false;
         };
-        if job.cancel_requested(task) {
-            self.end_cancelled(job_id, task);
+        if job.cancel_requested(position) {
+            self.end_cancelled(job_id, position);
             return true;
         }
         if failure == Failure::Worker {
@@ -752,7 +782,7 @@ impl Scheduler {
                 });
             }
         }
-        self.retry_or_fail(job_id, task, attempt, failure.retried(), error);
+        self.retry_or_fail(job_id, position, attempt, failure.retried(), error);
         true
     }
 
@@ -760,16 +790,16 @@ impl Scheduler {
     /// the queue as a new attempt that its attempt limit does not count, and
     /// the worker is not blamed. Returns false for a stale report.
     pub fn give_back(&mut self, job_id: &str, task: &str, attempt: u32, worker: &str) -> bool {
-        let Some(job) = self.current_job(job_id, task, attempt, worker) else {
+        let Some((job, position)) = self.current_job(job_id, task, attempt, worker) else {
             return false;
         };
-        if job.cancel_requested(task) {
-            self.end_cancelled(job_id, task);
+        if job.cancel_requested(position) {
+            self.end_cancelled(job_id, position);
             return true;
         }
-        *job.given_back.entry(task.to_owned()).or_default() += 1;
+        *job.given_back.entry(position).or_default() += 1;
         let reason = format!("given back by {worker}, which stopped");
-        self.requeue(job_id, task, attempt + 1, reason, true);
+        self.requeue(job_id, position, attempt + 1, reason, true);
         true
     }
 
@@ -785,32 +815,33 @@ impl Scheduler {
         worker: &str,
     ) -> bool {
         match self.current_job(job_id, task, attempt, worker) {
-            Some(job) if job.cancel_requested(task) => {
-                self.end_cancelled(job_id, task);
+            Some((job, position)) if job.cancel_requested(position) => {
+                self.end_cancelled(job_id, position);
                 true
             }
             _ => false,
         }
     }
 
-    /// Puts `task` back at the end of the queue, as `attempt`.
+    /// Puts the task at `position` back at the end of the queue, as `attempt`.
     fn requeue(
         &mut self,
         job_id: &str,
-        task: &str,
+        position: Position,
         attempt: u32,
         reason: String,
         given_back: bool,
     ) {
         let job = self.jobs.get_mut(job_id).expect("caller checked");
-        job.set_state(task, TaskState::Queued { attempt });
-        job.queue.push_back(task.to_owned());
+        job.set_state(position, TaskState::Queued { attempt });
+        job.queue.push_back(position);
         if !job.cancelled {
             self.waiting.insert(job.rank);
         }
         self.events.push(Event::TaskRequeued {
             job: job_id.to_owned(),
-            task: task.to_owned(),
+            task: job.id(position).clone(),
+            position,
             attempt,
             reason,
             given_back,
@@ -820,16 +851,16 @@ impl Scheduler {
     fn retry_or_fail(
         &mut self,
         job_id: &str,
-        task: &str,
+        position: Position,
         attempt: u32,
         retryable: bool,
         error: &str,
     ) {
         let job = self.jobs.get_mut(job_id).expect("caller checked");
         // Leases handed back by stopping workers are attempts, but not failures.
-        let failed_attempts = attempt - job.given_back.get(task).copied().unwrap_or(0);
+        let failed_attempts = attempt - job.given_back.get(&position).copied().unwrap_or(0);
         if retryable && failed_attempts < job.spec.max_attempts {
-            self.requeue(job_id, task, attempt + 1, error.to_owned(), false);
+            self.requeue(job_id, position, attempt + 1, error.to_owned(), false);
         } else {
             let error = if retryable {
                 format!("{error} (gave up after {attempt} attempts)")
@@ -837,7 +868,7 @@ impl Scheduler {
                 error.to_owned()
             };
             job.set_state(
-                task,
+                position,
                 TaskState::Failed {
                     attempt,
                     error: error.clone(),
@@ -845,7 +876,8 @@ impl Scheduler {
             );
             self.events.push(Event::TaskFailed {
                 job: job_id.to_owned(),
-                task: task.to_owned(),
+                task: job.id(position).clone(),
+                position,
                 attempt,
                 error,
             });
@@ -868,13 +900,13 @@ impl Scheduler {
             let Some(job) = self.jobs.get(&due.job) else {
                 continue;
             };
-            let Some(&TaskState::Running {
+            let &TaskState::Running {
                 attempt,
                 lease_until,
                 time_limit_at,
                 cancel_requested,
                 ..
-            }) = job.states.get(&due.task)
+            } = job.state(due.task)
             else {
                 continue;
             };
@@ -883,20 +915,20 @@ impl Scheduler {
                 continue; // a renewed lease, or another attempt
             }
             ended += 1;
-            let (job_id, task) = (&due.job, &due.task);
+            let (job_id, position) = (&due.job, due.task);
             if cancel_requested {
-                self.end_cancelled(job_id, task);
+                self.end_cancelled(job_id, position);
             } else if over_time {
                 let limit = job.spec.max_task_time.unwrap_or_default();
                 let error = format!(
                     "ran longer than its max_task_time ({}); not tried again",
                     pastiche_spec::format_duration(limit)
                 );
-                self.retry_or_fail(job_id, task, attempt, false, &error);
+                self.retry_or_fail(job_id, position, attempt, false, &error);
             } else {
                 self.retry_or_fail(
                     job_id,
-                    task,
+                    position,
                     attempt,
                     true,
                     "lease expired: the worker stopped reporting",
@@ -933,8 +965,8 @@ impl Scheduler {
             job: job_id.to_owned(),
         });
         let queued = std::mem::take(&mut job.queue);
-        for task in &queued {
-            job.set_state(task, TaskState::Cancelled);
+        for &position in &queued {
+            job.set_state(position, TaskState::Cancelled);
         }
         if !queued.is_empty() {
             self.events.push(Event::QueuedCancelled {
@@ -942,7 +974,7 @@ impl Scheduler {
                 tasks: queued.len(),
             });
         }
-        for state in job.states.values_mut() {
+        for state in &mut job.states {
             if let TaskState::Running {
                 cancel_requested, ..
             } = state
@@ -979,8 +1011,9 @@ impl Scheduler {
             .get(job)
             .ok_or_else(|| SchedulerError::UnknownJob(job.to_owned()))?;
         found
-            .states
+            .positions
             .get(task)
+            .map(|&position| found.state(position))
             .ok_or_else(|| SchedulerError::UnknownTask {
                 job: job.to_owned(),
                 task: task.to_owned(),
@@ -1045,14 +1078,14 @@ mod tests {
             .collect();
         assert_eq!(s.waiting, waiting);
         for (job_id, job) in &s.jobs {
-            for (task, state) in &job.states {
+            for (position, state) in (0..).zip(&job.states) {
                 if let TaskState::Running {
                     attempt,
                     lease_until,
                     ..
                 } = state
                 {
-                    let due = Deadline::new(*lease_until, job_id, task, *attempt);
+                    let due = Deadline::new(*lease_until, job_id, position, *attempt);
                     assert!(
                         s.deadlines.iter().any(|Reverse(d)| *d == due),
                         "no deadline for {due:?}"
@@ -1555,6 +1588,13 @@ mod tests {
         assert_eq!(
             s.submit(job("e", 0, &[])),
             Err(SchedulerError::EmptyJob("e".into()))
+        );
+        assert_eq!(
+            s.submit(job("d", 0, &["a", "b", "a"])),
+            Err(SchedulerError::DuplicateTask {
+                job: "d".into(),
+                task: "a".into()
+            })
         );
         assert_eq!(
             s.cancel("nope"),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use pastiche_spec::RenderParams;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::scheduler::{Event, JobSpec, Phase, TaskState};
+use crate::scheduler::{Event, JobSpec, Phase, Position, TaskState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -35,7 +35,8 @@ pub enum StateError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRecord {
     pub id: String,
-    pub params: RenderParams,
+    /// Shared by the tasks of one parameter point when submitted.
+    pub params: Arc<RenderParams>,
     pub content_key: String,
     pub style_key: String,
     /// The backbone's weights (a path or URL), empty for random weights.
@@ -62,7 +63,8 @@ pub struct StoredJob {
     pub job: JobRecord,
     /// Cancelled while it ran; the scheduler keeps this once restored.
     pub cancelled: bool,
-    pub tasks: Vec<TaskRecord>,
+    /// Its tasks' ids in grid order (what they render is read when leased).
+    pub tasks: Vec<String>,
     pub states: HashMap<String, TaskState>,
     /// How many times each task was given back by a stopping worker.
     pub given_back: HashMap<String, u32>,
@@ -104,8 +106,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     state       TEXT NOT NULL,
     attempt     INTEGER NOT NULL,
     worker      TEXT,
-    error       TEXT,
-    PRIMARY KEY (job_id, task_id)
+    error       TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -118,8 +119,12 @@ CREATE TABLE IF NOT EXISTS events (
     message TEXT
 );
 CREATE INDEX IF NOT EXISTS events_by_kind ON events (kind, job_id);
--- A page of a job's tasks, and a job's events to prune or delete, without a scan.
-CREATE INDEX IF NOT EXISTS tasks_by_position ON tasks (job_id, position);
+-- Tasks are found by their place in their job's grid order, not by id: a job's
+-- rows are written in that order, so a million of them append to this index,
+-- where an index of ids (hashes) is written all over (3 GB through the
+-- write-ahead log for a million tasks, against 0.8 GB).
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_by_position ON tasks (job_id, position);
+-- A job's events to prune or delete, without a scan.
 CREATE INDEX IF NOT EXISTS events_by_job ON events (job_id, at);
 ";
 
@@ -157,6 +162,10 @@ impl State {
     fn init(conn: Connection) -> Result<Self, StateError> {
         // WAL: readers never block the writer; NORMAL: a commit survives a crash of
         // the process (not necessarily of the machine), which is the failure here.
+        // Applies to a new database only. Larger pages than the default 4 KiB:
+        // a million-task submission writes a quarter of the pages (and system
+        // calls), for a few KiB more per commit of a lease or a report.
+        conn.pragma_update(None, "page_size", 16384)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
@@ -206,13 +215,17 @@ impl State {
                 "INSERT INTO tasks (job_id, task_id, position, params, content_key, style_key, weights, state, attempt)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1)",
             )?;
+            // A grid repeats each parameter point for every content and style.
+            let mut json = HashMap::new();
             for (position, task) in (first..).zip(tasks) {
-                let params = serde_json::to_string(&task.params).expect("params serialise");
+                let params = json.entry(Arc::as_ptr(&task.params)).or_insert_with(|| {
+                    serde_json::to_string(&*task.params).expect("params serialise")
+                });
                 insert.execute(params![
                     job,
                     task.id,
                     position as i64,
-                    params,
+                    *params,
                     task.content_key,
                     task.style_key,
                     task.weights,
@@ -262,12 +275,12 @@ impl State {
                        worker: Option<&str>,
                        error: Option<&str>,
                        job: &str,
-                       task: &str| {
+                       position: Position| {
                 // Cached: this runs twice per task, on the scheduling path.
                 tx.prepare_cached(
-                    "UPDATE tasks SET state = ?1, attempt = ?2, worker = ?3, error = ?4 WHERE job_id = ?5 AND task_id = ?6",
+                    "UPDATE tasks SET state = ?1, attempt = ?2, worker = ?3, error = ?4 WHERE job_id = ?5 AND position = ?6",
                 )?
-                .execute(params![phase.name(), attempt, worker, error, job, task])
+                .execute(params![phase.name(), attempt, worker, error, job, position])
             };
             let log = |job: &str,
                        kind: &str,
@@ -285,10 +298,11 @@ impl State {
                 Event::TaskLeased {
                     job,
                     task,
+                    position,
                     attempt,
                     worker,
                 } => {
-                    set(Phase::Running, *attempt, Some(worker), None, job, task)?;
+                    set(Phase::Running, *attempt, Some(worker), None, job, *position)?;
                     log(
                         job,
                         "leased",
@@ -301,11 +315,12 @@ impl State {
                 Event::TaskRequeued {
                     job,
                     task,
+                    position,
                     attempt,
                     reason,
                     given_back,
                 } => {
-                    set(Phase::Queued, *attempt, None, Some(reason), job, task)?;
+                    set(Phase::Queued, *attempt, None, Some(reason), job, *position)?;
                     // Counted at load (see `load`): a give-back uses up no attempt.
                     log(
                         job,
@@ -323,26 +338,36 @@ impl State {
                 Event::TaskDone {
                     job,
                     task,
+                    position,
                     attempt,
                     worker,
                 } => {
-                    set(Phase::Done, *attempt, Some(worker), None, job, task)?;
+                    set(Phase::Done, *attempt, Some(worker), None, job, *position)?;
                     log(job, "done", Some(task), Some(*attempt), Some(worker), None)?;
                 }
                 Event::TaskFailed {
                     job,
                     task,
+                    position,
                     attempt,
                     error,
                 } => {
-                    set(Phase::Failed, *attempt, None, Some(error), job, task)?;
+                    set(Phase::Failed, *attempt, None, Some(error), job, *position)?;
                     log(job, "failed", Some(task), Some(*attempt), None, Some(error))?;
                 }
-                Event::TaskCancelled { job, task } => {
+                Event::TaskCancelled {
+                    job,
+                    task,
+                    position,
+                } => {
                     tx.prepare_cached(
-                        "UPDATE tasks SET state = ?1 WHERE job_id = ?2 AND task_id = ?3",
+                        "UPDATE tasks SET state = ?1 WHERE job_id = ?2 AND position = ?3",
                     )?
-                    .execute(params![Phase::Cancelled.name(), job, task])?;
+                    .execute(params![
+                        Phase::Cancelled.name(),
+                        job,
+                        position
+                    ])?;
                     log(job, "cancelled", Some(task), None, None, None)?;
                 }
                 Event::QueuedCancelled { job, tasks } => {
@@ -398,12 +423,13 @@ impl State {
         Ok(jobs)
     }
 
-    pub fn task(&self, job: &str, task: &str) -> Result<Option<TaskRecord>, StateError> {
+    /// The task at `position` in `job`'s grid order.
+    pub fn task(&self, job: &str, position: Position) -> Result<Option<TaskRecord>, StateError> {
         self.conn
             .prepare_cached(
-                "SELECT task_id, params, content_key, style_key, weights FROM tasks WHERE job_id = ?1 AND task_id = ?2",
+                "SELECT task_id, params, content_key, style_key, weights FROM tasks WHERE job_id = ?1 AND position = ?2",
             )?
-            .query_row(params![job, task], task_from_row)
+            .query_row(params![job, position], task_from_row)
             .optional()
             .map_err(StateError::from)
     }
@@ -511,7 +537,7 @@ impl State {
             })?
             .collect::<Result<_, _>>()?;
         let mut tasks_stmt = self.conn.prepare(
-            "SELECT task_id, params, content_key, style_key, weights, state, attempt, worker, error
+            "SELECT task_id, state, attempt, worker, error
              FROM tasks WHERE job_id = ?1 ORDER BY position",
         )?;
         let mut given_back_stmt = self.conn.prepare(
@@ -525,18 +551,18 @@ impl State {
             let mut tasks = Vec::new();
             let mut states = HashMap::new();
             let rows = tasks_stmt.query_map(params![job.id], |row| {
-                let record = task_from_row(row)?;
-                let state: String = row.get(5)?;
-                let attempt: u32 = row.get(6)?;
-                let worker: Option<String> = row.get(7)?;
-                let error: Option<String> = row.get(8)?;
-                Ok((record, state, attempt, worker, error))
+                let id: String = row.get(0)?;
+                let state: String = row.get(1)?;
+                let attempt: u32 = row.get(2)?;
+                let worker: Option<String> = row.get(3)?;
+                let error: Option<String> = row.get(4)?;
+                Ok((id, state, attempt, worker, error))
             })?;
             for row in rows {
-                let (record, state, attempt, worker, error) = row?;
+                let (id, state, attempt, worker, error) = row?;
                 let phase = Phase::from_name(&state).ok_or_else(|| StateError::UnknownState {
                     job: job.id.clone(),
-                    task: record.id.clone(),
+                    task: id.clone(),
                     state,
                 })?;
                 let state = match phase {
@@ -558,8 +584,8 @@ impl State {
                     },
                     Phase::Cancelled => TaskState::Cancelled,
                 };
-                states.insert(record.id.clone(), state);
-                tasks.push(record);
+                states.insert(id.clone(), state);
+                tasks.push(id);
             }
             stored.push(StoredJob {
                 job,
@@ -577,6 +603,10 @@ impl State {
 const JOB_COLUMNS: &str =
     "id, name, priority, max_attempts, grid_toml, submitted_at, preview_every, max_task_ms";
 const JOB_COLUMN_COUNT: usize = 8;
+
+/// The tasks table's columns, in [`SCHEMA`]'s order.
+const TASK_COLUMNS: &str =
+    "job_id, task_id, position, params, content_key, style_key, weights, state, attempt, worker, error";
 
 /// Columns of the jobs table added since its first version, as [`SCHEMA`]
 /// declares them.
@@ -605,6 +635,23 @@ fn checkpoint_until(conn: Connection, closed: &AtomicBool) {
 /// Brings a database written by an earlier version up to [`SCHEMA`], so that an
 /// upgraded coordinator resumes the jobs it had.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let tasks_table: String = conn.query_row(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'tasks'",
+        [],
+        |row| row.get(0),
+    )?;
+    if tasks_table.contains("PRIMARY KEY") {
+        // Keyed by (job, task id) before: rebuilt as SCHEMA has it, in one go.
+        conn.execute_batch(&format!(
+            "BEGIN;
+             ALTER TABLE tasks RENAME TO tasks_by_id;
+             DROP INDEX IF EXISTS tasks_by_position;
+             {SCHEMA}
+             INSERT INTO tasks SELECT {TASK_COLUMNS} FROM tasks_by_id;
+             DROP TABLE tasks_by_id;
+             COMMIT;"
+        ))?;
+    }
     for (column, declaration) in ADDED_JOB_COLUMNS {
         let present: bool = conn.query_row(
             "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = ?1",
@@ -641,21 +688,22 @@ fn task_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
     })?;
     Ok(TaskRecord {
         id: row.get(0)?,
-        params,
+        params: Arc::new(params),
         content_key: row.get(2)?,
         style_key: row.get(3)?,
         weights: row.get(4)?,
     })
 }
 
-impl StoredJob {
-    pub fn spec(&self) -> JobSpec {
+impl JobRecord {
+    /// What the scheduler knows of this job, with its tasks' ids in grid order.
+    pub fn spec(&self, tasks: Vec<String>) -> JobSpec {
         JobSpec {
-            id: self.job.id.clone(),
-            priority: self.job.priority,
-            max_attempts: self.job.max_attempts,
-            max_task_time: self.job.max_task_time,
-            tasks: self.tasks.iter().map(|t| t.id.clone()).collect(),
+            id: self.id.clone(),
+            priority: self.priority,
+            max_attempts: self.max_attempts,
+            max_task_time: self.max_task_time,
+            tasks,
         }
     }
 }
@@ -669,7 +717,7 @@ mod tests {
     fn task(id: &str) -> TaskRecord {
         TaskRecord {
             id: id.into(),
-            params: RenderParams::new(Backbone::Vgg16),
+            params: Arc::new(RenderParams::new(Backbone::Vgg16)),
             content_key: "inputs/c.png".into(),
             style_key: "inputs/s.png".into(),
             weights: String::new(),
@@ -714,6 +762,75 @@ mod tests {
         assert_eq!(job.max_task_time, None);
         drop(state);
         State::open(&path).unwrap(); // migrating twice is a no-op
+    }
+
+    #[test]
+    fn a_database_with_tasks_keyed_by_id_is_rebuilt_keyed_by_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let tasks = [task("a"), task("b")];
+        {
+            // As coordinators wrote it before tasks were found by position.
+            let conn = Connection::open(&path).unwrap();
+            let old_schema = SCHEMA
+                .replace(
+                    "    error       TEXT\n);",
+                    "    error       TEXT,\n    PRIMARY KEY (job_id, task_id)\n);",
+                )
+                .replace("CREATE UNIQUE INDEX", "CREATE INDEX");
+            assert_ne!(old_schema, SCHEMA);
+            conn.execute_batch(&old_schema).unwrap();
+            conn.execute(
+                "INSERT INTO jobs (id, name, priority, max_attempts, grid_toml, submitted_at) VALUES ('j', 'j', 0, 3, '', 1)",
+                [],
+            )
+            .unwrap();
+            for (position, (task, state)) in tasks.iter().zip(["done", "queued"]).enumerate() {
+                conn.execute(
+                    "INSERT INTO tasks (job_id, task_id, position, params, content_key, style_key, weights, state, attempt, worker)
+                     VALUES ('j', ?1, ?2, ?3, ?4, ?5, '', ?6, 1, 'w')",
+                    params![
+                        task.id,
+                        position as i64,
+                        serde_json::to_string(&*task.params).unwrap(),
+                        task.content_key,
+                        task.style_key,
+                        state
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        for _ in 0..2 {
+            // The second open finds nothing to rebuild.
+            let state = State::open(&path).unwrap();
+            let table: String = state
+                .conn
+                .query_row(
+                    "SELECT sql FROM sqlite_master WHERE name = 'tasks'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert!(!table.contains("PRIMARY KEY"), "{table}");
+            assert_eq!(state.task("j", 1).unwrap().as_ref(), Some(&tasks[1]));
+            let stored = state.load(Instant::now()).unwrap();
+            assert_eq!(stored[0].tasks, ["a", "b"]);
+            assert_eq!(
+                stored[0].states["a"],
+                TaskState::Done {
+                    attempt: 1,
+                    worker: "w".into()
+                }
+            );
+            assert_eq!(stored[0].states["b"], TaskState::Queued { attempt: 1 });
+            let duplicate = state.conn.execute(
+                "INSERT INTO tasks (job_id, task_id, position, params, content_key, style_key, weights, state, attempt)
+                 VALUES ('j', 'c', 1, '{}', '', '', '', 'queued', 1)",
+                [],
+            );
+            assert!(duplicate.is_err(), "a position is a task's key");
+        }
     }
 
     #[test]
@@ -817,7 +934,13 @@ mod tests {
         let mut scheduler = Scheduler::new(SchedulerConfig::default());
         let s = &stored[0];
         scheduler
-            .restore(s.spec(), false, &s.states, &s.given_back, now)
+            .restore(
+                s.job.spec(s.tasks.clone()),
+                false,
+                &s.states,
+                &s.given_back,
+                now,
+            )
             .unwrap();
         let lease = scheduler.lease("w", now).unwrap();
         assert_eq!(lease.attempt, 3);
@@ -867,7 +990,8 @@ mod tests {
         let stored = state.load(now).unwrap();
         assert_eq!(stored.len(), 1);
         assert_eq!(stored[0].job, job, "max_task_time included");
-        assert_eq!(stored[0].tasks, tasks);
+        let ids: Vec<_> = tasks.iter().map(|t| t.id.clone()).collect();
+        assert_eq!(stored[0].tasks, ids);
         assert_eq!(
             stored[0].states["a"],
             TaskState::Done {
@@ -883,7 +1007,7 @@ mod tests {
         let mut scheduler = Scheduler::new(SchedulerConfig::default());
         scheduler
             .restore(
-                stored[0].spec(),
+                stored[0].job.spec(stored[0].tasks.clone()),
                 false,
                 &stored[0].states,
                 &stored[0].given_back,
@@ -891,7 +1015,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(scheduler.lease("w3", now).unwrap().task, "c");
-        assert_eq!(state.task("j", "b").unwrap().unwrap(), tasks[1]);
+        assert_eq!(state.task("j", 1).unwrap().unwrap(), tasks[1]);
         assert_eq!(state.tasks("j").unwrap(), tasks);
         assert_eq!(state.job("nope").unwrap(), None);
     }
@@ -964,7 +1088,7 @@ mod tests {
         let mut restarted = Scheduler::new(SchedulerConfig::default());
         restarted
             .restore(
-                stored.spec(),
+                stored.job.spec(stored.tasks.clone()),
                 stored.cancelled,
                 &stored.states,
                 &stored.given_back,

@@ -34,6 +34,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -88,7 +89,8 @@ struct RawGrid {
 pub struct GridTask {
     pub content: String,
     pub style: Style,
-    pub params: RenderParams,
+    /// Shared by the tasks of one parameter point (a grid has up to a million).
+    pub params: Arc<RenderParams>,
 }
 
 /// A parsed, checked grid file.
@@ -100,8 +102,10 @@ pub struct Grid {
     pub styles: Vec<Style>,
     /// Backbone weights as written (a path or an object-store URL).
     pub weights: BTreeMap<Backbone, String>,
-    /// Every render, content-major; each combination once.
+    /// Every render, content-major; each combination once: for each content
+    /// and style, the same `points` parameter points in the same order.
     pub tasks: Vec<GridTask>,
+    pub points: usize,
     /// Parameter points left out because a backbone has fewer convolutional
     /// stages than `style_depth` asked for (per content x style pair).
     pub skipped: usize,
@@ -120,20 +124,31 @@ impl Grid {
     /// Every task with its id (see [`task_id`]), in grid order; a task the grid
     /// lists twice (the same inputs under two names) once.
     pub fn identified_tasks(&self) -> Vec<(String, &GridTask)> {
-        let mut seen = std::collections::HashSet::new();
-        self.tasks
+        // A grid repeats its parameter points for every content and style: a
+        // point's share of the hash is computed once.
+        let prefixes: Vec<TaskIdPrefix> = self.tasks[..self.points]
             .iter()
-            .filter_map(|task| {
-                let id = task_id(
-                    &task.params,
-                    &[
-                        ("content", input_digest(&task.content)),
-                        ("style", task.style.digest().as_str()),
-                        ("weights", self.weights_for(task.params.backbone)),
-                    ],
-                );
-                seen.insert(id.clone()).then_some((id, task))
+            .map(|task| TaskIdPrefix::new(&task.params))
+            .collect();
+        let ids: Vec<(String, &GridTask)> = (0..)
+            .zip(&self.tasks)
+            .map(|(i, task)| {
+                let point = &self.tasks[i % self.points].params;
+                debug_assert!(Arc::ptr_eq(&task.params, point), "tasks repeat the points");
+                let id = prefixes[i % self.points].id(&[
+                    ("content", input_digest(&task.content)),
+                    ("style", task.style.digest().as_str()),
+                    ("weights", self.weights_for(task.params.backbone)),
+                ]);
+                (id, task)
             })
+            .collect();
+        let mut seen = std::collections::HashSet::with_capacity(ids.len());
+        let first: Vec<bool> = ids.iter().map(|(id, _)| seen.insert(id.as_str())).collect();
+        drop(seen);
+        ids.into_iter()
+            .zip(first)
+            .filter_map(|(task, first)| first.then_some(task))
             .collect()
     }
 }
@@ -450,7 +465,7 @@ pub fn parse_grid(file: &Path, text: &str) -> Result<Grid, GridError> {
                         format!("{e} (for {})", params.backbone),
                     )
                 })?;
-                params_points.push(params.normalised());
+                params_points.push(Arc::new(params.normalised()));
             }
             Err(e @ ParamError::DoesNotFit { .. }) => {
                 skipped += 1;
@@ -487,7 +502,7 @@ pub fn parse_grid(file: &Path, text: &str) -> Result<Grid, GridError> {
                 tasks.push(GridTask {
                     content: content.clone(),
                     style: style.clone(),
-                    params: params.clone(),
+                    params: Arc::clone(params),
                 });
             }
         }
@@ -498,6 +513,7 @@ pub fn parse_grid(file: &Path, text: &str) -> Result<Grid, GridError> {
         styles,
         weights,
         tasks,
+        points: params_points.len(),
         skipped,
         preview_every,
         max_task_time,
@@ -700,23 +716,48 @@ pub fn read_grid(path: &Path) -> Result<Grid, GridError> {
 /// reads (content, style, weights, init image). The same render asked for twice,
 /// in one grid or two, gets the same id, so it is done once.
 pub fn task_id(params: &RenderParams, input_digests: &[(&str, &str)]) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(b"pastiche-task-v1\n");
-    hasher.update(serde_json::to_vec(params).expect("params serialise"));
-    for (role, digest) in input_digests {
-        hasher.update(format!("\n{role}={digest}").as_bytes());
+    TaskIdPrefix::new(params).id(input_digests)
+}
+
+/// [`task_id`] in two steps: the parameters' part once, then each task's inputs.
+#[derive(Clone)]
+struct TaskIdPrefix(Sha256);
+
+impl TaskIdPrefix {
+    pub fn new(params: &RenderParams) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(b"pastiche-task-v1\n");
+        hasher.update(serde_json::to_vec(params).expect("params serialise"));
+        TaskIdPrefix(hasher)
     }
-    let digest = hasher.finalize();
-    // 128 bits: no collision in any number of grids a farm will see.
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+
+    /// The id of the task with these parameters that reads `input_digests`.
+    pub fn id(&self, input_digests: &[(&str, &str)]) -> String {
+        let mut hasher = self.0.clone();
+        for (role, digest) in input_digests {
+            for part in ["\n", role, "=", digest] {
+                hasher.update(part.as_bytes());
+            }
+        }
+        // 128 bits: no collision in any number of grids a farm will see.
+        hex(&hasher.finalize()[..16])
+    }
+}
+
+/// `bytes` in lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        text.push(DIGITS[usize::from(b >> 4)] as char);
+        text.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    text
 }
 
 /// The SHA-256 of `bytes`, in lowercase hex: how inputs are named in the object store.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(bytes))
 }
 
 #[cfg(test)]

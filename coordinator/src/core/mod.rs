@@ -20,9 +20,7 @@ use tokio::sync::{broadcast, mpsc, Notify};
 use crate::error::CoordinatorError;
 use crate::inputs::{AllowedPrefix, InputPolicy};
 use crate::metrics::{Metrics, MetricsSource};
-use crate::scheduler::{
-    Counts, HeartbeatReply, JobSpec, NewJob, Scheduler, SchedulerConfig, TaskState,
-};
+use crate::scheduler::{Counts, HeartbeatReply, NewJob, Scheduler, SchedulerConfig, TaskState};
 use crate::state::{unix_seconds, JobRecord, State, TaskRecord};
 pub use types::*;
 use watch::Broadcast;
@@ -142,7 +140,7 @@ impl Coordinator {
         let mut jobs = HashMap::new();
         for stored in state.load(now)? {
             scheduler.restore(
-                stored.spec(),
+                stored.job.spec(stored.tasks),
                 stored.cancelled,
                 &stored.states,
                 &stored.given_back,
@@ -248,17 +246,7 @@ impl Coordinator {
         self.inputs
             .check_grid(grid_name, &submission.grid_toml)
             .map_err(|e| CoordinatorError::BadGrid(e.to_string()))?;
-        let tasks: Vec<TaskRecord> = grid
-            .identified_tasks()
-            .into_iter()
-            .map(|(id, t)| TaskRecord {
-                id,
-                params: t.params.clone(),
-                content_key: t.content.clone(),
-                style_key: t.style.to_string(),
-                weights: grid.weights_for(t.params.backbone).to_owned(),
-            })
-            .collect();
+        let tasks = grid.identified_tasks();
         let submitted_at = unix_seconds();
         let seq = self.next_worker.fetch_add(1, Ordering::Relaxed);
         let job = JobRecord {
@@ -273,25 +261,30 @@ impl Coordinator {
             preview_every: submission.preview_every.unwrap_or(grid.preview_every),
             max_task_time: grid.max_task_time.or(self.config.default_max_task_time),
         };
-        let spec = JobSpec {
-            id: job.id.clone(),
-            priority: job.priority,
-            max_attempts: job.max_attempts,
-            max_task_time: job.max_task_time,
-            tasks: tasks.iter().map(|t| t.id.clone()).collect(),
-        };
+        let spec = job.spec(tasks.iter().map(|(id, _)| id.clone()).collect());
         // Built and recorded first, without the scheduler's lock: a large grid
         // takes seconds, and leases and heartbeats go on meanwhile.
         let new_job = NewJob::new(spec, |_| None)?;
         // A part at a time, the database's lock released in between, so that
         // leases and reports (which write to it) wait for one part at most.
-        for (part, records) in tasks.chunks(RECORDED_AT_ONCE).enumerate() {
+        for (part, part_tasks) in tasks.chunks(RECORDED_AT_ONCE).enumerate() {
+            let records: Vec<TaskRecord> = part_tasks
+                .iter()
+                .map(|(id, task)| TaskRecord {
+                    id: id.clone(),
+                    params: Arc::clone(&task.params),
+                    content_key: task.content.clone(),
+                    style_key: task.style.to_string(),
+                    weights: grid.weights_for(task.params.backbone).to_owned(),
+                })
+                .collect();
             self.state()
-                .insert_tasks(&job.id, part * RECORDED_AT_ONCE, records)?;
+                .insert_tasks(&job.id, part * RECORDED_AT_ONCE, &records)?;
         }
         self.state().insert_job_record(&job, tasks.len())?;
         let count = tasks.len();
         drop(tasks);
+        drop(grid);
         {
             let mut inner = self.lock();
             inner.scheduler.add(new_job)?;
@@ -473,7 +466,7 @@ impl Coordinator {
                     attempts,
                     error: error.to_owned(),
                     id: record.id,
-                    params: record.params,
+                    params: Arc::unwrap_or_clone(record.params),
                     content_key: record.content_key,
                     style_key: record.style_key,
                 })
@@ -563,7 +556,7 @@ impl Coordinator {
         };
         let record = self
             .state()
-            .task(&lease.job, &lease.task)?
+            .task(&lease.job, lease.position)?
             .expect("scheduled tasks are stored");
         let preview_every = inner.jobs.get(&lease.job).map_or(0, |j| j.preview_every);
         self.commit(&mut inner)?;
@@ -571,7 +564,7 @@ impl Coordinator {
             job: lease.job,
             task: lease.task,
             attempt: lease.attempt,
-            params: record.params,
+            params: Arc::unwrap_or_clone(record.params),
             content_key: record.content_key,
             style_key: record.style_key,
             weights: record.weights,

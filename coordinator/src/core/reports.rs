@@ -74,7 +74,7 @@ pub async fn from_store(store: &Store, job: &str) -> Result<ReportJob> {
             },
             attempts: attempts.unwrap_or(0),
             id,
-            params: task.params.clone(),
+            params: (*task.params).clone(),
             content_key: task.content.clone(),
             style_key: task.style.to_string(),
         });
