@@ -366,6 +366,11 @@ async fn a_restarted_coordinator_carries_on_from_its_database() {
         (1, 1),
         "finished stays finished, running is re-adopted"
     );
+    // A worker registering now is not given the id of one still rendering.
+    for _ in 0..3 {
+        let newcomer = register(&mut c.workers, "w").await;
+        assert_ne!(newcomer, worker);
+    }
     // The worker that was rendering carries on and finishes.
     assert!(complete(&mut c.workers, &worker, &running).await);
     let status = job_status(&mut c.farm, &job.job_id).await;

@@ -138,7 +138,20 @@ impl Coordinator {
         let now = Instant::now();
         let mut scheduler = Scheduler::new(config.scheduler);
         let mut jobs = HashMap::new();
+        // Numbers of workers that may still report: a worker registering now
+        // must not be given one of their ids.
+        let mut last_worker = 0;
         for stored in state.load(now)? {
+            last_worker = stored
+                .states
+                .values()
+                .filter_map(|state| match state {
+                    TaskState::Running { worker, .. } | TaskState::Done { worker, .. } => {
+                        worker_number(worker)
+                    }
+                    _ => None,
+                })
+                .fold(last_worker, u64::max);
             scheduler.restore(
                 stored.job.spec(stored.tasks),
                 stored.cancelled,
@@ -163,7 +176,7 @@ impl Coordinator {
             work: Notify::new(),
             closing: tokio::sync::watch::Sender::new(false),
             events,
-            next_worker: AtomicU64::new(1),
+            next_worker: AtomicU64::new(last_worker + 1),
             finished_jobs,
             finished_jobs_rx: Mutex::new(Some(finished_jobs_rx)),
             reports_pending: Mutex::new(HashSet::new()),
@@ -495,8 +508,7 @@ impl Coordinator {
                 });
             }
         }
-        let n = self.next_worker.fetch_add(1, Ordering::Relaxed);
-        let worker = format!("{name}#{n}");
+        let worker = worker_id(name, self.next_worker.fetch_add(1, Ordering::Relaxed));
         tracing::info!(
             %worker,
             device = %registration.device,
@@ -684,6 +696,18 @@ fn job_status(inner: &Inner, job: &str) -> Result<JobStatus, CoordinatorError> {
 }
 
 /// Runs blocking coordinator work (SQLite) off the async runtime's threads.
+/// A worker's id: its name and a number counted up by the coordinator (and on
+/// from the last one its database knows), so that workers of one name, and a
+/// worker registering again, are told apart.
+fn worker_id(name: &str, number: u64) -> String {
+    format!("{name}#{number}")
+}
+
+/// The number in an id [`worker_id`] made.
+fn worker_number(id: &str) -> Option<u64> {
+    id.rsplit_once('#')?.1.parse().ok()
+}
+
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, CoordinatorError> + Send + 'static,
 ) -> Result<T, CoordinatorError> {
