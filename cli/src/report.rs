@@ -113,5 +113,6 @@ async fn from_coordinator(mut client: FarmClient<AuthChannel>, job: &str) -> Res
     while let Some(task) = stream.message().await.map_err(farm::status_error)? {
         tasks.push(TaskInfo::try_from(task)?);
     }
-    Ok(reports::from_tasks(job, &status.name, tasks))
+    let names = status.input_names.into_iter().collect();
+    Ok(reports::from_tasks(job, &status.name, tasks, &names))
 }

@@ -53,8 +53,10 @@ impl Farm for FarmService {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::JobStatus>, Status> {
-        let status = self.0.status(&request.into_inner().job_id)?;
-        Ok(Response::new(status.into()))
+        let job = request.into_inner().job_id;
+        let mut status: pb::JobStatus = self.0.status(&job)?.into();
+        status.input_names = self.0.input_names(&job)?.into_iter().collect();
+        Ok(Response::new(status))
     }
 
     async fn list_jobs(
@@ -312,6 +314,7 @@ impl From<JobStatus> for pb::JobStatus {
             counts: Some(status.counts.into()),
             priority: status.priority,
             submitted_at: status.submitted_at,
+            input_names: Default::default(), // GetJob's alone
         }
     }
 }

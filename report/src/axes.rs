@@ -1,6 +1,6 @@
 //! Which parameters vary across a job's tasks, and how the contact sheet lays them out.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use pastiche_spec::params::table::{Shown, PARAMS};
 use pastiche_spec::Style;
@@ -81,28 +81,32 @@ impl Param {
     /// The task's value: what tells it apart (the full store key for an image),
     /// how it is shown, and where it sorts.
     fn value(self, task: &ReportTask) -> Shown {
-        let image = |key: &str| Shown {
+        let image = |key: &str, name: &str| Shown {
             id: key.to_owned(),
-            label: short_key(key),
+            label: name.to_owned(),
             rank: None,
         };
         match self {
-            Param::Content => image(&task.content_key),
-            Param::Style => Shown {
-                label: style_label(&task.style_key),
-                ..image(&task.style_key)
-            },
+            Param::Content => image(&task.content_key, &task.content_name),
+            Param::Style => image(&task.style_key, &task.style_name),
             Param::Render(param) => param.shown(&task.params),
         }
     }
 }
 
-/// A task's style (its `style_key`) as people read it: `3fa9c2d1.jpg`, or
-/// `3fa9c2d1.jpg 75% + 0b12ad4e.png 25%` for a blend.
-pub(crate) fn style_label(style_key: &str) -> String {
+/// An input (its store key or URL) as people read it: the name `names` gives
+/// it (the grid's `[names]`: `chelsea.png`), else its key shortened
+/// (`3fa9c2d1.png`).
+pub fn input_label(key: &str, names: &BTreeMap<String, String>) -> String {
+    names.get(key).cloned().unwrap_or_else(|| short_key(key))
+}
+
+/// A task's style (its `style_key`) as people read it: `starry.jpg`, or
+/// `starry.jpg 75% + scream.jpg 25%` for a blend, each image by [`input_label`].
+pub fn style_label(style_key: &str, names: &BTreeMap<String, String>) -> String {
     match Style::parse(style_key) {
-        Ok(style) => style.label(short_key),
-        Err(_) => short_key(style_key),
+        Ok(style) => style.label(|key| input_label(key, names)),
+        Err(_) => input_label(style_key, names),
     }
 }
 
@@ -397,6 +401,8 @@ mod tests {
             params,
             content_key: "inputs/c.png".into(),
             style_key: "inputs/s.png".into(),
+            content_name: "c.png".into(),
+            style_name: "s.png".into(),
             outcome: Outcome::Done,
             attempts: 1,
         }

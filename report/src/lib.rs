@@ -30,7 +30,7 @@ use pastiche_spec::layout::{self, BadId};
 use pastiche_spec::store::{Store, StoreError};
 use pastiche_spec::RenderParams;
 
-pub use axes::Param;
+pub use axes::{input_label, style_label, Param};
 pub use slice::slice;
 
 /// How a task ended, as the coordinator knows it.
@@ -72,6 +72,10 @@ pub struct ReportTask {
     pub params: RenderParams,
     pub content_key: String,
     pub style_key: String,
+    /// The content and style as people know them (see [`input_label`] and
+    /// [`style_label`]): what the report shows, where the keys are links.
+    pub content_name: String,
+    pub style_name: String,
     pub outcome: Outcome,
     pub attempts: u32,
 }

@@ -125,6 +125,8 @@ mod tests {
                             params,
                             content_key: "inputs/chelsea.png".into(),
                             style_key: format!("inputs/{}.jpg", ["a", "b"][tasks.len() % 2]),
+                            content_name: "chelsea.png".into(),
+                            style_name: format!("{}.jpg", ["a", "b"][tasks.len() % 2]),
                             outcome: Outcome::Done,
                             attempts: 1,
                         });

@@ -1,6 +1,6 @@
 //! A small finished job in a temporary store, and its report checked end to end.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
 use std::path::Path;
 
@@ -129,6 +129,8 @@ async fn finished_job(without_outputs: &[usize]) -> Fixture {
                 params,
                 content_key: content_key.clone(),
                 style_key: style_key.clone(),
+                content_name: input_label(&content_key, &BTreeMap::new()),
+                style_name: input_label(&style_key, &BTreeMap::new()),
                 outcome: Outcome::Done,
                 attempts: 1,
             });
@@ -536,10 +538,17 @@ async fn varied_inputs_label_the_rows_and_columns_with_their_pictures() {
     let store = Store::open(dir.path().to_str().unwrap()).unwrap();
     let mut tasks = Vec::new();
     let mut keys = Vec::new();
-    for colour in [[200, 0, 0], [0, 200, 0], [0, 0, 200], [200, 200, 0]] {
+    let mut names = BTreeMap::new();
+    let mut short_names = Vec::new();
+    let colours = [[200, 0, 0], [0, 200, 0], [0, 0, 200], [200, 200, 0]];
+    for (colour, name) in colours.into_iter().zip(["red", "green", "blue", "yellow"]) {
         let bytes = png(30, 30, colour);
-        let key = layout::input_key(&sha256_hex(&bytes), "png");
+        let sha = sha256_hex(&bytes);
+        let key = layout::input_key(&sha, "png");
         store.put(&key, bytes).await.unwrap();
+        // As `submit` names them: the file names the grid gave.
+        names.insert(key.clone(), format!("{name}.png"));
+        short_names.push(format!("{}.png", &sha[..8]));
         keys.push(key);
     }
     for (c, content) in keys[..2].iter().enumerate() {
@@ -549,6 +558,8 @@ async fn varied_inputs_label_the_rows_and_columns_with_their_pictures() {
                 params: RenderParams::new(Backbone::Vgg19),
                 content_key: content.clone(),
                 style_key: style.clone(),
+                content_name: input_label(content, &names),
+                style_name: style_label(style, &names),
                 outcome: Outcome::Unfinished,
                 attempts: 0,
             });
@@ -563,6 +574,14 @@ async fn varied_inputs_label_the_rows_and_columns_with_their_pictures() {
     let files = build_report(&store, &job, &ReportOptions::default())
         .await
         .unwrap();
+    // People read the names the grid gave; the hashes stay in the links.
+    let html = String::from_utf8(file(&files, INDEX_HTML).to_vec()).unwrap();
+    for name in ["red.png", "green.png", "blue.png", "yellow.png"] {
+        assert!(html.contains(name), "{name} not in the page");
+    }
+    for short in &short_names {
+        assert!(!html.contains(short.as_str()), "{short} in the page");
+    }
     let sheet = sheet_of(&files);
     // Rows: content; columns: style, each header with its picture.
     let header_h = PAD + HEAD_THUMB + 4 + LINE_H + PAD;
@@ -607,6 +626,8 @@ async fn an_empty_or_single_task_job_still_has_a_report() {
         params: RenderParams::new(Backbone::Vgg16),
         content_key: "inputs/missing.png".into(),
         style_key: "inputs/missing-too.png".into(),
+        content_name: "missing.png".into(),
+        style_name: "missing-too.png".into(),
         outcome: Outcome::Done,
         attempts: 1,
     });

@@ -82,6 +82,10 @@ struct RawGrid {
     grid: BTreeMap<Spanned<String>, Spanned<Toml>>,
     #[serde(default)]
     weights: BTreeMap<Spanned<String>, Spanned<String>>,
+    /// What people call the inputs, by key: see [`input_names`].
+    #[serde(default)]
+    #[allow(dead_code)] // read by `input_names`; here so that its types are checked
+    names: BTreeMap<String, String>,
 }
 
 /// One render of a grid: its inputs as the grid names them, and its parameters.
@@ -639,18 +643,53 @@ pub fn input_entries(text: &str) -> Result<Vec<(String, String)>, toml::de::Erro
 }
 
 /// The grid's text with each local input that `keys` names replaced by its
-/// object key, as the coordinator receives it.
+/// object key, as the coordinator receives it, and a `[names]` table keeping
+/// what people called each (its file name: see [`input_names`]).
 pub fn grid_with_input_keys(
     text: &str,
     keys: &BTreeMap<String, String>,
 ) -> Result<String, toml::de::Error> {
     let mut table: toml::Table = text.parse()?;
+    let mut names = BTreeMap::new();
     for_each_input(&mut table, &mut |_, entry| {
         if let Some(key) = keys.get(entry.as_str()) {
+            let name = Path::new(entry.as_str())
+                .file_name()
+                .map_or_else(|| entry.clone(), |n| n.to_string_lossy().into_owned());
+            names.insert(key.clone(), Toml::String(name));
             *entry = key.clone();
         }
     });
+    if !names.is_empty() {
+        let written = table
+            .entry(NAMES)
+            .or_insert_with(|| Toml::Table(toml::Table::new()));
+        if let Toml::Table(written) = written {
+            written.extend(names);
+        }
+    }
     Ok(toml::to_string(&table).expect("a parsed table serialises"))
+}
+
+/// The grid table that says what people call its inputs.
+const NAMES: &str = "names";
+
+/// What people call the inputs of the grid `text`, by the key or URL the grid
+/// gives them: its `[names]` table, which `submit` fills with the file names of
+/// what it uploads (`"inputs/596aa1e7….png" = "chelsea.png"`). Empty for a grid
+/// without one, or one that does not parse. Names are for people to read:
+/// they change no task's id.
+pub fn input_names(text: &str) -> BTreeMap<String, String> {
+    let Ok(mut table) = text.parse::<toml::Table>() else {
+        return BTreeMap::new();
+    };
+    match table.remove(NAMES) {
+        Some(Toml::Table(names)) => names
+            .into_iter()
+            .filter_map(|(key, name)| Some((key, name.as_str()?.to_owned())))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
 }
 
 /// What a grid's `[weights]` writes for the pretrained file installed on the
@@ -856,6 +895,42 @@ original_colors = [false, true]
         );
         let ids = submitted.identified_tasks();
         assert_eq!(ids.len(), 18, "every point is its own render");
+    }
+
+    #[test]
+    fn submitted_grids_keep_the_names_people_gave_their_inputs_and_ids_ignore_them() {
+        let text =
+            "content = \"photos/chelsea.png\"\nstyle = [\"starry.jpg\", \"s3://b/scream.jpg\"]\n";
+        let keys: BTreeMap<String, String> = [
+            ("photos/chelsea.png", "inputs/cc.png"),
+            ("starry.jpg", "inputs/ss.jpg"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .collect();
+        let submitted = grid_with_input_keys(text, &keys).unwrap();
+        let names: Vec<(String, String)> = input_names(&submitted).into_iter().collect();
+        assert_eq!(
+            names,
+            [
+                ("inputs/cc.png".to_owned(), "chelsea.png".to_owned()),
+                ("inputs/ss.jpg".to_owned(), "starry.jpg".to_owned())
+            ]
+        );
+        let mut unnamed: toml::Table = submitted.parse().unwrap();
+        unnamed.remove("names").expect("written");
+        let ids = |text: &str| -> Vec<String> {
+            let grid = parse(text).unwrap();
+            grid.identified_tasks()
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect()
+        };
+        assert_eq!(ids(&submitted), ids(&toml::to_string(&unnamed).unwrap()));
+        // Names are text.
+        let wrong = "content = \"a.png\"\nstyle = \"b.png\"\n[names]\n\"a.png\" = 3\n";
+        assert!(parse(wrong).is_err());
+        assert!(input_names("not toml [").is_empty());
     }
 
     #[test]

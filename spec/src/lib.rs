@@ -21,9 +21,9 @@ pub mod upright;
 pub use duration::{format_duration, parse_duration};
 pub use finished::{FinishedTask, TaskInputs, Winner};
 pub use grid::{
-    grid_with_input_keys, grid_with_pretrained_weights, input_digest, input_entries, local_inputs,
-    parse_grid, read_grid, sha256_hex, task_id, Grid, GridError, GridTask, MAX_GRID_TASKS,
-    PRETRAINED,
+    grid_with_input_keys, grid_with_pretrained_weights, input_digest, input_entries, input_names,
+    local_inputs, parse_grid, read_grid, sha256_hex, task_id, Grid, GridError, GridTask,
+    MAX_GRID_TASKS, PRETRAINED,
 };
 pub use layers::{
     Backbone, LayerError, GOOGLENET_LAYERS, INCEPTION_V3_LAYERS, VGG16_LAYERS, VGG19_LAYERS,

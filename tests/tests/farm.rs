@@ -648,6 +648,9 @@ fn a_finished_job_gets_a_report_that_marks_its_failed_tasks() {
     assert_eq!(Path::new(index), report_dir.join("index.html"));
     let html = std::fs::read_to_string(index).unwrap();
     assert!(html.contains("failed"), "{html}");
+    // Inputs go by the names the grid gave them, not by their hashes.
+    let named = |html: &str| html.contains("chelsea.png") && html.contains("starry_night.jpg");
+    assert!(named(&html), "{html}");
     assert!(report_dir.join("contact-sheet.png").exists());
     let summary = std::fs::read_to_string(report_dir.join("summary.csv")).unwrap();
     let outcomes: Vec<&str> = summary
@@ -676,6 +679,7 @@ fn a_finished_job_gets_a_report_that_marks_its_failed_tasks() {
         out.to_str().unwrap(),
     ]));
     assert_eq!(Path::new(&printed), out.join("index.html"));
+    assert!(named(&std::fs::read_to_string(&printed).unwrap()));
     let copies: Vec<PathBuf> = std::fs::read_dir(out.join("tasks"))
         .unwrap()
         .map(|e| e.unwrap().path().join("pastiche.png"))
@@ -722,6 +726,9 @@ fn a_finished_job_gets_a_report_that_marks_its_failed_tasks() {
         report_dir.join("index.html").to_str().unwrap()
     );
     assert!(note.contains("reading the store"), "{note}");
+    assert!(named(
+        &std::fs::read_to_string(report_dir.join("index.html")).unwrap()
+    ));
     let summary = std::fs::read_to_string(report_dir.join("summary.csv")).unwrap();
     assert!(summary.contains("unfinished"), "{summary}");
 }

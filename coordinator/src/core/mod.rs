@@ -7,7 +7,7 @@ pub mod reports;
 pub mod types;
 mod watch;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -316,6 +316,15 @@ impl Coordinator {
 
     pub fn status(&self, job: &str) -> Result<JobStatus, CoordinatorError> {
         job_status(&self.lock(), job)
+    }
+
+    /// What people call `job`'s inputs, by key: its grid's `[names]`.
+    pub fn input_names(&self, job: &str) -> Result<BTreeMap<String, String>, CoordinatorError> {
+        let grid = match self.lock().jobs.get(job) {
+            Some(record) => record.grid_toml.clone(),
+            None => return Err(CoordinatorError::UnknownJob(job.to_owned())),
+        };
+        Ok(pastiche_spec::input_names(&grid))
     }
 
     /// Every job, in serving order.

@@ -4,12 +4,13 @@
 //! restart, for those that finished unreported before it), then announced to
 //! the job's watchers.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, MutexGuard};
 
 use anyhow::{Context, Result};
 use pastiche_report::{
-    build_report, write_to_store, Outcome, ReportJob, ReportOptions, ReportTask, MAX_REPORT_TASKS,
+    build_report, input_label, style_label, write_to_store, Outcome, ReportJob, ReportOptions,
+    ReportTask, MAX_REPORT_TASKS,
 };
 use pastiche_spec::store::{Store, StoreError};
 use pastiche_spec::{layout, FinishedTask};
@@ -17,8 +18,15 @@ use pastiche_spec::{layout, FinishedTask};
 use super::{Coordinator, JobChange, JobEvent, ReportReady, TaskInfo};
 use crate::scheduler::Phase;
 
-/// The report's view of a job, from the coordinator's task list.
-pub fn from_tasks(id: &str, name: &str, tasks: Vec<TaskInfo>) -> ReportJob {
+/// The report's view of a job, from the coordinator's task list and what
+/// people call the job's inputs (`names`, by key: see
+/// [`pastiche_spec::input_names`]).
+pub fn from_tasks(
+    id: &str,
+    name: &str,
+    tasks: Vec<TaskInfo>,
+    names: &BTreeMap<String, String>,
+) -> ReportJob {
     let tasks = tasks
         .into_iter()
         .map(|task| ReportTask {
@@ -30,6 +38,8 @@ pub fn from_tasks(id: &str, name: &str, tasks: Vec<TaskInfo>) -> ReportJob {
             },
             id: task.id,
             params: task.params,
+            content_name: input_label(&task.content_key, names),
+            style_name: style_label(&task.style_key, names),
             content_key: task.content_key,
             style_key: task.style_key,
             attempts: task.attempts,
@@ -59,6 +69,7 @@ pub async fn from_store(store: &Store, job: &str) -> Result<ReportJob> {
     };
     let text = String::from_utf8(text.to_vec()).with_context(|| format!("{key} is not text"))?;
     let grid = pastiche_spec::parse_grid(std::path::Path::new(&key), &text)?;
+    let names = pastiche_spec::input_names(&text);
     let mut tasks = Vec::new();
     for (id, task) in grid.identified_tasks() {
         let record = layout::task_record_key(job, &id)?;
@@ -75,6 +86,8 @@ pub async fn from_store(store: &Store, job: &str) -> Result<ReportJob> {
             attempts: attempts.unwrap_or(0),
             id,
             params: (*task.params).clone(),
+            content_name: input_label(&task.content, &names),
+            style_name: style_label(&task.style.to_string(), &names),
             content_key: task.content.clone(),
             style_key: task.style.to_string(),
         });
@@ -239,7 +252,8 @@ impl Coordinator {
             )));
         }
         let tasks = self.tasks(job).map_err(anyhow::Error::from)?;
-        let report = from_tasks(job, &status.name, tasks);
+        let names = self.input_names(job).map_err(anyhow::Error::from)?;
+        let report = from_tasks(job, &status.name, tasks, &names);
         // Drawing the sheet and plots is CPU work: off the runtime's threads.
         let store = store.clone();
         let runtime = tokio::runtime::Handle::current();
