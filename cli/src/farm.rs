@@ -1,12 +1,13 @@
 //! The farm commands: submit, watch, status, cancel, results, local.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{HumanDuration, ProgressBar, ProgressStyle};
 use pastiche_proto::pb::farm_client::FarmClient;
 use pastiche_proto::security::{AuthChannel, ClientSecurityArgs};
 use pastiche_proto::{liveness, pb};
@@ -301,9 +302,52 @@ pub fn location(store: &str, key: &str) -> String {
     }
 }
 
-/// Follows a job until it ends, with a progress bar on a terminal, and says where
-/// each new preview is (`store`: the workers' store). Fails if the job ended with
-/// failed or cancelled tasks.
+/// Progress as plain lines, for a log rather than a terminal: a line each time
+/// another hundredth of the job's tasks (or, in a job of up to 100, another
+/// task) has ended.
+struct ProgressLines {
+    started: Instant,
+    shown: u64,
+}
+
+impl ProgressLines {
+    fn new() -> Self {
+        ProgressLines {
+            started: Instant::now(),
+            shown: 0,
+        }
+    }
+
+    /// The line to print for `counts`, if one is due.
+    fn line(&mut self, c: &pb::TaskCounts) -> Option<String> {
+        let total = u64::from(c.queued + c.running + c.done + c.failed + c.cancelled);
+        let ended = u64::from(c.done + c.failed + c.cancelled);
+        let step = (total / 100).max(1);
+        if ended == self.shown || (ended < self.shown + step && ended < total) {
+            return None;
+        }
+        self.shown = ended;
+        let eta = match ended {
+            0 => String::new(),
+            _ if ended == total => String::new(),
+            _ => {
+                let left = self
+                    .started
+                    .elapsed()
+                    .mul_f64((total - ended) as f64 / ended as f64);
+                format!(", about {} left", HumanDuration(left))
+            }
+        };
+        Some(format!(
+            "{ended}/{total} tasks ended: {} done, {} running, {} failed, {} cancelled{eta}",
+            c.done, c.running, c.failed, c.cancelled
+        ))
+    }
+}
+
+/// Follows a job until it ends, with a progress bar on a terminal (progress
+/// lines otherwise), and says where each new preview is (`store`: the workers'
+/// store). Fails if the job ended with failed or cancelled tasks.
 pub async fn watch(connection: &Connection, store: &FarmStoreArg, job: &str) -> Result<()> {
     let mut farm = connect(connection).await?;
     let store = &farm_store(&mut farm, store).await?;
@@ -322,6 +366,7 @@ pub async fn watch(connection: &Connection, store: &FarmStoreArg, job: &str) -> 
         .expect("valid template"),
     );
     bar.enable_steady_tick(Duration::from_millis(250));
+    let mut lines = (!std::io::stderr().is_terminal()).then(ProgressLines::new);
     let mut last = None;
     let mut latest_losses = String::new();
     let mut previews: BTreeMap<String, u32> = BTreeMap::new();
@@ -375,6 +420,9 @@ pub async fn watch(connection: &Connection, store: &FarmStoreArg, job: &str) -> 
                 "running {}  failed {}{latest_losses}",
                 c.running, c.failed
             ));
+            if let Some(line) = lines.as_mut().and_then(|lines| lines.line(&c)) {
+                eprintln!("{line}");
+            }
             last = Some(status);
         }
     }
@@ -526,4 +574,49 @@ pub async fn results(args: &ResultsArgs) -> Result<()> {
     }
     eprintln!("downloaded {downloaded} files into {}", args.out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(queued: u32, running: u32, done: u32, failed: u32) -> pb::TaskCounts {
+        pb::TaskCounts {
+            queued,
+            running,
+            done,
+            failed,
+            cancelled: 0,
+        }
+    }
+
+    #[test]
+    fn progress_lines_come_each_hundredth_of_a_job_and_at_its_end() {
+        let mut lines = ProgressLines::new();
+        assert_eq!(lines.line(&counts(1000, 0, 0, 0)), None);
+        assert_eq!(lines.line(&counts(987, 4, 9, 0)), None);
+        let line = lines.line(&counts(986, 4, 10, 0)).unwrap();
+        assert!(
+            line.starts_with(
+                "10/1000 tasks ended: 10 done, 4 running, 0 failed, 0 cancelled, about "
+            ),
+            "{line}"
+        );
+        assert_eq!(lines.line(&counts(980, 1, 19, 0)), None);
+        assert_eq!(
+            lines.line(&counts(0, 0, 999, 1)).unwrap(),
+            "1000/1000 tasks ended: 999 done, 0 running, 1 failed, 0 cancelled"
+        );
+        assert_eq!(lines.line(&counts(0, 0, 999, 1)), None, "once");
+        // Up to a hundred tasks: a line for each.
+        let mut lines = ProgressLines::new();
+        assert!(lines
+            .line(&counts(2, 0, 1, 0))
+            .unwrap()
+            .starts_with("1/3 tasks ended"));
+        assert!(lines
+            .line(&counts(1, 0, 1, 1))
+            .unwrap()
+            .starts_with("2/3 tasks ended"));
+    }
 }

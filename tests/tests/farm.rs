@@ -636,6 +636,11 @@ fn a_finished_job_gets_a_report_that_marks_its_failed_tasks() {
     ]);
     let stderr = String::from_utf8_lossy(&submitted.stderr);
     assert!(!submitted.status.success(), "the job failed: {stderr}");
+    // Not a terminal: progress comes as lines.
+    assert!(
+        stderr.contains("2/2 tasks ended: 1 done, 0 running, 1 failed, 0 cancelled"),
+        "{stderr}"
+    );
     let job = String::from_utf8(submitted.stdout)
         .unwrap()
         .trim()
