@@ -36,6 +36,10 @@ pub struct LocalArgs {
     // Local files are uploaded to --store; s3:// URLs elsewhere need this.
     #[command(flatten)]
     pub allow_input: AllowInputArgs,
+    /// Where to serve the dashboard (its address is printed) [default: a free
+    /// port on 127.0.0.1].
+    #[arg(long, env = "PASTICHE_HTTP_LISTEN", default_value = "127.0.0.1:0")]
+    pub http_listen: std::net::SocketAddr,
 }
 
 pub async fn run(args: LocalArgs) -> Result<()> {
@@ -60,6 +64,12 @@ pub async fn run(args: LocalArgs) -> Result<()> {
             let _ = server_stopped.await;
         },
     ));
+
+    let dashboard = tokio::net::TcpListener::bind(args.http_listen)
+        .await
+        .with_context(|| format!("serving the dashboard on {}", args.http_listen))?;
+    eprintln!("dashboard: http://{}", dashboard.local_addr()?);
+    pastiche_coordinator::dashboard::serve(dashboard, Arc::clone(&coordinator), None);
 
     let gpus = pastiche_engine::tch::Cuda::device_count() as usize;
     let (stop_workers, stopped) = tokio::sync::watch::channel(false);

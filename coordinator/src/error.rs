@@ -1,4 +1,5 @@
-//! The coordinator's errors, and the one place they become gRPC statuses.
+//! The coordinator's errors, and the one place that classes them: gRPC
+//! statuses, and the dashboard's HTTP statuses from those.
 
 use tonic::{Code, Status};
 
@@ -31,9 +32,10 @@ pub enum CoordinatorError {
     Interrupted(String),
 }
 
-impl From<CoordinatorError> for Status {
-    fn from(err: CoordinatorError) -> Self {
-        let code = match &err {
+impl CoordinatorError {
+    /// What kind of error it is, as gRPC names kinds: the one place that decides.
+    pub fn code(&self) -> Code {
+        match self {
             CoordinatorError::UnknownJob(_)
             | CoordinatorError::Scheduler(SchedulerError::UnknownJob(_)) => Code::NotFound,
             CoordinatorError::Scheduler(SchedulerError::UnknownTask { .. }) => Code::NotFound,
@@ -48,10 +50,34 @@ impl From<CoordinatorError> for Status {
             }
             CoordinatorError::ShuttingDown => Code::Unavailable,
             CoordinatorError::State(_) | CoordinatorError::Interrupted(_) => Code::Internal,
-        };
+        }
+    }
+}
+
+impl From<CoordinatorError> for Status {
+    fn from(err: CoordinatorError) -> Self {
+        let code = err.code();
         if code == Code::Internal {
             tracing::error!(error = %err, "internal error");
         }
         Status::new(code, err.to_string())
+    }
+}
+
+/// The dashboard's answer to an error: the HTTP status of its [`code`](CoordinatorError::code).
+impl axum::response::IntoResponse for CoordinatorError {
+    fn into_response(self) -> axum::response::Response {
+        use axum::http::StatusCode;
+        let status = match self.code() {
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::InvalidArgument => StatusCode::BAD_REQUEST,
+            Code::AlreadyExists | Code::FailedPrecondition => StatusCode::CONFLICT,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => {
+                tracing::error!(error = %self, "internal error");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        crate::dashboard::refused(status, self.to_string())
     }
 }

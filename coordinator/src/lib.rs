@@ -7,10 +7,12 @@
 //!   jobs, the workers' reports, watch events, finished jobs' reports;
 //! - [`inputs`]: which files a submitted grid may name;
 //! - [`grpc`]: the gRPC services over the core; [`server`]: serving them, with
-//!   [`auth`]'s token check; [`metrics`]: what Prometheus scrapes.
+//!   [`auth`]'s token check; [`metrics`]: what Prometheus scrapes;
+//!   [`dashboard`]: the farm's web pages.
 
 pub mod auth;
 pub mod core;
+pub mod dashboard;
 pub mod error;
 pub mod grpc;
 pub mod inputs;

@@ -62,6 +62,11 @@ struct Args {
     /// this address [default: off].
     #[arg(long, env = "PASTICHE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Serve the dashboard (the jobs, live contact sheets, cancelling) over plain
+    /// HTTP on this address [default: off]. Anyone who reaches it can read it;
+    /// cancelling takes the token when there is one.
+    #[arg(long, env = "PASTICHE_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
     /// Serve gRPC over TLS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, env = "PASTICHE_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -138,6 +143,15 @@ async fn main() -> Result<()> {
         pastiche_proto::metrics_http::start(metrics_addr, metrics::registry(&coordinator))
             .await
             .with_context(|| format!("serving metrics on {metrics_addr}"))?;
+    }
+    if let Some(http_addr) = args.http_listen {
+        pastiche_coordinator::dashboard::start(
+            http_addr,
+            std::sync::Arc::clone(&coordinator),
+            security.token.clone(),
+        )
+        .await
+        .with_context(|| format!("serving the dashboard on {http_addr}"))?;
     }
     server::serve_secured(
         coordinator,

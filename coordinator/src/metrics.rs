@@ -122,6 +122,18 @@ impl Metrics {
         self.workers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The workers waiting in a lease call now, or heard from within the lease
+    /// timeout: those `pastiche_workers` counts.
+    pub fn present(&self) -> Vec<String> {
+        let mut presence = self.presence();
+        presence.forget_older_than(Instant::now(), self.lease_timeout);
+        let Presence { last_seen, polling } = &*presence;
+        let mut workers: Vec<String> = polling.keys().chain(last_seen.keys()).cloned().collect();
+        workers.sort();
+        workers.dedup();
+        workers
+    }
+
     /// A worker was heard from (a heartbeat, a report).
     pub fn worker_seen(&self, worker: &str) {
         if worker.is_empty() {

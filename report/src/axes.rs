@@ -125,6 +125,21 @@ pub(crate) fn short_key(key: &str) -> String {
     }
 }
 
+/// What tells each of `tasks` apart: its values of the parameters that vary
+/// across them (`backbone` = `vgg19`, `content` = `chelsea.png`), as reports
+/// show them, in [`Param::all`] order.
+pub fn varied_values(tasks: &[ReportTask]) -> Vec<Vec<(&'static str, String)>> {
+    let axes = Axes::analyse(tasks);
+    (0..tasks.len())
+        .map(|t| {
+            axes.varied
+                .iter()
+                .map(|axis| (axis.param.name(), axis.values[axis.of_task[t]].clone()))
+                .collect()
+        })
+        .collect()
+}
+
 /// A parameter that takes more than one value across the job.
 #[derive(Debug, Clone)]
 pub(crate) struct Axis {

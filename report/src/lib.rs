@@ -30,7 +30,7 @@ use pastiche_spec::layout::{self, BadId};
 use pastiche_spec::store::{Store, StoreError};
 use pastiche_spec::RenderParams;
 
-pub use axes::{input_label, style_label, Param};
+pub use axes::{input_label, style_label, varied_values, Param};
 pub use slice::slice;
 
 /// How a task ended, as the coordinator knows it.

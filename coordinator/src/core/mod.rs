@@ -23,7 +23,7 @@ use crate::metrics::{Metrics, MetricsSource};
 use crate::scheduler::{Counts, HeartbeatReply, NewJob, Scheduler, SchedulerConfig, TaskState};
 use crate::state::{unix_seconds, JobRecord, State, TaskRecord};
 pub use types::*;
-use watch::Broadcast;
+pub use watch::Broadcast;
 
 /// Tasks recorded in one transaction when a job is submitted.
 const RECORDED_AT_ONCE: usize = 10_000;
@@ -104,6 +104,9 @@ pub struct Coordinator {
     /// watchers wait for it.
     reports_pending: Mutex<HashSet<String>>,
     metrics: Metrics,
+    /// Workers as they registered (their devices), by id, with when: those
+    /// still present are shown on the dashboard.
+    registered: Mutex<HashMap<String, (Registration, Instant)>>,
 }
 
 /// Job ids go into object keys: lowercase letters, digits and dashes only.
@@ -180,6 +183,7 @@ impl Coordinator {
             finished_jobs,
             finished_jobs_rx: Mutex::new(Some(finished_jobs_rx)),
             reports_pending: Mutex::new(HashSet::new()),
+            registered: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -497,6 +501,26 @@ impl Coordinator {
     }
 
     /// Where the farm's inputs and results live (the coordinator's --store).
+    /// The workers present now (in a lease call, or heard from within the
+    /// lease timeout), with their registrations, by id.
+    pub fn workers(&self) -> Vec<(String, Registration)> {
+        let registered = self.registered.lock().unwrap_or_else(|p| p.into_inner());
+        self.metrics
+            .present()
+            .into_iter()
+            .filter_map(|id| {
+                let (registration, _) = registered.get(&id)?;
+                Some((id, registration.clone()))
+            })
+            .collect()
+    }
+
+    /// The farm's store, if the coordinator was given one.
+    pub fn store(&self) -> Option<&Store> {
+        self.config.store.as_ref()
+    }
+
+    /// Where the farm's store is (`Store::location`), if it has one.
     pub fn store_location(&self) -> Option<String> {
         self.config.store.as_ref().map(Store::location)
     }
@@ -518,6 +542,14 @@ impl Coordinator {
             }
         }
         let worker = worker_id(name, self.next_worker.fetch_add(1, Ordering::Relaxed));
+        {
+            let present: HashSet<String> = self.metrics.present().into_iter().collect();
+            let timeout = self.config.scheduler.lease_timeout;
+            let mut registered = self.registered.lock().unwrap_or_else(|p| p.into_inner());
+            // Gone workers are forgotten here, so that restarts do not pile up.
+            registered.retain(|id, (_, at)| present.contains(id) || at.elapsed() <= timeout);
+            registered.insert(worker.clone(), (registration.clone(), Instant::now()));
+        }
         tracing::info!(
             %worker,
             device = %registration.device,

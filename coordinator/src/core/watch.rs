@@ -9,13 +9,24 @@ use super::{Coordinator, JobChange, JobEvent, TaskOutcome};
 use crate::error::CoordinatorError;
 use crate::scheduler::Event;
 
-/// A job event on its way to the watchers of that job.
+/// A job event on its way to the watchers of that job (and to the dashboard,
+/// which hears every job's).
 #[derive(Clone)]
-pub(super) struct Broadcast {
+pub struct Broadcast {
     job: String,
     event: JobEvent,
     /// The job's last event: its watchers stop here.
     finished: bool,
+}
+
+impl Broadcast {
+    pub fn job(&self) -> &str {
+        &self.job
+    }
+
+    pub fn event(&self) -> &JobEvent {
+        &self.event
+    }
 }
 
 /// What watchers hear of a scheduler event: how a task ended, if it did.
@@ -57,6 +68,12 @@ impl Coordinator {
             event,
             finished,
         });
+    }
+
+    /// Every job's events from now on, as they happen (a receiver that falls
+    /// behind misses some: see [`broadcast::error::RecvError::Lagged`]).
+    pub fn all_events(&self) -> broadcast::Receiver<Broadcast> {
+        self.events.subscribe()
     }
 
     /// The events of `job`, starting with where it stands now. The stream ends

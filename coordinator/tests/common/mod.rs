@@ -6,6 +6,7 @@ use pastiche_coordinator::core::CoordinatorConfig;
 use pastiche_coordinator::scheduler::SchedulerConfig;
 
 /// Two tasks on inputs that are already (nominally) in the store.
+#[allow(dead_code)] // not every test file that shares this module uses it
 pub const GRID: &str = r#"
 name = "tiny"
 content = ["inputs/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.png"]
