@@ -4,8 +4,9 @@
 #   scripts/setup.sh          libtorch for building and running (slim torch wheel),
 #                             and pretrained VGG16 weights (.deps/weights, see below)
 #   scripts/setup.sh --test   also the reference PyTorch + torchvision (+ onnxruntime)
-#                             used by the parity tests and the benchmark, and
-#                             SeaweedFS (an S3-compatible server) for the storage tests
+#                             used by the parity tests and the benchmark,
+#                             SeaweedFS (an S3-compatible server) for the storage tests,
+#                             and Debian's Chromium for the dashboard's browser test
 #
 # libtorch cannot be downloaded directly here, so it comes from PyPI's torch wheel,
 # installed without its ~2 GB of CUDA dependencies: only the two CUDA runtime
@@ -99,6 +100,18 @@ ensure_pretrained_vgg16() { # cargo-profile-args...
   echo "$stamp" >"$dir/.stamp"
 }
 
+# Debian's headless Chromium and its WebDriver, for the dashboard's browser test
+# (tests/tests/browser.rs). System packages: root installs them, else sudo.
+ensure_chromium() {
+  if [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]]; then return; fi
+  log "installing Debian's chromium and chromium-driver (one time)"
+  local sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -q chromium chromium-driver >/dev/null \
+    || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium chromium-driver >/dev/null; }
+}
+
 ensure_venv "$deps/torch" "torch-slim $TORCH_VERSION cudart $CUDA_RUNTIME_VERSION cupti $CUDA_CUPTI_VERSION" \
   --no-deps "torch==$TORCH_VERSION" "nvidia-cuda-runtime==$CUDA_RUNTIME_VERSION" \
   "nvidia-cuda-cupti==$CUDA_CUPTI_VERSION"
@@ -115,6 +128,7 @@ if $want_test; then
     "onnxruntime==$ONNXRUNTIME_VERSION" "onnx==$ONNX_VERSION"
   # The tests build a dev binary anyway.
   ensure_pretrained_vgg16
+  ensure_chromium
 else
   # The README's first command builds a release binary anyway.
   ensure_pretrained_vgg16 --release
