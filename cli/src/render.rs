@@ -128,6 +128,19 @@ pub fn run(args: RenderArgs) -> Result<()> {
         .losses
         .last()
         .expect("the last iteration is always logged");
+    if let Some(iteration) = rendered.stopped_at {
+        tracing::info!(
+            iteration,
+            iterations = params.iterations,
+            stop_tolerance = params.stop_tolerance,
+            stop_window = params.stop_window,
+            "stopped early after iteration {iteration} of {}: the total loss fell by less \
+             than {} of itself over the last {} iterations",
+            params.iterations,
+            params.stop_tolerance,
+            params.stop_window,
+        );
+    }
     tracing::info!(
         out = %args.out.display(),
         seconds = rendered.elapsed.as_secs_f64(),

@@ -96,6 +96,64 @@ fn renders_the_example_with_a_loss_log() {
     assert!(rows[0][1] > 0.0, "the pastiche moved away from the content");
 }
 
+#[test]
+fn a_render_that_stops_early_says_so_and_logs_up_to_its_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let render = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(format!("{name}.png"));
+        let losses = dir.path().join(format!("{name}.csv"));
+        let mut args = vec![
+            "render",
+            "--content",
+            examples().join("chelsea.png").to_str().unwrap(),
+            "--style",
+            examples().join("starry_night.jpg").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--losses",
+            losses.to_str().unwrap(),
+            "--size",
+            "32",
+            "--log-every",
+            "1",
+            "--device",
+            "cpu",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = pastiche_with_env(&args, &[("RUST_LOG", "info")]);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        assert!(out.exists());
+        let (_, rows) = read_losses(&losses);
+        (rows.last().unwrap()[0], stderr)
+    };
+    // A loss never falls by all of itself: a tolerance of 1 is met as soon as a
+    // whole window has run.
+    let (last, stderr) = render(
+        "early",
+        &[
+            "--iterations",
+            "10",
+            "--stop-tolerance",
+            "1",
+            "--stop-window",
+            "2",
+        ],
+    );
+    assert_eq!(last, 2.0, "the last row is the stop's");
+    assert!(
+        stderr.contains("stopped early after iteration 2 of 10"),
+        "{stderr}"
+    );
+    let (last, stderr) = render("full", &["--iterations", "3", "--stop-tolerance", "0"]);
+    assert_eq!(last, 3.0);
+    assert!(!stderr.contains("stopped early"), "{stderr}");
+}
+
 /// Writes a valid safetensors file holding one tensor of the wrong shape.
 fn misshaped_weights(path: &Path) {
     let header = br#"{"features.0.weight":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;

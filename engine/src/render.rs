@@ -1,5 +1,6 @@
 //! One render: images in, the Gatys optimisation, the pastiche and its losses out.
 
+use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -36,6 +37,10 @@ pub struct Rendered {
     pub losses: Vec<LossRecord>,
     /// beta, as given or as `style_weight = "auto"` chose it.
     pub style_weight: f64,
+    /// The iteration after which `stop_tolerance` stopped the render, before
+    /// `iterations`; the last row of [`losses`](Self::losses) is its. `None`:
+    /// every iteration ran.
+    pub stopped_at: Option<u32>,
     pub elapsed: Duration,
 }
 
@@ -211,7 +216,10 @@ fn check_layers_have_pixels(
 }
 
 /// Runs the optimisation. `observer` sees every iteration and may stop the render
-/// by returning `Break` (it then fails with [`EngineError::Cancelled`]).
+/// by returning `Break` (it then fails with [`EngineError::Cancelled`]). With
+/// `stop_tolerance` > 0, the render stops early after the first iteration `k` at
+/// which [`RenderParams::stops_at`] holds for the totals after `k - stop_window`
+/// and `k` iterations ([`Rendered::stopped_at`]).
 pub fn render(
     net: &FeatureNet,
     params: &RenderParams,
@@ -223,27 +231,53 @@ pub fn render(
     let mut optimizer = optim::build(&params.optimizer);
     let mut x = inputs.init.f_detach()?.f_to_kind(Kind::Float)?;
     let mut losses = Vec::new();
+    let evaluate = |iteration: u32, point: &Tensor| {
+        let (terms, grad) = loss.evaluate(point)?;
+        if !terms.total.is_finite() {
+            return Err(EngineError::NonFiniteLoss {
+                iteration,
+                value: terms.total,
+            });
+        }
+        Ok((terms, grad))
+    };
+    // Early stopping: the totals after the last `stop_window` iterations and
+    // after this one, oldest first. They are the totals the render evaluates
+    // anyway (each already on the host), so the rule costs no evaluation and
+    // no transfer.
+    let window = params.stop_window as usize;
+    let mut recent = VecDeque::with_capacity(if params.stop_tolerance > 0.0 {
+        window + 1
+    } else {
+        0
+    });
+    let mut stopped = None;
 
     for iteration in 0..params.iterations {
-        // The first evaluation of each iteration is at the current pastiche: that
-        // is the loss the log shows for `iteration`.
-        let mut at_start = None;
-        optimizer.step(&mut x, &mut |point: &Tensor| {
-            let (terms, grad) = loss.evaluate(point)?;
-            if !terms.total.is_finite() {
-                return Err(EngineError::NonFiniteLoss {
-                    iteration,
-                    value: terms.total,
-                });
+        // The loss at the current pastiche: the row the log shows for
+        // `iteration`, and the optimiser's first evaluation, which every
+        // optimiser makes at `x` before moving it (one Adam step; L-BFGS's
+        // gradient before its direction). Evaluated here, it decides whether to
+        // stop before the step rather than after it.
+        let (terms, grad) = evaluate(iteration, &x)?;
+        if params.stop_tolerance > 0.0 {
+            recent.push_back(terms.total);
+            if recent.len() > window + 1 {
+                recent.pop_front();
             }
-            at_start.get_or_insert(terms);
-            Ok((terms.total, grad))
+            if recent.len() == window + 1 && params.stops_at(iteration, recent[0], terms.total) {
+                stopped = Some(terms.at(iteration));
+                break;
+            }
+        }
+        let mut first = Some((terms.total, grad));
+        optimizer.step(&mut x, &mut |point: &Tensor| match first.take() {
+            Some(at_x) => Ok(at_x),
+            None => evaluate(iteration, point).map(|(terms, grad)| (terms.total, grad)),
         })?;
         let _ = tch::no_grad(|| x.f_clamp_(0.0, 1.0))?;
 
-        let latest = at_start
-            .expect("every step evaluates the objective")
-            .at(iteration);
+        let latest = terms.at(iteration);
         if params.logs_at(iteration) {
             losses.push(latest);
         }
@@ -257,14 +291,22 @@ pub fn render(
             return Err(EngineError::Cancelled(iteration + 1));
         }
     }
-    let last = loss.measure(&x)?;
-    if !last.total.is_finite() {
-        return Err(EngineError::NonFiniteLoss {
-            iteration: params.iterations,
-            value: last.total,
-        });
-    }
-    losses.push(last.at(params.iterations));
+    let stopped_at = stopped.map(|last| last.iteration);
+    let last = match stopped {
+        // Evaluated at the pastiche as it is: the last row is that iteration's.
+        Some(last) => last,
+        None => {
+            let last = loss.measure(&x)?;
+            if !last.total.is_finite() {
+                return Err(EngineError::NonFiniteLoss {
+                    iteration: params.iterations,
+                    value: last.total,
+                });
+            }
+            last.at(params.iterations)
+        }
+    };
+    losses.push(last);
     // After the optimisation, which the losses describe: the colours are not part
     // of what it minimises.
     let image = if params.original_colors {
@@ -276,6 +318,7 @@ pub fn render(
         image: image.f_to_device(tch::Device::Cpu)?,
         losses,
         style_weight: loss.style_weight(),
+        stopped_at,
         elapsed: started.elapsed(),
     })
 }

@@ -158,6 +158,8 @@ impl From<&RenderParams> for pb::RenderParams {
             seed: p.seed,
             log_every: p.log_every,
             original_colors: p.original_colors,
+            stop_tolerance: p.stop_tolerance,
+            stop_window: p.stop_window,
         }
     }
 }
@@ -215,6 +217,11 @@ impl TryFrom<pb::RenderParams> for RenderParams {
             seed: p.seed,
             log_every: p.log_every,
             original_colors: p.original_colors,
+            stop_tolerance: p.stop_tolerance,
+            stop_window: match p.stop_window {
+                0 => pastiche_spec::DEFAULT_STOP_WINDOW,
+                window => window,
+            },
         };
         params.validate().map_err(|e| ConversionError {
             field: "params",
@@ -271,6 +278,8 @@ mod tests {
                     // The painter's controls.
                     params.style_weight = StyleWeight::Auto { ratio: 0.5 };
                     params.original_colors = true;
+                    params.stop_tolerance = 1e-3;
+                    params.stop_window = 20;
                     let wire = pb::RenderParams::from(&params);
                     assert_eq!(RenderParams::try_from(wire).unwrap(), params);
                 }

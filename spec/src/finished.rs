@@ -28,6 +28,11 @@ pub struct FinishedTask {
     /// beta as the render chose it, where `params.style_weight` is `auto`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chosen_style_weight: Option<f64>,
+    /// The iteration the render stopped after, where `params.stop_tolerance`
+    /// stopped it before `params.iterations` (the last row of `losses.csv` is
+    /// this iteration's). Absent where every iteration ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<u32>,
 }
 
 /// A task's inputs as object keys (or URLs); `weights` is empty for random weights.
@@ -115,6 +120,7 @@ mod tests {
             render_seconds: 0.75,
             losses: None,
             chosen_style_weight: None,
+            stopped_at: None,
         };
         let bytes = record.to_json();
         assert_eq!(FinishedTask::from_json(&bytes).unwrap(), record);
@@ -127,6 +133,16 @@ mod tests {
         assert_eq!(json["inputs"]["content"], "inputs/c.png");
         assert_eq!(json["params"]["backbone"], "vgg16");
         assert_eq!(FinishedTask::attempt_in(&bytes), Some(2));
+        assert!(
+            json.get("stopped_at").is_none(),
+            "only where it stopped early"
+        );
+        let stopped = FinishedTask {
+            stopped_at: Some(40),
+            ..record.clone()
+        };
+        let json: serde_json::Value = serde_json::from_slice(&stopped.to_json()).unwrap();
+        assert_eq!(json["stopped_at"], 40);
         let newer = br#"{"attempt": 3, "params": {"backbone": "inception_v3"}}"#;
         assert!(FinishedTask::from_json(newer).is_err());
         assert_eq!(FinishedTask::attempt_in(newer), Some(3));

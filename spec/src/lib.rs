@@ -32,7 +32,7 @@ pub use losses::{LossRecord, LOSSES_CSV_HEADER};
 pub use params::table::{Param, PARAMS};
 pub use params::{
     Init, LineSearch, OptimizerKind, OptimizerSpec, ParamError, RenderParams, StyleLayer,
-    StyleWeight, MAX_SIZE, MIN_SIZE,
+    StyleWeight, DEFAULT_STOP_WINDOW, MAX_SIZE, MIN_SIZE,
 };
 pub use style::Style;
 

@@ -1181,3 +1181,57 @@ fn a_coordinator_that_cannot_write_its_database_stops_and_a_restart_carries_on()
         assert_eq!(task_json(&task)["attempt"], 1, "{}", task.display());
     }
 }
+
+#[test]
+fn a_task_that_stops_early_records_where_and_one_that_does_not_runs_its_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    // A loss never falls by all of itself: a tolerance of 1 stops the render as
+    // soon as a whole window has run; 0 is off.
+    let grid = write_example_grid(
+        dir.path(),
+        "early",
+        "[grid]\nsize = 32\niterations = 6\nlog_every = 1\n\
+         stop_tolerance = [0, 1]\nstop_window = 2\n",
+    );
+    let job = succeeded(pastiche(&[
+        "local",
+        grid.to_str().unwrap(),
+        "--db",
+        dir.path().join("state.db").to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+    ]));
+    let mut seen = Vec::new();
+    for task in task_dirs(&store, &job) {
+        let record = task_json(&task);
+        let losses = std::fs::read_to_string(result_file(&task, "losses.csv")).unwrap();
+        let last: u32 = losses
+            .lines()
+            .last()
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let tolerance = record["params"]
+            .get("stop_tolerance")
+            .and_then(|t| t.as_f64());
+        match tolerance {
+            Some(tolerance) => {
+                assert_eq!(tolerance, 1.0, "{record}");
+                assert_eq!(record["stopped_at"], 2, "{record}");
+                assert_eq!(last, 2, "the last row is the stop's: {losses}");
+                assert_eq!(record["losses"]["iteration"], 2, "{record}");
+            }
+            None => {
+                assert!(record.get("stopped_at").is_none(), "{record}");
+                assert_eq!(last, 6, "{losses}");
+            }
+        }
+        seen.push(tolerance);
+    }
+    seen.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert_eq!(seen, [None, Some(1.0)]);
+}

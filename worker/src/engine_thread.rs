@@ -36,6 +36,8 @@ pub struct RenderOutput {
     pub losses: Vec<LossRecord>,
     /// beta, where the render chose it (`style_weight = "auto"`).
     pub chosen_style_weight: Option<f64>,
+    /// Where `stop_tolerance` ended the render before its last iteration.
+    pub stopped_at: Option<u32>,
     pub elapsed: Duration,
 }
 
@@ -142,6 +144,7 @@ fn run(
             .style_weight
             .is_auto()
             .then_some(rendered.style_weight),
+        stopped_at: rendered.stopped_at,
         elapsed: rendered.elapsed,
     })
 }

@@ -505,6 +505,7 @@ impl Worker {
             render_seconds: output.elapsed.as_secs_f64(),
             losses: output.losses.last().copied(),
             chosen_style_weight: output.chosen_style_weight,
+            stopped_at: output.stopped_at,
         })
     }
 
@@ -648,6 +649,7 @@ fn stand_in_output(params: &RenderParams) -> RenderOutput {
         ),
         losses: vec![record],
         chosen_style_weight: params.style_weight.is_auto().then_some(1.0),
+        stopped_at: None,
         elapsed: Duration::ZERO,
     }
 }

@@ -115,6 +115,7 @@ mod tests {
             render_seconds: 1.0,
             losses: None,
             chosen_style_weight: None,
+            stopped_at: None,
         }
     }
 

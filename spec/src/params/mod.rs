@@ -351,6 +351,37 @@ pub struct RenderParams {
     /// chroma (YUV, as neural-style's `-original_colors`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub original_colors: bool,
+    /// Early stopping: the render stops after iteration k when the total loss
+    /// fell by less than this fraction over the last `stop_window` iterations,
+    /// (L[k - w] - L[k]) / L[k - w] < stop_tolerance. 0: off, every iteration runs.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stop_tolerance: f64,
+    /// w, the window of [`stop_tolerance`](Self::stop_tolerance), in iterations.
+    /// A window rather than one iteration's decrease, because single iterations
+    /// are noisy (Adam oscillates; an L-BFGS iteration may barely move after a
+    /// good one) while the trend over tens of iterations is not; the default is
+    /// `log_every`'s, so that the rule reads as the decrease between two rows of
+    /// a default loss log.
+    #[serde(
+        default = "default_stop_window",
+        skip_serializing_if = "is_default_stop_window"
+    )]
+    pub stop_window: u32,
+}
+
+/// [`RenderParams::stop_window`]'s default.
+pub const DEFAULT_STOP_WINDOW: u32 = 50;
+
+fn default_stop_window() -> u32 {
+    DEFAULT_STOP_WINDOW
+}
+
+fn is_default_stop_window(window: &u32) -> bool {
+    *window == DEFAULT_STOP_WINDOW
+}
+
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
 }
 
 impl RenderParams {
@@ -382,6 +413,8 @@ impl RenderParams {
             seed: 0,
             log_every: 50,
             original_colors: false,
+            stop_tolerance: 0.0,
+            stop_window: DEFAULT_STOP_WINDOW,
         }
     }
 
@@ -442,6 +475,17 @@ impl RenderParams {
             })?;
         }
         Ok(())
+    }
+
+    /// Whether the render stops after `iteration` steps, given the total loss
+    /// `window_ago` (after `iteration - stop_window` steps) and `now`: early
+    /// stopping is on, a whole window has run, and the loss fell by less than
+    /// `stop_tolerance` of itself over it (or rose).
+    pub fn stops_at(&self, iteration: u32, window_ago: f64, now: f64) -> bool {
+        self.stop_tolerance > 0.0
+            && iteration >= self.stop_window
+            && iteration < self.iterations
+            && (window_ago <= 0.0 || (window_ago - now) / window_ago < self.stop_tolerance)
     }
 
     /// Whether a loss row is logged after `iteration` steps.
@@ -666,6 +710,78 @@ mod tests {
                 keys, expected,
                 "a new parameter entered the id at its default"
             );
+        }
+    }
+
+    #[test]
+    fn early_stopping_enters_the_id_only_when_on() {
+        let base = RenderParams::new(Backbone::Vgg19);
+        let json = |p: &RenderParams| serde_json::to_value(p).unwrap();
+        // A window without a tolerance is not read: one render, one id.
+        let window_alone = RenderParams {
+            stop_window: 10,
+            ..base.clone()
+        }
+        .normalised();
+        assert_eq!(json(&window_alone), json(&base));
+        let on = RenderParams {
+            stop_tolerance: 1e-3,
+            stop_window: 10,
+            ..base.clone()
+        };
+        let written = json(&on.clone().normalised());
+        assert_eq!(written["stop_tolerance"], 1e-3);
+        assert_eq!(written["stop_window"], 10);
+        assert_eq!(serde_json::from_value::<RenderParams>(written).unwrap(), on);
+        let default_window = json(&RenderParams {
+            stop_tolerance: 1e-3,
+            ..base.clone()
+        });
+        assert!(
+            default_window.get("stop_window").is_none(),
+            "{default_window}"
+        );
+        // Records written before early stopping read as "off".
+        let old: RenderParams = serde_json::from_value(json(&base)).unwrap();
+        assert_eq!((old.stop_tolerance, old.stop_window), (0.0, 50));
+    }
+
+    #[test]
+    fn a_render_stops_when_the_loss_falls_too_little_over_the_window() {
+        let params = RenderParams {
+            iterations: 100,
+            stop_tolerance: 0.01,
+            stop_window: 10,
+            ..RenderParams::new(Backbone::Vgg16)
+        };
+        assert!(!params.stops_at(9, 100.0, 100.0), "not a whole window yet");
+        assert!(params.stops_at(10, 100.0, 99.5), "0.5% < 1%");
+        assert!(params.stops_at(10, 100.0, 101.0), "it rose");
+        assert!(!params.stops_at(10, 100.0, 98.0), "2% >= 1%");
+        assert!(!params.stops_at(100, 100.0, 100.0), "the last is not early");
+        let off = RenderParams {
+            stop_tolerance: 0.0,
+            ..params.clone()
+        };
+        assert!(!off.stops_at(10, 100.0, 100.0));
+        for (bad, needle) in [
+            (
+                RenderParams {
+                    stop_tolerance: -0.1,
+                    ..params.clone()
+                },
+                "stop_tolerance",
+            ),
+            (
+                RenderParams {
+                    stop_window: 0,
+                    ..params.clone()
+                },
+                "stop_window must be at least 1",
+            ),
+        ] {
+            let err = bad.validate().unwrap_err().to_string();
+            assert!(err.contains(needle), "'{err}' should mention '{needle}'");
         }
     }
 

@@ -597,6 +597,32 @@ pub static PARAMS: &[Param] = &[
     )
     .bounded_by(|p| between("iterations", p.iterations.into(), MAX_ITERATIONS.into())),
     Param::new(
+        "stop_tolerance",
+        Kind::Number,
+        "Stop early when the total loss fell by less than this fraction of itself over \
+         the last stop_window iterations (0: off, run every iteration)",
+        number,
+        |p| Value::Number(p.stop_tolerance),
+        |p, v| {
+            p.stop_tolerance = num(v);
+            Ok(())
+        },
+    )
+    .bounded_by(|p| non_negative("stop_tolerance", p.stop_tolerance)),
+    Param::new(
+        "stop_window",
+        Kind::Whole,
+        "The window of stop_tolerance, in iterations",
+        whole::<u32>,
+        |p| Value::Whole(p.stop_window.into()),
+        |p, v| {
+            p.stop_window = count(v) as u32;
+            Ok(())
+        },
+    )
+    .read_when(|p| p.stop_tolerance > 0.0)
+    .bounded_by(|p| between("stop_window", p.stop_window.into(), MAX_ITERATIONS.into())),
+    Param::new(
         "size",
         Kind::Whole,
         "Longer side of the pastiche in pixels",
@@ -883,6 +909,8 @@ mod tests {
         varied.optimizer.lr = 1e-3;
         varied.style_weight = StyleWeight::Fixed(1e5);
         varied.original_colors = true;
+        varied.stop_tolerance = 1e-3;
+        varied.stop_window = 20;
         let mut auto = RenderParams::new(Backbone::Vgg19);
         auto.style_weight = StyleWeight::Auto { ratio: 0.5 };
         for params in [RenderParams::new(Backbone::Vgg16), varied, auto] {
