@@ -75,15 +75,15 @@ pub(crate) fn index(
     links: &Links,
 ) -> String {
     let mut h = String::new();
-    let name = esc(&job.name);
+    let name = escape_html(&job.name);
     let _ = write!(
         h,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>{name} - Pastiche report</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
          <h1>{name}</h1>\n<p class=\"meta\">job <code>{}</code> &middot; {}</p>\n",
-        esc(&job.id),
-        esc(&summary.counts())
+        escape_html(&job.id),
+        escape_html(&summary.counts())
     );
     let has_study = !summary.studies.is_empty();
     h.push_str("<nav><a href=\"#parameters\">Parameters</a><a href=\"#sheet\">Contact sheet</a><a href=\"#losses\">Loss curves</a><a href=\"#tasks\">Tasks</a>");
@@ -98,16 +98,16 @@ pub(crate) fn index(
         let _ = writeln!(
             h,
             "<tr><th>{}</th><td>{}</td></tr>",
-            esc(axis.param.name()),
-            esc(&axis.values.join(", "))
+            escape_html(axis.param.name()),
+            escape_html(&axis.values.join(", "))
         );
     }
     for (param, value) in &axes.fixed {
         let _ = writeln!(
             h,
             "<tr><th>{}</th><td>{} <small>(all tasks)</small></td></tr>",
-            esc(param.name()),
-            esc(value)
+            escape_html(param.name()),
+            escape_html(value)
         );
     }
     h.push_str("</table>\n</section>\n");
@@ -118,7 +118,7 @@ pub(crate) fn index(
         if names.is_empty() {
             "-".to_owned()
         } else {
-            esc(&names.join(" \u{d7} "))
+            escape_html(&names.join(" \u{d7} "))
         }
     };
     let _ = write!(
@@ -136,8 +136,8 @@ pub(crate) fn index(
         let _ = writeln!(
             h,
             "<figure><a href=\"{0}\"><img class=\"plot\" src=\"{0}\" alt=\"{1}\"></a><figcaption>{1}</figcaption></figure>",
-            esc(&plot.file),
-            esc(&plot.title)
+            escape_html(&plot.file),
+            escape_html(&plot.title)
         );
     }
     h.push_str("</section>\n");
@@ -146,25 +146,29 @@ pub(crate) fn index(
     h.push_str("<section id=\"tasks\">\n<h2>Tasks</h2>\n<div class=\"scroll\"><table>\n<tr>");
     let header = summary.header(false);
     for cell in &header {
-        let _ = write!(h, "<th>{}</th>", esc(cell));
+        let _ = write!(h, "<th>{}</th>", escape_html(cell));
     }
     h.push_str("<th>files</th></tr>\n");
     let first_number = 4 + summary.params.len();
     for (row, cells) in summary.rows.iter().zip(summary.display_rows()) {
         let _ = write!(h, "<tr class=\"{}\">", row.outcome.label());
         for (i, cell) in cells.iter().enumerate() {
-            let text = esc(cell);
+            let text = escape_html(cell);
             match i {
                 0 if row.has_pastiche => {
                     let _ = write!(
                         h,
                         "<td><a href=\"{}\" title=\"{}\"><code>{text}</code></a></td>",
-                        esc(&links.pastiche(&row.id, row.result_attempt)),
-                        esc(&row.id)
+                        escape_html(&links.pastiche(&row.id, row.result_attempt)),
+                        escape_html(&row.id)
                     );
                 }
                 0 => {
-                    let _ = write!(h, "<td title=\"{}\"><code>{text}</code></td>", esc(&row.id));
+                    let _ = write!(
+                        h,
+                        "<td title=\"{}\"><code>{text}</code></td>",
+                        escape_html(&row.id)
+                    );
                 }
                 1 => {
                     let _ = write!(
@@ -189,13 +193,13 @@ pub(crate) fn index(
         if row.has_pastiche {
             files.push(format!(
                 "<a href=\"{}\">pastiche</a>",
-                esc(&links.pastiche(&row.id, row.result_attempt))
+                escape_html(&links.pastiche(&row.id, row.result_attempt))
             ));
         }
         if row.has_losses {
             files.push(format!(
                 "<a href=\"{}\">losses</a>",
-                esc(&links.losses(&row.id, row.result_attempt))
+                escape_html(&links.losses(&row.id, row.result_attempt))
             ));
         }
         h.push_str(&files.join(" "));
@@ -207,15 +211,15 @@ pub(crate) fn index(
     if has_study {
         h.push_str("<section id=\"study\">\n<h2>Losses by backbone</h2>\n");
         for study in &summary.studies {
-            let _ = write!(h, "<h3>{}</h3>\n<table>\n<tr>", esc(&study.title));
+            let _ = write!(h, "<h3>{}</h3>\n<table>\n<tr>", escape_html(&study.title));
             for cell in &study.header {
-                let _ = write!(h, "<th>{}</th>", esc(cell));
+                let _ = write!(h, "<th>{}</th>", escape_html(cell));
             }
             h.push_str("</tr>\n");
             for row in &study.rows {
                 h.push_str("<tr>");
                 for cell in row {
-                    let _ = write!(h, "<td class=\"num\">{}</td>", esc(cell));
+                    let _ = write!(h, "<td class=\"num\">{}</td>", escape_html(cell));
                 }
                 h.push_str("</tr>\n");
             }
@@ -223,7 +227,7 @@ pub(crate) fn index(
             if !study.notes.is_empty() {
                 h.push_str("<ul>");
                 for note in &study.notes {
-                    let _ = write!(h, "<li class=\"error\">{}</li>", esc(note));
+                    let _ = write!(h, "<li class=\"error\">{}</li>", escape_html(note));
                 }
                 h.push_str("</ul>\n");
             }
@@ -249,7 +253,7 @@ pub(crate) fn index(
     if !problems.is_empty() {
         h.push_str("<section id=\"problems\">\n<h2>Problems</h2>\n<ul>\n");
         for problem in &problems {
-            let _ = writeln!(h, "<li>{}</li>", esc(problem));
+            let _ = writeln!(h, "<li>{}</li>", escape_html(problem));
         }
         h.push_str("</ul>\n</section>\n");
     }
@@ -264,7 +268,7 @@ pub(crate) fn index(
 }
 
 /// Text safe in HTML content and in quoted attribute values.
-pub(crate) fn esc(text: &str) -> String {
+pub fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -286,7 +290,7 @@ mod tests {
     #[test]
     fn user_text_is_escaped() {
         assert_eq!(
-            esc("<script>alert('x') & \"y\"</script>"),
+            escape_html("<script>alert('x') & \"y\"</script>"),
             "&lt;script&gt;alert(&#39;x&#39;) &amp; &quot;y&quot;&lt;/script&gt;"
         );
         assert_eq!(

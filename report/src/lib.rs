@@ -31,6 +31,7 @@ use pastiche_spec::store::{Store, StoreError};
 use pastiche_spec::RenderParams;
 
 pub use axes::{input_label, style_label, varied_values, Param};
+pub use html::escape_html;
 pub use slice::slice;
 
 /// How a task ended, as the coordinator knows it.

@@ -4,28 +4,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
-use pastiche_report::{input_label, style_label, varied_values};
+use pastiche_report::{escape_html as escape, input_label, style_label, varied_values};
 
 use super::live::Running;
 use crate::core::reports::from_tasks;
 use crate::core::{JobState, JobStatus, Registration, TaskInfo};
 use crate::scheduler::{Counts, Phase};
-
-/// Text as HTML, inside elements and quoted attributes alike.
-pub fn escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            c => escaped.push(c),
-        }
-    }
-    escaped
-}
 
 /// A whole page: `part` is its live part, refreshed from `live`.
 pub fn page(title: &str, live: &str, part: &str) -> String {
@@ -331,17 +315,4 @@ fn sparkline(totals: &std::collections::VecDeque<(u32, f64)>) -> String {
          <polyline fill=\"none\" stroke=\"currentColor\" points=\"{}\"/></svg>",
         path.join(" ")
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn what_grids_and_workers_name_is_escaped() {
-        assert_eq!(
-            escape("<b>\"a\" & 'b'</b>"),
-            "&lt;b&gt;&quot;a&quot; &amp; &#39;b&#39;&lt;/b&gt;"
-        );
-    }
 }
