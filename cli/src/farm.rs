@@ -308,6 +308,8 @@ pub fn location(store: &str, key: &str) -> String {
 struct ProgressLines {
     started: Instant,
     shown: u64,
+    /// Tasks that had ended when watching began: the pace is of those since.
+    ended_before: Option<u64>,
 }
 
 impl ProgressLines {
@@ -315,6 +317,7 @@ impl ProgressLines {
         ProgressLines {
             started: Instant::now(),
             shown: 0,
+            ended_before: None,
         }
     }
 
@@ -322,19 +325,21 @@ impl ProgressLines {
     fn line(&mut self, c: &pb::TaskCounts) -> Option<String> {
         let total = u64::from(c.queued + c.running + c.done + c.failed + c.cancelled);
         let ended = u64::from(c.done + c.failed + c.cancelled);
+        let ended_before = *self.ended_before.get_or_insert(ended);
         let step = (total / 100).max(1);
         if ended == self.shown || (ended < self.shown + step && ended < total) {
             return None;
         }
         self.shown = ended;
-        let eta = match ended {
+        let since = ended - ended_before;
+        let eta = match since {
             0 => String::new(),
             _ if ended == total => String::new(),
             _ => {
                 let left = self
                     .started
                     .elapsed()
-                    .mul_f64((total - ended) as f64 / ended as f64);
+                    .mul_f64((total - ended) as f64 / since as f64);
                 format!(", about {} left", HumanDuration(left))
             }
         };
@@ -608,6 +613,19 @@ mod tests {
             "1000/1000 tasks ended: 999 done, 0 running, 1 failed, 0 cancelled"
         );
         assert_eq!(lines.line(&counts(0, 0, 999, 1)), None, "once");
+        // Watching a job under way: the pace is of the tasks since.
+        let mut lines = ProgressLines::new();
+        assert_eq!(
+            lines
+                .line(&counts(500, 0, 500, 0))
+                .as_deref()
+                .map(|l| l.contains("left")),
+            Some(false)
+        );
+        assert!(lines
+            .line(&counts(490, 0, 510, 0))
+            .unwrap()
+            .contains("left"));
         // Up to a hundred tasks: a line for each.
         let mut lines = ProgressLines::new();
         assert!(lines

@@ -108,6 +108,11 @@ CREATE TABLE IF NOT EXISTS tasks (
     worker      TEXT,
     error       TEXT
 );
+-- Numbers that go on across restarts (`worker`: the last worker number given).
+CREATE TABLE IF NOT EXISTS counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id  TEXT NOT NULL,
@@ -259,6 +264,29 @@ impl State {
             params![job.id, unix_seconds(), format!("{tasks} tasks")],
         )?;
         tx.commit()?;
+        Ok(())
+    }
+
+    /// The last worker number given, as recorded (0 before any).
+    pub fn last_worker(&self) -> Result<u64, StateError> {
+        let value: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT value FROM counters WHERE name = 'worker'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(value.map_or(0, |v| v as u64))
+    }
+
+    /// Records that worker number `number` was given.
+    pub fn record_worker(&mut self, number: u64) -> Result<(), StateError> {
+        self.conn.execute(
+            "INSERT INTO counters (name, value) VALUES ('worker', ?1)
+             ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+            params![number as i64],
+        )?;
         Ok(())
     }
 

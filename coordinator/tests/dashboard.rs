@@ -105,7 +105,10 @@ impl Farm {
     }
 
     async fn cancel(&self, job: &str, token: Option<&str>) -> reqwest::Response {
-        let mut request = self.client.post(format!("{}/jobs/{job}/cancel", self.url));
+        let mut request = self
+            .client
+            .post(format!("{}/jobs/{job}/cancel", self.url))
+            .header(dashboard::CANCEL_HEADER, "1");
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -337,6 +340,17 @@ async fn farm_without_token_cancels() -> bool {
     let job = farm.submit();
     let page = farm.text(&format!("/live/jobs/{job}")).await;
     assert!(page.contains("data-token=\"none\""));
+    // Not another site's form, which cannot send the page's header.
+    let form = farm
+        .client
+        .post(format!("{}/jobs/{job}/cancel", farm.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("x=y")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), StatusCode::FORBIDDEN);
+    assert!(!farm.coordinator.status(&job).unwrap().ended());
     let reply = farm.cancel(&job, None).await;
     reply.status() == StatusCode::OK && farm.coordinator.status(&job).unwrap().ended()
 }

@@ -346,16 +346,17 @@ async fn cancelling_tells_the_running_worker_and_drops_the_rest() {
 async fn a_restarted_coordinator_carries_on_from_its_database() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("state.db");
-    let (job, worker, running) = {
+    let (job, worker, idle, running) = {
         let coordinator = Coordinator::open(Some(&db), config(Duration::from_secs(30))).unwrap();
         let mut c = start(coordinator).await;
         let job = submit(&mut c.farm, GRID).await;
         let worker = register(&mut c.workers, "w").await;
+        let idle = register(&mut c.workers, "w").await;
         let done = lease(&mut c.workers, &worker, 1000).await.unwrap();
         assert!(complete(&mut c.workers, &worker, &done).await);
         let running = lease(&mut c.workers, &worker, 1000).await.unwrap();
         c.shutdown().await;
-        (job, worker, running)
+        (job, worker, idle, running)
     };
     let coordinator = Coordinator::open(Some(&db), config(Duration::from_secs(30))).unwrap();
     let mut c = start(coordinator).await;
@@ -366,10 +367,11 @@ async fn a_restarted_coordinator_carries_on_from_its_database() {
         (1, 1),
         "finished stays finished, running is re-adopted"
     );
-    // A worker registering now is not given the id of one still rendering.
+    // A worker registering now is not given the id of one still rendering,
+    // nor of one that is waiting for work.
     for _ in 0..3 {
         let newcomer = register(&mut c.workers, "w").await;
-        assert_ne!(newcomer, worker);
+        assert!(newcomer != worker && newcomer != idle, "{newcomer} again");
     }
     // The worker that was rendering carries on and finishes.
     assert!(complete(&mut c.workers, &worker, &running).await);

@@ -142,8 +142,9 @@ impl Coordinator {
         let mut scheduler = Scheduler::new(config.scheduler);
         let mut jobs = HashMap::new();
         // Numbers of workers that may still report: a worker registering now
-        // must not be given one of their ids.
-        let mut last_worker = 0;
+        // must not be given one of their ids. Recorded as they are given, and
+        // read off the tasks of a database from before that record.
+        let mut last_worker = state.last_worker()?;
         for stored in state.load(now)? {
             last_worker = stored
                 .states
@@ -179,7 +180,7 @@ impl Coordinator {
             work: Notify::new(),
             closing: tokio::sync::watch::Sender::new(false),
             events,
-            next_worker: AtomicU64::new(last_worker + 1),
+            next_worker: AtomicU64::new(last_worker.saturating_add(1)),
             finished_jobs,
             finished_jobs_rx: Mutex::new(Some(finished_jobs_rx)),
             reports_pending: Mutex::new(HashSet::new()),
@@ -500,22 +501,22 @@ impl Coordinator {
             .collect()
     }
 
-    /// Where the farm's inputs and results live (the coordinator's --store).
     /// The workers present now (in a lease call, or heard from within the
-    /// lease timeout), with their registrations, by id.
-    pub fn workers(&self) -> Vec<(String, Registration)> {
+    /// lease timeout), by id, with their registrations where this process took
+    /// them (a worker registered with an earlier coordinator has none).
+    pub fn workers(&self) -> Vec<(String, Option<Registration>)> {
         let registered = self.registered.lock().unwrap_or_else(|p| p.into_inner());
         self.metrics
             .present()
             .into_iter()
-            .filter_map(|id| {
-                let (registration, _) = registered.get(&id)?;
-                Some((id, registration.clone()))
+            .map(|id| {
+                let registration = registered.get(&id).map(|(r, _)| r.clone());
+                (id, registration)
             })
             .collect()
     }
 
-    /// The farm's store, if the coordinator was given one.
+    /// Where the farm's inputs and results live (the coordinator's --store).
     pub fn store(&self) -> Option<&Store> {
         self.config.store.as_ref()
     }
@@ -541,7 +542,9 @@ impl Coordinator {
                 });
             }
         }
-        let worker = worker_id(name, self.next_worker.fetch_add(1, Ordering::Relaxed));
+        let number = self.next_worker.fetch_add(1, Ordering::Relaxed);
+        self.state().record_worker(number)?;
+        let worker = worker_id(name, number);
         {
             let present: HashSet<String> = self.metrics.present().into_iter().collect();
             let timeout = self.config.scheduler.lease_timeout;
@@ -736,7 +739,6 @@ fn job_status(inner: &Inner, job: &str) -> Result<JobStatus, CoordinatorError> {
     })
 }
 
-/// Runs blocking coordinator work (SQLite) off the async runtime's threads.
 /// A worker's id: its name and a number counted up by the coordinator (and on
 /// from the last one its database knows), so that workers of one name, and a
 /// worker registering again, are told apart.
@@ -749,6 +751,7 @@ fn worker_number(id: &str) -> Option<u64> {
     id.rsplit_once('#')?.1.parse().ok()
 }
 
+/// Runs blocking coordinator work (SQLite) off the async runtime's threads.
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, CoordinatorError> + Send + 'static,
 ) -> Result<T, CoordinatorError> {

@@ -6,15 +6,20 @@
 const live = document.getElementById("live");
 const EVERY_MS = 2000;
 
-async function refresh() {
+// Swaps in the live part as the server renders it now.
+async function update() {
   try {
     const reply = await fetch(live.dataset.src, { cache: "no-store" });
     if (reply.ok) {
       live.innerHTML = await reply.text();
     }
   } catch (_) {
-    // The coordinator is restarting or unreachable: try again later.
+    // The coordinator is restarting or unreachable: the next refresh tries again.
   }
+}
+
+async function refresh() {
+  await update();
   schedule();
 }
 
@@ -30,7 +35,8 @@ document.addEventListener("submit", async (event) => {
     return;
   }
   event.preventDefault();
-  const headers = {};
+  // Sent by this script only: another site's form cannot cancel a job.
+  const headers = { "X-Pastiche-Cancel": "1" };
   if (form.dataset.token === "required") {
     const token = window.prompt("The farm's token, to cancel the job:");
     if (!token) {
@@ -42,7 +48,7 @@ document.addEventListener("submit", async (event) => {
   if (!reply.ok) {
     window.alert(await reply.text());
   }
-  refresh();
+  update(); // the refreshes already scheduled go on
 });
 
 schedule();

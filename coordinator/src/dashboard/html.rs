@@ -120,7 +120,7 @@ pub struct JobView<'a> {
     /// What people call the inputs, by key.
     pub names: &'a BTreeMap<String, String>,
     pub running: &'a HashMap<String, Running>,
-    pub workers: &'a [(String, Registration)],
+    pub workers: &'a [(String, Option<Registration>)],
     /// Whether there is a store to show images from.
     pub images: bool,
     /// Whether the job's report is in the store.
@@ -172,18 +172,23 @@ fn workers(view: &JobView<'_>) -> String {
     if view.workers.is_empty() {
         return "<section class=\"workers\"><h2>Workers</h2><p class=\"empty\">None connected.</p></section>".into();
     }
+    // What the heartbeats said, for the tasks still running.
     let mut rendering: HashMap<&str, (&str, &Running)> = HashMap::new();
-    for (task, running) in view.running {
-        rendering.insert(running.worker.as_str(), (task.as_str(), running));
+    for task in view.tasks.iter().filter(|t| t.phase == Phase::Running) {
+        if let Some(running) = view.running.get(&task.id) {
+            rendering.insert(running.worker.as_str(), (task.id.as_str(), running));
+        }
     }
     let mut html = String::from(
         "<section class=\"workers\"><h2>Workers</h2><table><thead><tr><th>worker</th>\
          <th>device</th><th>rendering</th></tr></thead><tbody>",
     );
     for (id, registration) in view.workers {
-        let device = match registration.device_name.as_str() {
-            name if name.is_empty() || name == registration.device => escape(&registration.device),
-            name => format!("{} ({})", escape(&registration.device), escape(name)),
+        let device = match registration {
+            // Registered with an earlier coordinator.
+            None => "?".to_owned(),
+            Some(r) if r.device_name.is_empty() || r.device_name == r.device => escape(&r.device),
+            Some(r) => format!("{} ({})", escape(&r.device), escape(&r.device_name)),
         };
         let task = match rendering.get(id.as_str()) {
             Some((task, running)) => format!(
@@ -222,7 +227,11 @@ fn sheet(view: &JobView<'_>) -> String {
     let job = escape(&status.job);
     for (task, label) in view.tasks.iter().zip(labels) {
         let id = escape(&task.id);
-        let running = view.running.get(&task.id);
+        // Heartbeats say more of running tasks only.
+        let running = view
+            .running
+            .get(&task.id)
+            .filter(|_| task.phase == Phase::Running);
         let image = match (view.images, task.phase, running) {
             (false, _, _) => None,
             (true, Phase::Done, _) => Some(format!("/jobs/{job}/tasks/{id}/pastiche.png?w=160")),

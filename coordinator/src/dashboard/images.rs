@@ -12,6 +12,8 @@ use pastiche_spec::{layout, FinishedTask};
 
 /// The resized images kept, in bytes.
 const CACHE_BYTES: usize = 64 << 20;
+/// Done tasks whose winning attempt is kept.
+const WINNERS_KEPT: usize = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -35,8 +37,8 @@ pub struct Images {
 /// Least recently inserted first out.
 #[derive(Default)]
 struct Cache {
-    entries: HashMap<(String, String, u32), Bytes>,
-    order: VecDeque<(String, String, u32)>,
+    entries: HashMap<(String, u32, u32), Bytes>,
+    order: VecDeque<(String, u32, u32)>,
     bytes: usize,
 }
 
@@ -79,10 +81,12 @@ impl Images {
                 let Some(attempt) = FinishedTask::attempt_in(&bytes) else {
                     return Ok(None);
                 };
-                self.winners
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert((job.to_owned(), task.to_owned()), attempt);
+                let mut winners = self.winners.lock().unwrap_or_else(|p| p.into_inner());
+                // Read again from the store once there are many (jobs are deleted).
+                if winners.len() >= WINNERS_KEPT {
+                    winners.clear();
+                }
+                winners.insert((job.to_owned(), task.to_owned()), attempt);
                 attempt
             }
         };
@@ -99,10 +103,10 @@ impl Images {
     pub async fn thumbnail(
         &self,
         key: &str,
-        version: &str,
+        version: u32,
         width: u32,
     ) -> Result<Bytes, ImageError> {
-        let id = (key.to_owned(), version.to_owned(), width);
+        let id = (key.to_owned(), version, width);
         if let Some(bytes) = self.cache().entries.get(&id) {
             return Ok(bytes.clone());
         }
@@ -137,11 +141,16 @@ impl Images {
 }
 
 impl Cache {
-    fn insert(&mut self, id: (String, String, u32), bytes: Bytes) {
+    /// What an entry holds, its key included.
+    fn size(id: &(String, u32, u32), bytes: &Bytes) -> usize {
+        bytes.len() + id.0.len()
+    }
+
+    fn insert(&mut self, id: (String, u32, u32), bytes: Bytes) {
         if self.entries.contains_key(&id) {
             return;
         }
-        self.bytes += bytes.len();
+        self.bytes += Self::size(&id, &bytes);
         self.order.push_back(id.clone());
         self.entries.insert(id, bytes);
         while self.bytes > CACHE_BYTES {
@@ -149,7 +158,7 @@ impl Cache {
                 break;
             };
             if let Some(gone) = self.entries.remove(&oldest) {
-                self.bytes -= gone.len();
+                self.bytes -= Self::size(&oldest, &gone);
             }
         }
     }

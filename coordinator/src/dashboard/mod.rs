@@ -173,12 +173,23 @@ fn bad_id(err: layout::BadId) -> CoordinatorError {
     CoordinatorError::BadRequest(err.to_string())
 }
 
-/// Cancels a job, if the request carries the farm's token (when it has one).
+/// The header the page's script sends with a cancel: a form another site
+/// posts cannot set it, so without a token no other page can cancel a job.
+pub const CANCEL_HEADER: &str = "x-pastiche-cancel";
+
+/// Cancels a job, if the request carries the farm's token (when it has one)
+/// and comes from the page's script.
 async fn cancel(
     State(d): Shared,
     Path(job): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, CoordinatorError> {
+    if !headers.contains_key(CANCEL_HEADER) {
+        return Ok(refused(
+            StatusCode::FORBIDDEN,
+            format!("cancelling needs the {CANCEL_HEADER} header the dashboard's page sends"),
+        ));
+    }
     if let Some(token) = &d.token {
         let presented = headers
             .get(AUTHORIZATION)
@@ -218,14 +229,16 @@ async fn preview(
     RawQuery(query): RawQuery,
 ) -> Result<Response, CoordinatorError> {
     let key = layout::preview_key(&job, &task).map_err(bad_id)?;
-    let version = query
+    // The preview's iteration: a number, so that the cache holds one entry per
+    // stored version and size, whatever a client asks.
+    let version: u32 = query
         .as_deref()
         .unwrap_or_default()
         .split('&')
         .find_map(|pair| pair.strip_prefix("v="))
-        .unwrap_or_default()
-        .to_owned();
-    image(&d, &key, &version, width_of(query.as_deref())?, false).await
+        .map_or(Ok(0), str::parse)
+        .map_err(|_| CoordinatorError::BadRequest("v: a preview's iteration".into()))?;
+    image(&d, &key, version, width_of(query.as_deref())?, false).await
 }
 
 /// A done task's pastiche: the winning attempt's, as its `task.json` says.
@@ -246,14 +259,14 @@ async fn pastiche(
             format!("task {task} has no result yet"),
         ));
     };
-    image(&d, &key, "", width, true).await
+    image(&d, &key, 0, width, true).await
 }
 
 /// An object as the store has it, resized to `width` if given.
 async fn image(
     d: &Dashboard,
     key: &str,
-    version: &str,
+    version: u32,
     width: Option<u32>,
     immutable: bool,
 ) -> Result<Response, CoordinatorError> {
@@ -301,7 +314,7 @@ async fn attempt_file(
         return Ok(refused(StatusCode::NOT_FOUND, format!("no {file} here")));
     }
     let key = layout::attempt_file_key(&job, &task, number, &file).map_err(bad_id)?;
-    image(&d, &key, "", None, true).await
+    image(&d, &key, 0, None, true).await
 }
 
 /// A file of a job's report in the store.
@@ -318,7 +331,7 @@ async fn report_file(
         )));
     }
     let key = format!("{}{file}", layout::report_prefix(&job).map_err(bad_id)?);
-    image(&d, &key, "", None, false).await
+    image(&d, &key, 0, None, false).await
 }
 
 /// What a file is, by its name's extension.
