@@ -543,7 +543,10 @@ impl Coordinator {
             }
         }
         let number = self.next_worker.fetch_add(1, Ordering::Relaxed);
-        self.state().record_worker(number)?;
+        if let Err(err) = self.state().record_worker(number) {
+            // As any other write the coordinator cannot make (see `commit`).
+            stop_on_failed_commit(&err);
+        }
         let worker = worker_id(name, number);
         {
             let present: HashSet<String> = self.metrics.present().into_iter().collect();
