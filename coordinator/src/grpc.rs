@@ -164,13 +164,16 @@ impl Workers for WorkersService {
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let r = request.into_inner();
-        let registered = self.0.register(&Registration {
+        let registration = Registration {
             name: r.name,
             device: r.device,
             device_name: r.device_name,
             device_memory_bytes: r.device_memory_bytes,
             store: r.store,
-        })?;
+        };
+        // It records the worker's number in the database.
+        let coordinator = Arc::clone(&self.0);
+        let registered = blocking(move || coordinator.register(&registration)).await?;
         Ok(Response::new(pb::RegisterResponse {
             worker_id: registered.worker,
             lease_timeout_ms: millis(registered.lease_timeout),

@@ -525,7 +525,8 @@ impl Scheduler {
         // The time an attempt ran before the restart is not known: it gets its
         // job's whole limit again.
         let time_limit_at = spec.max_task_time.and_then(|limit| now.checked_add(limit));
-        let new = NewJob::new(spec.clone(), |task| {
+        let id = spec.id.clone();
+        let new = NewJob::new(spec, |task| {
             states.get(task).map(|state| match state {
                 TaskState::Running {
                     attempt,
@@ -544,7 +545,7 @@ impl Scheduler {
             })
         })?;
         self.add(new)?;
-        let job = self.jobs.get_mut(&spec.id).expect("inserted");
+        let job = self.jobs.get_mut(&id).expect("inserted");
         job.cancelled = cancelled;
         job.given_back = given_back
             .iter()

@@ -126,8 +126,8 @@ async fn jobs_part(State(d): Shared) -> Result<Response, CoordinatorError> {
 }
 
 async fn job_page(State(d): Shared, Path(job): Path<String>) -> Result<Response, CoordinatorError> {
-    let part = job_html(&d, &job).await?;
-    let title = format!("{} · pastiche", d.coordinator.status(&job)?.name);
+    let (name, part) = job_html(&d, &job).await?;
+    let title = format!("{name} · pastiche");
     Ok(html_response(html::page(
         &title,
         &format!("/live/jobs/{job}"),
@@ -136,11 +136,11 @@ async fn job_page(State(d): Shared, Path(job): Path<String>) -> Result<Response,
 }
 
 async fn job_part(State(d): Shared, Path(job): Path<String>) -> Result<Response, CoordinatorError> {
-    Ok(html_response(job_html(&d, &job).await?))
+    Ok(html_response(job_html(&d, &job).await?.1))
 }
 
-/// The live part of a job's page.
-async fn job_html(d: &Dashboard, job: &str) -> Result<String, CoordinatorError> {
+/// The job's name, and the live part of its page.
+async fn job_html(d: &Dashboard, job: &str) -> Result<(String, String), CoordinatorError> {
     let coordinator = Arc::clone(&d.coordinator);
     let id = job.to_owned();
     // The task list is a database read: off the runtime's threads.
@@ -157,7 +157,7 @@ async fn job_html(d: &Dashboard, job: &str) -> Result<String, CoordinatorError> 
         }
         _ => false,
     };
-    Ok(html::job(&html::JobView {
+    let part = html::job(&html::JobView {
         status: &status,
         tasks: &tasks,
         names: &names,
@@ -166,7 +166,8 @@ async fn job_html(d: &Dashboard, job: &str) -> Result<String, CoordinatorError> 
         images: d.coordinator.store().is_some(),
         report,
         token_required: d.token.is_some(),
-    }))
+    });
+    Ok((status.name, part))
 }
 
 fn bad_id(err: layout::BadId) -> CoordinatorError {
@@ -201,7 +202,9 @@ async fn cancel(
             ));
         }
     }
-    d.coordinator.cancel(&job)?;
+    let coordinator = Arc::clone(&d.coordinator);
+    let cancelled = job.clone();
+    crate::core::blocking(move || coordinator.cancel(&cancelled)).await?;
     Ok(refused(StatusCode::OK, format!("job {job} cancelled")))
 }
 
