@@ -69,7 +69,7 @@ pub async fn run(args: LocalArgs) -> Result<()> {
         .await
         .with_context(|| format!("serving the dashboard on {}", args.http_listen))?;
     eprintln!("dashboard: http://{}", dashboard.local_addr()?);
-    pastiche_coordinator::dashboard::serve(dashboard, Arc::clone(&coordinator), None);
+    pastiche_coordinator::dashboard::serve(dashboard, Arc::clone(&coordinator), Default::default());
 
     let gpus = pastiche_engine::tch::Cuda::device_count() as usize;
     let (stop_workers, stopped) = tokio::sync::watch::channel(false);

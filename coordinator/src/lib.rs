@@ -7,7 +7,7 @@
 //!   jobs, the workers' reports, watch events, finished jobs' reports;
 //! - [`inputs`]: which files a submitted grid may name;
 //! - [`grpc`]: the gRPC services over the core; [`server`]: serving them, with
-//!   [`auth`]'s token check; [`metrics`]: what Prometheus scrapes;
+//!   [`auth`]'s token check and [`tls`]; [`metrics`]: what Prometheus scrapes;
 //!   [`dashboard`]: the farm's web pages.
 
 pub mod auth;
@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod scheduler;
 pub mod server;
 pub mod state;
+pub mod tls;
 
 /// Durations as flags give them (`30s`, `500ms`, `2m`); the grid's `max_task_time` reads them too.
 pub use pastiche_spec::parse_duration;

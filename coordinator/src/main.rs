@@ -11,10 +11,10 @@ use pastiche_coordinator::core::{Coordinator, CoordinatorConfig};
 use pastiche_coordinator::inputs::AllowInputArgs;
 use pastiche_coordinator::scheduler::SchedulerConfig;
 use pastiche_coordinator::server::ServerSecurity;
+use pastiche_coordinator::tls::TlsIdentity;
 use pastiche_coordinator::{metrics, parse_duration, server};
 use pastiche_proto::security::{Token, TOKEN_ENV};
 use pastiche_spec::store::Store;
-use tonic::transport::ServerTlsConfig;
 
 #[derive(Parser)]
 #[command(name = "pastiche-coordinator", version, about)]
@@ -62,12 +62,13 @@ struct Args {
     /// this address [default: off].
     #[arg(long, env = "PASTICHE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
-    /// Serve the dashboard (the jobs, live contact sheets, cancelling) over plain
-    /// HTTP on this address [default: off]. Anyone who reaches it can read it;
-    /// cancelling takes the token when there is one.
+    /// Serve the dashboard (the jobs, live contact sheets, cancelling) on this
+    /// address [default: off]: HTTPS with --tls-cert, else plain HTTP. Anyone who
+    /// reaches it can read it; cancelling takes the token when there is one.
     #[arg(long, env = "PASTICHE_HTTP_LISTEN")]
     http_listen: Option<SocketAddr>,
-    /// Serve gRPC over TLS with this certificate chain (PEM); needs --tls-key.
+    /// Serve gRPC (and the dashboard) over TLS with this certificate chain (PEM);
+    /// needs --tls-key.
     #[arg(long, env = "PASTICHE_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// The private key (PEM) of --tls-cert.
@@ -80,11 +81,11 @@ struct Args {
 }
 
 /// TLS from PEM files; a bad pair fails here, naming them.
-fn tls_from_files(cert: &Path, key: &Path) -> Result<ServerTlsConfig> {
+fn tls_from_files(cert: &Path, key: &Path) -> Result<TlsIdentity> {
     let read = |path: &Path| {
         std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
     };
-    server::tls_config(read(cert)?, read(key)?).with_context(|| {
+    TlsIdentity::from_pem(&read(cert)?, &read(key)?).with_context(|| {
         format!(
             "the TLS certificate {} and key {} are not a usable pair",
             cert.display(),
@@ -148,7 +149,7 @@ async fn main() -> Result<()> {
         pastiche_coordinator::dashboard::start(
             http_addr,
             std::sync::Arc::clone(&coordinator),
-            security.token.clone(),
+            security.clone(),
         )
         .await
         .with_context(|| format!("serving the dashboard on {http_addr}"))?;

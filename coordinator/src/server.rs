@@ -11,39 +11,19 @@ use pastiche_proto::security::Token;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
-use tonic::transport::{Identity, ServerTlsConfig};
 
 use crate::auth::RequireToken;
 use crate::core::Coordinator;
 use crate::grpc::{FarmService, WorkersService};
+use crate::tls::TlsIdentity;
 
 /// Who may call: the default is plaintext and open, as `pastiche local` runs.
 #[derive(Clone, Debug, Default)]
 pub struct ServerSecurity {
-    /// Serve gRPC over TLS with this certificate and key.
-    pub tls: Option<ServerTlsConfig>,
+    /// Serve over TLS with this certificate and key (gRPC and the dashboard).
+    pub tls: Option<TlsIdentity>,
     /// Refuse calls (but health checks) that do not carry this bearer token.
     pub token: Option<Token>,
-}
-
-/// TLS with a PEM certificate chain and key, checked now so that a bad pair fails
-/// at start-up rather than at the first connection.
-pub fn tls_config(
-    cert: impl AsRef<[u8]>,
-    key: impl AsRef<[u8]>,
-) -> Result<ServerTlsConfig, tonic::transport::Error> {
-    let config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
-    ring_by_default();
-    tonic::transport::Server::builder().tls_config(config.clone())?;
-    Ok(config)
-}
-
-/// The server side of tonic's TLS takes rustls's process-wide provider, and with
-/// both ring and aws-lc-rs compiled in (object_store brings the latter into the
-/// workspace) rustls cannot pick one by itself: name ring, as tonic's is.
-fn ring_by_default() {
-    // An error means a provider is installed already, which is as good.
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Serves plaintext, open to all, until `shutdown` resolves. Tests bind
@@ -97,9 +77,8 @@ pub async fn serve_secured(
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(liveness::KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(liveness::KEEPALIVE_TIMEOUT));
-    if let Some(tls) = security.tls {
-        ring_by_default();
-        builder = builder.tls_config(tls)?;
+    if let Some(tls) = &security.tls {
+        builder = builder.tls_config(tls.grpc())?;
     }
     let result = builder
         .layer(RequireToken::new(security.token))

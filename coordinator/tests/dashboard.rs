@@ -12,6 +12,9 @@ use pastiche_coordinator::core::{
     Coordinator, CoordinatorConfig, Ending, Progress, Registration, Submission, TaskRef,
 };
 use pastiche_coordinator::dashboard;
+use pastiche_coordinator::server::ServerSecurity;
+use pastiche_coordinator::tls::TlsIdentity;
+use pastiche_farm_tests::write_test_pki;
 use pastiche_proto::security::Token;
 use pastiche_spec::store::Store;
 use pastiche_spec::{layout, LossRecord};
@@ -49,6 +52,35 @@ struct Farm {
 }
 
 async fn farm(token: Option<&str>) -> Farm {
+    let security = ServerSecurity {
+        tls: None,
+        token: token.map(|t| Token::parse(t, "the test").unwrap()),
+    };
+    farm_with(security, reqwest::Client::new()).await
+}
+
+/// A farm whose dashboard `client` reaches over HTTPS, with the farm's
+/// certificate (from the test CA in `dir`) and `token`.
+async fn farm_over_tls(dir: &std::path::Path, token: &str) -> Farm {
+    let pki = write_test_pki(dir);
+    let tls = TlsIdentity::from_pem(
+        &std::fs::read(&pki.cert).unwrap(),
+        &std::fs::read(&pki.key).unwrap(),
+    )
+    .unwrap();
+    let security = ServerSecurity {
+        tls: Some(tls),
+        token: Some(Token::parse(token, "the test").unwrap()),
+    };
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap();
+    farm_with(security, client).await
+}
+
+async fn farm_with(security: ServerSecurity, client: reqwest::Client) -> Farm {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("store").to_str().unwrap()).unwrap();
     let coordinator = Coordinator::open(
@@ -60,14 +92,18 @@ async fn farm(token: Option<&str>) -> Farm {
     )
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let token = token.map(|t| Token::parse(t, "the test").unwrap());
-    dashboard::serve(listener, Arc::clone(&coordinator), token);
+    let scheme = if security.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{}", listener.local_addr().unwrap());
+    dashboard::serve(listener, Arc::clone(&coordinator), security);
     Farm {
         coordinator,
         store,
         url,
-        client: reqwest::Client::new(),
+        client,
         _dir: dir,
     }
 }
@@ -353,4 +389,65 @@ async fn farm_without_token_cancels() -> bool {
     assert!(!farm.coordinator.status(&job).unwrap().ended());
     let reply = farm.cancel(&job, None).await;
     reply.status() == StatusCode::OK && farm.coordinator.status(&job).unwrap().ended()
+}
+
+#[tokio::test]
+async fn with_the_farms_certificate_the_pages_are_served_over_tls_only() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    let farm = farm_over_tls(pki_dir.path(), "s3cret").await;
+    let job = farm.submit();
+    assert!(farm.url.starts_with("https://"));
+
+    // A client that trusts the farm's CA reads the pages and the live parts.
+    assert!(farm.text("/").await.contains(&job));
+    assert!(farm
+        .text(&format!("/live/jobs/{job}"))
+        .await
+        .contains("data-token=\"required\""));
+
+    // Plain HTTP to the same port gets no page.
+    let plain = format!("http://{}/", farm.url.trim_start_matches("https://"));
+    let reply = reqwest::Client::new().get(&plain).send().await;
+    assert!(
+        reply.is_err() || !reply.unwrap().status().is_success(),
+        "plain HTTP was served"
+    );
+    // Nor does TLS that trusts only the web's roots.
+    let stranger = reqwest::Client::new()
+        .get(format!("{}/", farm.url))
+        .send()
+        .await;
+    assert!(stranger.is_err(), "a client without the CA got through");
+
+    // Cancelling over TLS still takes the token.
+    assert_eq!(
+        farm.cancel(&job, None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(!farm.coordinator.status(&job).unwrap().ended());
+    assert_eq!(
+        farm.cancel(&job, Some("s3cret")).await.status(),
+        StatusCode::OK
+    );
+    assert!(farm.coordinator.status(&job).unwrap().ended());
+}
+
+#[test]
+fn a_certificate_without_its_key_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = write_test_pki(dir.path());
+    let cert = std::fs::read(&pki.cert).unwrap();
+    let ca = std::fs::read(&pki.ca).unwrap();
+    // Another key than the certificate's.
+    let other = write_test_pki(&{
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        other
+    });
+    let wrong_key = std::fs::read(other.key).unwrap();
+    assert!(TlsIdentity::from_pem(&cert, &wrong_key).is_err());
+    let no_key = TlsIdentity::from_pem(&cert, &ca).unwrap_err();
+    assert!(no_key.to_string().contains("private key"), "{no_key}");
+    let no_cert = TlsIdentity::from_pem(b"", &std::fs::read(&pki.key).unwrap()).unwrap_err();
+    assert!(no_cert.to_string().contains("certificate"), "{no_cert}");
 }

@@ -9,12 +9,13 @@ use std::time::Duration;
 use common::{config, GRID};
 use pastiche_coordinator::core::Coordinator;
 use pastiche_coordinator::server::{serve_secured, ServerSecurity};
+use pastiche_coordinator::tls::TlsIdentity;
 use pastiche_farm_tests::write_test_pki;
 use pastiche_proto::pb;
 use pastiche_proto::pb::farm_client::FarmClient;
 use pastiche_proto::pb::workers_client::WorkersClient;
 use pastiche_proto::security::{ClientSecurity, Token};
-use tonic::transport::{Channel, Identity, ServerTlsConfig};
+use tonic::transport::Channel;
 use tonic::Code;
 
 /// Serves `coordinator` with `security` on a fresh port until the test ends;
@@ -126,14 +127,15 @@ async fn without_the_token_every_call_but_health_is_refused() {
 async fn over_tls_only_clients_that_trust_the_ca_get_through() {
     let dir = tempfile::tempdir().unwrap();
     let pki = write_test_pki(dir.path());
-    let identity = Identity::from_pem(
-        std::fs::read(&pki.cert).unwrap(),
-        std::fs::read(&pki.key).unwrap(),
-    );
+    let identity = TlsIdentity::from_pem(
+        &std::fs::read(&pki.cert).unwrap(),
+        &std::fs::read(&pki.key).unwrap(),
+    )
+    .unwrap();
     let ca_file = pki.ca;
     let coordinator = Coordinator::open(None, config(Duration::from_secs(30))).unwrap();
     let security = ServerSecurity {
-        tls: Some(ServerTlsConfig::new().identity(identity)),
+        tls: Some(identity),
         token: Some(token("s3cret")),
     };
     let addr = start(coordinator, security).await;

@@ -28,6 +28,7 @@ fn clean(mut command: Command) -> Command {
         "PASTICHE_TLS_CERT",
         "PASTICHE_TLS_KEY",
         "PASTICHE_METRICS_LISTEN",
+        "PASTICHE_HTTP_LISTEN",
         "PASTICHE_COORDINATOR",
     ] {
         command.env_remove(var);
@@ -41,7 +42,7 @@ struct Coordinator {
     addr: String,
     log: PathBuf,
     // Held open: the coordinator may still print.
-    _stdout: BufReader<ChildStdout>,
+    stdout: BufReader<ChildStdout>,
 }
 
 impl Coordinator {
@@ -69,7 +70,7 @@ impl Coordinator {
             _proc: Proc(child),
             addr,
             log,
-            _stdout: stdout,
+            stdout,
         }
     }
 
@@ -217,17 +218,24 @@ fn over_tls_only_clients_that_trust_the_ca_get_through() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let TestPki { ca, cert, key } = write_test_pki(dir.path());
-    let coordinator = Coordinator::start(
+    let mut coordinator = Coordinator::start(
         dir.path(),
         &[
             "--tls-cert",
             cert.to_str().unwrap(),
             "--tls-key",
             key.to_str().unwrap(),
+            "--http-listen",
+            "127.0.0.1:0",
         ],
         Some(TOKEN),
     );
     let https = format!("https://{}", coordinator.addr);
+    // The dashboard is served over TLS too, with the same certificate.
+    let dashboard = line_after(&mut coordinator.stdout, "dashboard on ").unwrap();
+    assert!(dashboard.starts_with("https://127.0.0.1:"), "{dashboard}");
+    let page = dashboard_page(&dashboard, &ca);
+    assert!(page.contains("render farm"), "{page}");
     let token = [("PASTICHE_TOKEN", TOKEN)];
 
     // Plaintext to the TLS port gets nowhere.
@@ -284,6 +292,24 @@ fn over_tls_only_clients_that_trust_the_ca_get_through() {
         &with_ca,
     ));
     assert!(status.contains(" done "), "{status}");
+}
+
+/// The dashboard's front page, read over HTTPS trusting only `ca`.
+fn dashboard_page(url: &str, ca: &Path) -> String {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let reply = client.get(url).send().await.unwrap();
+        assert!(reply.status().is_success(), "{}", reply.status());
+        reply.text().await.unwrap()
+    })
 }
 
 /// Every file under `root`, relative to it.

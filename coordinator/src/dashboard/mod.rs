@@ -5,7 +5,8 @@
 //! the live part every two seconds, so pages need nothing from the network.
 //! Images come from the farm's store through here, resized and cached.
 //! Cancelling a job takes the farm's token when it has one, as gRPC calls do;
-//! reading needs none.
+//! reading needs none. With the farm's TLS certificate, pages are served over
+//! HTTPS only.
 
 mod html;
 mod images;
@@ -28,6 +29,7 @@ use tokio::net::TcpListener;
 
 use crate::core::Coordinator;
 use crate::error::CoordinatorError;
+use crate::server::ServerSecurity;
 use images::Images;
 use live::Live;
 
@@ -44,33 +46,43 @@ struct Dashboard {
 
 type Shared = State<Arc<Dashboard>>;
 
-/// Binds `addr`, says where on stdout (`dashboard on http://ADDR`, for the
-/// scripts and tests that asked for port 0), and serves the dashboard there in
-/// the background.
+/// Binds `addr`, says where on stdout (`dashboard on http://ADDR`, or
+/// `https://` with TLS, for the scripts and tests that asked for port 0), and
+/// serves the dashboard there in the background.
 pub async fn start(
     addr: SocketAddr,
     coordinator: Arc<Coordinator>,
-    token: Option<Token>,
+    security: ServerSecurity,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    serve(listener, coordinator, token);
-    tracing::info!(dashboard = %bound, "serving the dashboard");
-    println!("dashboard on http://{bound}");
+    let scheme = if security.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    serve(listener, coordinator, security);
+    tracing::info!(dashboard = %format!("{scheme}://{bound}"), "serving the dashboard");
+    println!("dashboard on {scheme}://{bound}");
     Ok(bound)
 }
 
-/// Serves the dashboard on `listener` in the background.
-pub fn serve(listener: TcpListener, coordinator: Arc<Coordinator>, token: Option<Token>) {
+/// Serves the dashboard on `listener` in the background: over TLS when
+/// `security` has it, as gRPC is; cancelling takes its token when it has one.
+pub fn serve(listener: TcpListener, coordinator: Arc<Coordinator>, security: ServerSecurity) {
     let dashboard = Arc::new(Dashboard {
         live: Live::follow(&coordinator),
         images: Images::new(coordinator.store().cloned()),
         coordinator,
-        token,
+        token: security.token,
     });
     let app = router(dashboard);
     tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, app).await {
+        let served = match security.tls {
+            Some(tls) => axum::serve(tls.https(listener), app).await,
+            None => axum::serve(listener, app).await,
+        };
+        if let Err(err) = served {
             tracing::error!(error = %err, "the dashboard stopped");
         }
     });
