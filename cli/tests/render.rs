@@ -248,7 +248,7 @@ fn bad_input_fails_clearly_and_writes_nothing() {
         (
             "size beyond memory",
             &["--content", content, "--style", style, "--size", "16000"],
-            "GiB",
+            "what fits: size ",
         ),
         (
             "tiny style scale",

@@ -89,31 +89,41 @@ impl Prepared {
             params.backbone,
             "net loaded for another backbone"
         );
-        let content_extent = image_io::dimensions(content)?.with_longer_side(params.size);
-        let style_side = ((f64::from(params.size) * params.style_scale).round() as u32).max(1);
+        let content_dimensions = image_io::dimensions(content)?;
+        let content_extent = content_dimensions.with_longer_side(params.size);
+        let style_side = |size: u32| ((f64::from(size) * params.style_scale).round() as u32).max(1);
         let deepest = check_layers_have_pixels(params, "content", content_extent)?;
         let mut style_extents = Vec::new();
         for (path, weight) in style.images() {
             let path = Path::new(path);
-            let extent = image_io::dimensions(path)?.with_longer_side(style_side);
+            let dimensions = image_io::dimensions(path)?;
+            let extent = dimensions.with_longer_side(style_side(params.size));
             check_layers_have_pixels(params, "style", extent)?;
-            style_extents.push((path, extent, weight));
+            style_extents.push((path, dimensions, extent, weight));
         }
         // A blend's images are read one after the other: the largest decides.
-        let largest_style = style_extents
-            .iter()
-            .map(|&(_, extent, _)| extent)
-            .max_by_key(|e| u64::from(e.width) * u64::from(e.height))
-            .expect("a style has an image");
-        let needed =
-            memory::estimate_bytes(params.backbone, deepest, content_extent, largest_style);
-        memory::check_fits(net.device(), needed, params.size)?;
+        let largest_style = |size: u32| {
+            style_extents
+                .iter()
+                .map(|&(_, dimensions, _, _)| dimensions.with_longer_side(style_side(size)))
+                .max_by_key(|e| u64::from(e.width) * u64::from(e.height))
+                .expect("a style has an image")
+        };
+        memory::check_fits(net.device(), params.size, |size| memory::RenderShape {
+            backbone: params.backbone,
+            deepest,
+            content: content_dimensions.with_longer_side(size),
+            style: largest_style(size),
+            optimizer: params.optimizer.clone(),
+            iterations: params.iterations,
+            items: 1,
+        })?;
 
         let content = image_io::load_resized(content, |_| content_extent)?;
         let device = net.device();
         let styles = style_extents
             .into_iter()
-            .map(|(path, extent, weight)| {
+            .map(|(path, _, extent, weight)| {
                 Ok((
                     image_io::load_resized(path, |_| extent)?.f_to_device(device)?,
                     weight,
