@@ -77,7 +77,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
     let net = FeatureNet::load(params.backbone, weights.path(), device)?;
     let prepared = Prepared::new(&net, &params, &args.content, &style)?;
 
-    let bar = ProgressBar::new(u64::from(params.iterations));
+    let bar = ProgressBar::new(u64::from(params.total_iterations()));
     bar.set_style(
         ProgressStyle::with_template(
             "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} it  {per_sec}  eta {eta}  {msg}",
@@ -87,22 +87,29 @@ pub fn run(args: RenderArgs) -> Result<()> {
     bar.enable_steady_tick(Duration::from_millis(200));
     tracing::info!(
         device = %pastiche_engine::device_name(device),
-        iterations = params.iterations,
+        iterations = params.total_iterations(),
         size = params.size,
+        scales = ?params.scales,
         optimizer = %params.optimizer.kind,
         "rendering"
     );
     let rendered = render(&net, &params, prepared, &mut |progress| {
         let l = progress.latest;
         bar.set_position(u64::from(progress.iteration));
+        let scale = if params.scales.is_empty() {
+            String::new()
+        } else {
+            format!("{} px  ", progress.scale)
+        };
         bar.set_message(format!(
-            "content {:.4e}  style {:.4e}  total {:.4e}",
+            "{scale}content {:.4e}  style {:.4e}  total {:.4e}",
             l.content, l.style, l.total
         ));
-        if params.logs_at(l.iteration) {
+        if l.iteration > 0 && l.iteration % params.log_every == 0 {
             bar.suspend(|| {
                 tracing::info!(
                     iteration = l.iteration,
+                    scale = progress.scale,
                     content = l.content,
                     style = l.style,
                     tv = l.tv,

@@ -31,6 +31,23 @@ impl Extent {
     }
 }
 
+/// A `[N, 3, H, W]` image resized to `extent`: by area averaging where it
+/// shrinks (PyTorch's `interpolate(mode="area")`, which does not alias), and
+/// bilinearly where it grows, as the scales of a multi-scale render are made.
+pub fn resize(image: &Tensor, extent: Extent) -> Result<Tensor> {
+    let (_, _, height, width) = image.size4()?;
+    let (to_height, to_width) = (i64::from(extent.height), i64::from(extent.width));
+    if (to_height, to_width) == (height, width) {
+        return Ok(image.shallow_clone());
+    }
+    let resized = if to_height <= height && to_width <= width {
+        image.f_adaptive_avg_pool2d([to_height, to_width])?
+    } else {
+        image.f_upsample_bilinear2d([to_height, to_width], false, None, None)?
+    };
+    Ok(resized.f_clamp(0.0, 1.0)?)
+}
+
 /// Uniform noise in [0, 1] from `seed`, identical on every device.
 pub fn white_noise(seed: u64, extent: Extent) -> Result<Tensor> {
     let (height, width) = (i64::from(extent.height), i64::from(extent.width));

@@ -5,7 +5,10 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use pastiche_spec::{Init, LossRecord, RenderParams, Style, LOSSES_CSV_HEADER};
+use pastiche_spec::{
+    Init, LossRecord, RenderParams, Style, StyleWeight, LOSSES_CSV_HEADER,
+    LOSSES_CSV_HEADER_WITH_SCALE,
+};
 use tch::{Kind, Tensor};
 
 use crate::backbone::FeatureNet;
@@ -24,6 +27,9 @@ pub struct Progress<'a> {
     pub iterations: u32,
     /// The most recent losses (of the pastiche before the last iteration).
     pub latest: LossRecord,
+    /// The size (longer side, in pixels) being rendered: `size`, or one of a
+    /// multi-scale render's `scales`.
+    pub scale: u32,
     /// The current iterate (1x3xHxW in [0, 1], on the render's device), for
     /// previews.
     pub pastiche: &'a Tensor,
@@ -41,6 +47,9 @@ pub struct Rendered {
     /// `iterations`; the last row of [`losses`](Self::losses) is its. `None`:
     /// every iteration ran.
     pub stopped_at: Option<u32>,
+    /// A multi-scale render's scales, in order: each one's size and how many
+    /// rows of [`losses`](Self::losses) it logged. Empty for one scale.
+    pub scales: Vec<(u32, usize)>,
     pub elapsed: Duration,
 }
 
@@ -49,11 +58,23 @@ impl Rendered {
         image_io::save_png(&self.image, path)
     }
 
+    /// `losses.csv`; a multi-scale render's has a `scale` column.
     pub fn losses_csv(&self) -> String {
-        let mut csv = String::from(LOSSES_CSV_HEADER);
+        let mut csv = String::from(if self.scales.is_empty() {
+            LOSSES_CSV_HEADER
+        } else {
+            LOSSES_CSV_HEADER_WITH_SCALE
+        });
         csv.push('\n');
+        let mut scale_of_rows = self
+            .scales
+            .iter()
+            .flat_map(|&(size, rows)| std::iter::repeat_n(size, rows));
         for record in &self.losses {
             csv.push_str(&record.to_csv_row());
+            if let Some(size) = scale_of_rows.next() {
+                csv.push_str(&format!(",{size}"));
+            }
             csv.push('\n');
         }
         csv
@@ -227,10 +248,126 @@ fn check_layers_have_pixels(
 
 /// Runs the optimisation. `observer` sees every iteration and may stop the render
 /// by returning `Break` (it then fails with [`EngineError::Cancelled`]). With
-/// `stop_tolerance` > 0, the render stops early after the first iteration `k` at
+/// `stop_tolerance` > 0, a scale stops early after the first iteration `k` at
 /// which [`RenderParams::stops_at`] holds for the totals after `k - stop_window`
-/// and `k` iterations ([`Rendered::stopped_at`]).
+/// and `k` iterations ([`Rendered::stopped_at`] for the last scale).
+///
+/// With `scales`, the render runs at each of them, coarse to fine, then at
+/// `size`: each scale's content and style are `inputs` shrunk by area, and its
+/// start is the previous scale's result resized up (the first's is the render's
+/// start at that size), optimised with a fresh optimiser. Iterations count on
+/// across scales; `style_weight = "auto"` is chosen once, at the first.
 pub fn render(
+    net: &FeatureNet,
+    params: &RenderParams,
+    inputs: Prepared,
+    observer: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+) -> Result<Rendered> {
+    let started = Instant::now();
+    let stages = params.stages();
+    if stages.len() == 1 {
+        return render_one_scale(net, params, inputs, observer);
+    }
+    let total = params.total_iterations();
+    let full = extent_of(&inputs.content)?;
+    let style_side = |size: u32| ((f64::from(size) * params.style_scale).round() as u32).max(1);
+    // Every scale's images keep pixels in every layer used: checked before the
+    // first scale runs rather than when a later one starts.
+    for stage in &stages {
+        check_layers_have_pixels(params, "content", full.with_longer_side(stage.size))?;
+        for (style, _) in &inputs.styles {
+            let extent = extent_of(style)?.with_longer_side(style_side(stage.size));
+            check_layers_have_pixels(params, "style", extent)?;
+        }
+    }
+    let device = net.device();
+    let mut losses = Vec::new();
+    let mut scales = Vec::new();
+    let mut style_weight = params.style_weight;
+    let mut previous: Option<Tensor> = None;
+    let mut done = 0;
+    let mut stopped_at = None;
+    for (index, stage) in stages.iter().enumerate() {
+        let last = index + 1 == stages.len();
+        let extent = full.with_longer_side(stage.size);
+        let start = match &previous {
+            Some(result) => image_io::resize(&result.f_to_device(device)?, extent)?,
+            None if params.init == Init::Noise => {
+                image_io::white_noise(params.seed, extent)?.f_to_device(device)?
+            }
+            None => image_io::resize(&inputs.init, extent)?,
+        };
+        let scaled = Prepared {
+            content: image_io::resize(&inputs.content, extent)?,
+            styles: inputs
+                .styles
+                .iter()
+                .map(|(style, weight)| {
+                    let extent = extent_of(style)?.with_longer_side(style_side(stage.size));
+                    Ok((image_io::resize(style, extent)?, *weight))
+                })
+                .collect::<Result<_>>()?,
+            init: start,
+        };
+        let stage_params = RenderParams {
+            size: stage.size,
+            iterations: stage.iterations,
+            style_weight,
+            // The colours are the output's, once.
+            original_colors: params.original_colors && last,
+            scales: Vec::new(),
+            scale_iterations: Vec::new(),
+            ..params.clone()
+        };
+        let rendered = render_one_scale(net, &stage_params, scaled, &mut |progress| {
+            observer(&Progress {
+                iteration: done + progress.iteration,
+                iterations: total,
+                scale: stage.size,
+                latest: LossRecord {
+                    iteration: done + progress.latest.iteration,
+                    ..progress.latest
+                },
+                pastiche: progress.pastiche,
+            })
+        })
+        .map_err(|err| match err {
+            EngineError::Cancelled(at) => EngineError::Cancelled(done + at),
+            EngineError::NonFiniteLoss { iteration, value } => EngineError::NonFiniteLoss {
+                iteration: done + iteration,
+                value,
+            },
+            other => other,
+        })?;
+        style_weight = StyleWeight::Fixed(rendered.style_weight);
+        scales.push((stage.size, rendered.losses.len()));
+        losses.extend(rendered.losses.iter().map(|row| LossRecord {
+            iteration: done + row.iteration,
+            ..*row
+        }));
+        // A scale that stopped early hands its result on where it stopped.
+        let ran = rendered.stopped_at.unwrap_or(stage.iterations);
+        if last {
+            stopped_at = rendered.stopped_at.map(|at| done + at);
+        }
+        done += ran;
+        previous = Some(rendered.image);
+    }
+    Ok(Rendered {
+        image: previous.expect("a render has a scale"),
+        losses,
+        style_weight: match style_weight {
+            StyleWeight::Fixed(beta) => beta,
+            auto => unreachable!("each scale fixes beta, got {auto:?}"),
+        },
+        stopped_at,
+        scales,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// One scale's optimisation: [`render`] at `params.size` alone.
+fn render_one_scale(
     net: &FeatureNet,
     params: &RenderParams,
     inputs: Prepared,
@@ -294,6 +431,7 @@ pub fn render(
         let progress = Progress {
             iteration: iteration + 1,
             iterations: params.iterations,
+            scale: params.size,
             latest,
             pastiche: &x,
         };
@@ -329,6 +467,7 @@ pub fn render(
         losses,
         style_weight: loss.style_weight(),
         stopped_at,
+        scales: Vec::new(),
         elapsed: started.elapsed(),
     })
 }

@@ -160,6 +160,8 @@ impl From<&RenderParams> for pb::RenderParams {
             original_colors: p.original_colors,
             stop_tolerance: p.stop_tolerance,
             stop_window: p.stop_window,
+            scales: p.scales.clone(),
+            scale_iterations: p.scale_iterations.clone(),
         }
     }
 }
@@ -222,6 +224,8 @@ impl TryFrom<pb::RenderParams> for RenderParams {
                 0 => pastiche_spec::DEFAULT_STOP_WINDOW,
                 window => window,
             },
+            scales: p.scales,
+            scale_iterations: p.scale_iterations,
         };
         params.validate().map_err(|e| ConversionError {
             field: "params",
@@ -280,6 +284,8 @@ mod tests {
                     params.original_colors = true;
                     params.stop_tolerance = 1e-3;
                     params.stop_window = 20;
+                    params.scales = vec![96, 128];
+                    params.scale_iterations = vec![30, 20];
                     let wire = pb::RenderParams::from(&params);
                     assert_eq!(RenderParams::try_from(wire).unwrap(), params);
                 }

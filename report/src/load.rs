@@ -7,7 +7,9 @@ use futures::{StreamExt, TryStreamExt};
 use image::{imageops::FilterType, RgbImage};
 use pastiche_spec::layout;
 use pastiche_spec::store::{Store, StoreError};
-use pastiche_spec::{FinishedTask, LossRecord, Style, LOSSES_CSV_HEADER};
+use pastiche_spec::{
+    FinishedTask, LossRecord, Style, LOSSES_CSV_HEADER, LOSSES_CSV_HEADER_WITH_SCALE,
+};
 
 use crate::{Outcome, ReportError, ReportJob, ReportTask};
 
@@ -202,7 +204,7 @@ pub(crate) fn parse_losses(text: &str) -> (Vec<LossRecord>, usize) {
     let mut records = Vec::new();
     let mut bad = 0;
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if line == LOSSES_CSV_HEADER {
+        if line == LOSSES_CSV_HEADER || line == LOSSES_CSV_HEADER_WITH_SCALE {
             continue;
         }
         match LossRecord::parse_csv_row(line) {

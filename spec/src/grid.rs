@@ -40,7 +40,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::{Spanned, Value as Toml};
 
-use crate::params::table::{Param, Value, PARAMS};
+use crate::params::table::{Kind, Param, Value, PARAMS};
 use crate::{layout, Backbone, ParamError, RenderParams, Style};
 
 /// A grid file that could not be read, located as precisely as it can be.
@@ -221,6 +221,13 @@ impl Axis {
                     Some(value.span()),
                     "an empty list leaves nothing to render",
                 ))
+            }
+            // A list of numbers is one value of a list parameter (`scales =
+            // [256, 512]`); a grid varies it with a list of lists or strings.
+            Toml::Array(items)
+                if param.kind == Kind::Wholes && items.iter().all(Toml::is_integer) =>
+            {
+                vec![value.get_ref()]
             }
             Toml::Array(items) => items.iter().collect(),
             single => vec![single],
@@ -853,6 +860,62 @@ vgg19 = "s3://models/vgg19.safetensors"
             .tasks
             .iter()
             .all(|t| t.params.iterations == 300 && t.params.log_every == 50));
+    }
+
+    #[test]
+    fn a_list_of_scales_is_one_value_and_a_list_of_lists_an_axis() {
+        // Each task's scales and scale_iterations.
+        type Scales = Vec<(Vec<u32>, Vec<u32>)>;
+        let scales = |grid: &str| -> Result<Scales, GridError> {
+            let text =
+                format!("content = \"c.jpg\"\nstyle = \"s.jpg\"\n[grid]\nsize = 512\n{grid}");
+            Ok(parse(&text)?
+                .tasks
+                .iter()
+                .map(|t| (t.params.scales.clone(), t.params.scale_iterations.clone()))
+                .collect())
+        };
+        // As the flag writes it, and with the output size closing the list.
+        assert_eq!(
+            scales("scales = [128, 256]").unwrap(),
+            [(vec![128, 256], vec![])]
+        );
+        assert_eq!(
+            scales("scales = [128, 256, 512]").unwrap(),
+            [(vec![128, 256], vec![])]
+        );
+        assert_eq!(
+            scales("scales = \"128,256\"").unwrap(),
+            [(vec![128, 256], vec![])]
+        );
+        assert_eq!(scales("scales = 256").unwrap(), [(vec![256], vec![])]);
+        // A grid varies it with a list of lists (or strings).
+        assert_eq!(
+            scales("scales = [[256], [128, 256]]\nscale_iterations = 100").unwrap(),
+            [(vec![256], vec![100]), (vec![128, 256], vec![100])]
+        );
+        assert_eq!(scales("scales = [\"256\", \"128,256\"]").unwrap().len(), 2);
+        // As many iterations as at the output size is the default: one id.
+        assert_eq!(
+            scales("scales = [256]\nscale_iterations = 300\niterations = 300").unwrap(),
+            [(vec![256], vec![])]
+        );
+        // Without scales, scale_iterations is not read.
+        assert_eq!(scales("scale_iterations = 5").unwrap(), [(vec![], vec![])]);
+        for (bad, needle) in [
+            ("scales = [256, 128]", "scales must increase"),
+            ("scales = [1024]", "below size"),
+            ("scales = [8]", "at least"),
+            (
+                "scales = [128, 256]\nscale_iterations = [1, 2, 3]",
+                "one for each of the 2",
+            ),
+            ("scales = [256]\nscale_iterations = 0", "between 1 and"),
+            ("scales = [1.5]", "whole numbers"),
+        ] {
+            let err = scales(bad).unwrap_err().to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -28,10 +28,10 @@ pub use grid::{
 pub use layers::{
     Backbone, LayerError, GOOGLENET_LAYERS, INCEPTION_V3_LAYERS, VGG16_LAYERS, VGG19_LAYERS,
 };
-pub use losses::{LossRecord, LOSSES_CSV_HEADER};
+pub use losses::{scale_of_csv_row, LossRecord, LOSSES_CSV_HEADER, LOSSES_CSV_HEADER_WITH_SCALE};
 pub use params::table::{Param, PARAMS};
 pub use params::{
-    Init, LineSearch, OptimizerKind, OptimizerSpec, ParamError, RenderParams, StyleLayer,
+    Init, LineSearch, OptimizerKind, OptimizerSpec, ParamError, RenderParams, Stage, StyleLayer,
     StyleWeight, DEFAULT_STOP_WINDOW, MAX_SIZE, MIN_SIZE,
 };
 pub use style::Style;

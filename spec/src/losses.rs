@@ -4,6 +4,11 @@ use serde::{Deserialize, Serialize};
 
 pub const LOSSES_CSV_HEADER: &str = "iteration,content,style,tv,total";
 
+/// The header of a multi-scale render's log: each row also names the size
+/// (the longer side, in pixels) it was computed at. Iterations count on across
+/// scales, so a scale's first row has the iteration of the previous one's last.
+pub const LOSSES_CSV_HEADER_WITH_SCALE: &str = "iteration,content,style,tv,total,scale";
+
 /// The weighted loss terms after `iteration` optimiser steps:
 /// `content` = alpha * L_c, `style` = beta * L_s, `tv` = gamma * TV, `total` their sum.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -25,8 +30,19 @@ impl LossRecord {
         )
     }
 
+    /// A row as [`to_csv_row`](Self::to_csv_row) writes it, or with a trailing
+    /// `scale` as a multi-scale log's rows have (see
+    /// [`LOSSES_CSV_HEADER_WITH_SCALE`]), read through [`scale_of_csv_row`].
     pub fn parse_csv_row(line: &str) -> Option<LossRecord> {
-        let mut fields = line.trim().split(',');
+        let line = line.trim();
+        let line = match line.match_indices(',').nth(4) {
+            Some((at, _)) => {
+                scale_of_csv_row(line)?;
+                &line[..at]
+            }
+            None => line,
+        };
+        let mut fields = line.split(',');
         let record = LossRecord {
             iteration: fields.next()?.parse().ok()?,
             content: fields.next()?.parse().ok()?,
@@ -36,6 +52,13 @@ impl LossRecord {
         };
         fields.next().is_none().then_some(record)
     }
+}
+
+/// The `scale` column of a multi-scale log's row; `None` for a row without one.
+pub fn scale_of_csv_row(line: &str) -> Option<u32> {
+    let mut fields = line.trim().split(',').skip(5);
+    let scale = fields.next()?.parse().ok()?;
+    fields.next().is_none().then_some(scale)
 }
 
 #[cfg(test)]
@@ -56,6 +79,12 @@ mod tests {
             Some(record)
         );
         assert_eq!(LossRecord::parse_csv_row("1,2,3,4"), None);
-        assert_eq!(LossRecord::parse_csv_row("1,2,3,4,5,6"), None);
+        assert_eq!(LossRecord::parse_csv_row("1,2,3,4,5,x"), None);
+        assert_eq!(LossRecord::parse_csv_row("1,2,3,4,5,6,7"), None);
+        // A multi-scale log's row: the scale is its own column.
+        let scaled = format!("{},256", record.to_csv_row());
+        assert_eq!(LossRecord::parse_csv_row(&scaled), Some(record));
+        assert_eq!(scale_of_csv_row(&scaled), Some(256));
+        assert_eq!(scale_of_csv_row(&record.to_csv_row()), None);
     }
 }

@@ -344,7 +344,7 @@ impl Worker {
             previews: previews_tx,
             reply,
         });
-        heartbeat.report(|p| p.iterations = params.iterations);
+        heartbeat.report(|p| p.iterations = params.total_iterations());
         let mut stop: Option<Outcome> = None;
         loop {
             tokio::select! {
@@ -634,7 +634,7 @@ fn stand_in_output(params: &RenderParams) -> RenderOutput {
         0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
     ];
     let record = LossRecord {
-        iteration: params.iterations,
+        iteration: params.total_iterations(),
         content: 0.0,
         style: 0.0,
         tv: 0.0,

@@ -367,6 +367,22 @@ pub struct RenderParams {
         skip_serializing_if = "is_default_stop_window"
     )]
     pub stop_window: u32,
+    /// Multi-scale, coarse to fine: the sizes rendered before `size`, each
+    /// starting from the previous one's result resized up, with a fresh
+    /// optimiser. Increasing, each below `size`. Empty: `size` alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scales: Vec<u32>,
+    /// Iterations at each of `scales`: one count for all, or one each. Empty:
+    /// `iterations` at each. `iterations` is always the count at `size`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scale_iterations: Vec<u32>,
+}
+
+/// One scale of a render: its size and its iterations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stage {
+    pub size: u32,
+    pub iterations: u32,
 }
 
 /// [`RenderParams::stop_window`]'s default.
@@ -415,6 +431,8 @@ impl RenderParams {
             original_colors: false,
             stop_tolerance: 0.0,
             stop_window: DEFAULT_STOP_WINDOW,
+            scales: Vec::new(),
+            scale_iterations: Vec::new(),
         }
     }
 
@@ -486,6 +504,30 @@ impl RenderParams {
             && iteration >= self.stop_window
             && iteration < self.iterations
             && (window_ago <= 0.0 || (window_ago - now) / window_ago < self.stop_tolerance)
+    }
+
+    /// The scales the render runs, coarse to fine: those of `scales`, then
+    /// `size` with `iterations`.
+    pub fn stages(&self) -> Vec<Stage> {
+        let coarse = self.scales.iter().enumerate().map(|(i, &size)| Stage {
+            size,
+            iterations: match self.scale_iterations.as_slice() {
+                [] => self.iterations,
+                [all] => *all,
+                each => each[i],
+            },
+        });
+        coarse
+            .chain(std::iter::once(Stage {
+                size: self.size,
+                iterations: self.iterations,
+            }))
+            .collect()
+    }
+
+    /// Iterations over all scales.
+    pub fn total_iterations(&self) -> u32 {
+        self.stages().iter().map(|s| s.iterations).sum()
     }
 
     /// Whether a loss row is logged after `iteration` steps.

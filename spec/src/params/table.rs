@@ -26,6 +26,8 @@ pub enum Value {
     Word(String),
     /// A set of layers, each `name` or `name:weight`.
     Layers(Vec<String>),
+    /// Whole numbers in order: sizes, iteration counts (`128,256`).
+    Wholes(Vec<u64>),
 }
 
 impl fmt::Display for Value {
@@ -36,6 +38,10 @@ impl fmt::Display for Value {
             Value::Whole(v) => write!(f, "{v}"),
             Value::Word(w) => f.write_str(w),
             Value::Layers(layers) => f.write_str(&layers.join(",")),
+            Value::Wholes(values) => {
+                let values: Vec<String> = values.iter().map(u64::to_string).collect();
+                f.write_str(&values.join(","))
+            }
         }
     }
 }
@@ -53,6 +59,9 @@ pub enum Kind {
     /// Layer names, as `"a,b"` or `["a", "b"]`; style layers also take a number
     /// of convolutional stages.
     Layers,
+    /// Whole numbers in order, as `"128,256"` or `[128, 256]` (one value: a grid
+    /// varies it with a list of those, `[[128], [128, 256]]`).
+    Wholes,
 }
 
 impl Kind {
@@ -65,6 +74,7 @@ impl Kind {
             Kind::Whole => "a whole number",
             Kind::Word => "a string",
             Kind::Layers => "layer names",
+            Kind::Wholes => "whole numbers",
         }
     }
 }
@@ -210,6 +220,19 @@ impl Param {
             ) => v.to_string(),
             (Kind::Word | Kind::NumberOrWord | Kind::Layers, toml::Value::String(s)) => s.clone(),
             (Kind::Switch, toml::Value::Boolean(on)) => on.to_string(),
+            (Kind::Wholes, toml::Value::Integer(v)) => v.to_string(),
+            (Kind::Wholes, toml::Value::String(s)) => s.clone(),
+            (Kind::Wholes, toml::Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    toml::Value::Integer(v) => Ok(v.to_string()),
+                    other => Err(format!(
+                        "expected whole numbers, found {}",
+                        other.type_str()
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
             (Kind::Layers, toml::Value::Array(items)) => items
                 .iter()
                 .map(|item| match item {
@@ -274,9 +297,11 @@ impl Param {
             }
         }
         if self.name == "backbone" || groups.len() == 1 {
-            return self
+            let text = self
                 .get(&RenderParams::new(Backbone::default()))
                 .to_string();
+            // An empty list (no `scales`).
+            return if text.is_empty() { "none".into() } else { text };
         }
         groups
             .iter()
@@ -293,7 +318,7 @@ impl Param {
         let rank = match value {
             Value::Number(v) => Some(v),
             Value::Whole(v) => Some(v as f64),
-            Value::Word(_) | Value::Layers(_) => None,
+            Value::Word(_) | Value::Layers(_) | Value::Wholes(_) => None,
         };
         let id = match &value {
             // Exactly, where the label rounds.
@@ -645,6 +670,73 @@ pub static PARAMS: &[Param] = &[
         }
     }),
     Param::new(
+        "scales",
+        Kind::Wholes,
+        "Multi-scale: the sizes rendered before --size, coarse to fine, each from the \
+         previous result resized up (e.g. 256,512 with --size 1024)",
+        wholes,
+        |p| Value::Wholes(p.scales.iter().map(|&s| s.into()).collect()),
+        |p, v| {
+            let mut scales: Vec<u32> = list(v).iter().map(|&s| s as u32).collect();
+            // The output size may close the list, as people write it: it is `size`.
+            if scales.last() == Some(&p.size) {
+                scales.pop();
+            }
+            p.scales = scales;
+            Ok(())
+        },
+    )
+    .bounded_by(|p| {
+        let min = p.backbone.min_size();
+        let increasing = p.scales.windows(2).all(|w| w[0] < w[1]);
+        let in_range = p.scales.iter().all(|&s| s >= min && s < p.size);
+        if increasing && in_range {
+            Ok(())
+        } else {
+            Err(format!(
+                "scales must increase, each at least {min} px and below size ({}, the \
+                 last scale), got {}",
+                p.size,
+                Value::Wholes(p.scales.iter().map(|&s| s.into()).collect())
+            ))
+        }
+    }),
+    Param::new(
+        "scale_iterations",
+        Kind::Wholes,
+        "Iterations at each of --scales: one count for all, or one each (none: \
+         --iterations at each)",
+        wholes,
+        |p| Value::Wholes(p.scale_iterations.iter().map(|&n| n.into()).collect()),
+        |p, v| {
+            let counts: Vec<u32> = list(v).iter().map(|&n| n as u32).collect();
+            // As many iterations as at the output size is the default: one render.
+            p.scale_iterations = if counts.iter().all(|&n| n == p.iterations) {
+                Vec::new()
+            } else {
+                counts
+            };
+            Ok(())
+        },
+    )
+    .read_when(|p| !p.scales.is_empty())
+    .bounded_by(|p| {
+        let counts = &p.scale_iterations;
+        if ![0, 1, p.scales.len()].contains(&counts.len()) {
+            return Err(format!(
+                "scale_iterations takes one count for all scales or one for each of the {}, got {}",
+                p.scales.len(),
+                counts.len()
+            ));
+        }
+        match counts.iter().find(|&&n| n == 0 || n > MAX_ITERATIONS) {
+            Some(n) => Err(format!(
+                "scale_iterations must be between 1 and {MAX_ITERATIONS}, got {n}"
+            )),
+            None => Ok(()),
+        }
+    }),
+    Param::new(
         "style_scale",
         Kind::Number,
         "The style image's longer side, relative to the pastiche's",
@@ -716,6 +808,23 @@ fn number(text: &str) -> Result<Value, String> {
     text.parse()
         .map(Value::Number)
         .map_err(|_| format!("'{text}' is not a number"))
+}
+
+/// `"128,256"`: whole numbers in order; `""` or `none`: none.
+fn wholes(text: &str) -> Result<Value, String> {
+    if text.is_empty() || text.eq_ignore_ascii_case("none") {
+        return Ok(Value::Wholes(Vec::new()));
+    }
+    let values = text
+        .split(',')
+        .map(|v| {
+            let v = v.trim();
+            v.parse::<u32>()
+                .map(u64::from)
+                .map_err(|_| format!("'{v}' is not a whole number >= 0"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Value::Wholes(values))
 }
 
 /// A style weight: a number, or `auto` / `auto:R`.
@@ -817,6 +926,13 @@ fn count(value: &Value) -> u64 {
     }
 }
 
+fn list(value: &Value) -> &[u64] {
+    match value {
+        Value::Wholes(values) => values,
+        other => unreachable!("a whole-numbers parameter got {other:?}"),
+    }
+}
+
 fn layers(value: &Value) -> &[String] {
     match value {
         Value::Layers(layers) => layers,
@@ -911,6 +1027,8 @@ mod tests {
         varied.original_colors = true;
         varied.stop_tolerance = 1e-3;
         varied.stop_window = 20;
+        varied.scales = vec![128, 256];
+        varied.scale_iterations = vec![100, 50];
         let mut auto = RenderParams::new(Backbone::Vgg19);
         auto.style_weight = StyleWeight::Auto { ratio: 0.5 };
         for params in [RenderParams::new(Backbone::Vgg16), varied, auto] {
