@@ -88,8 +88,12 @@ fn a_resumed_render_ends_bit_for_bit_where_the_uninterrupted_one_does() {
     let net = FeatureNet::load(Backbone::Vgg16, None, Device::Cpu).unwrap();
     let lbfgs = OptimizerSpec::new(OptimizerKind::Lbfgs);
     let cases = [
-        ("adam", params(OptimizerSpec::new(OptimizerKind::Adam)), 5),
-        ("lbfgs", params(lbfgs.clone()), 7),
+        (
+            "adam",
+            params(OptimizerSpec::new(OptimizerKind::Adam)),
+            Some(5),
+        ),
+        ("lbfgs", params(lbfgs.clone()), Some(7)),
         (
             "lbfgs, strong Wolfe, a history of 3, auto style weight",
             RenderParams {
@@ -100,7 +104,7 @@ fn a_resumed_render_ends_bit_for_bit_where_the_uninterrupted_one_does() {
                     ..lbfgs
                 })
             },
-            6,
+            Some(6),
         ),
         (
             "adam, stopping early",
@@ -111,11 +115,14 @@ fn a_resumed_render_ends_bit_for_bit_where_the_uninterrupted_one_does() {
                 log_every: 1,
                 ..params(OptimizerSpec::new(OptimizerKind::Adam))
             },
-            9,
+            // One iteration before it stops: only the window carried over
+            // stops it there.
+            None,
         ),
     ];
     for (name, params, at) in cases {
         let (whole, whole_seen) = uninterrupted(&net, &params);
+        let at = at.unwrap_or_else(|| whole.stopped_at.expect("it stops early") - 1);
         let bytes = interrupted_at(&net, &params, at);
         let (again, again_seen) = resumed(&net, &params, &bytes);
         assert_eq!(again.resumed_from, Some(at), "{name}");
@@ -134,7 +141,7 @@ fn a_resumed_render_ends_bit_for_bit_where_the_uninterrupted_one_does() {
             "{name}: the pastiche differs"
         );
         if name.contains("early") {
-            assert!(whole.stopped_at.is_some_and(|k| k > at), "{name}");
+            assert!(whole.stopped_at.is_some_and(|k| k < 30), "{name}");
         }
     }
 }
