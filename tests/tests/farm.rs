@@ -1314,7 +1314,7 @@ async fn a_killed_workers_task_resumes_from_its_checkpoint_and_ends_as_if_uninte
     let grid = write_example_grid(
         dir.path(),
         "resume",
-        "[grid]\nsize = 32\niterations = 80\nlog_every = 1\n",
+        "[grid]\nsize = 32\niterations = 80\nlog_every = 1\nline_search = \"none\"\n",
     );
     let job = submit(&coordinator.url(), &store, &grid);
     let task = wait_for_checkpoint(&store, &job);
