@@ -175,6 +175,17 @@ pub fn checkpoint_key(job: &str, task: &str) -> Result<String, BadId> {
     Ok(format!("{}{CHECKPOINT}", task_prefix(job, task)?))
 }
 
+/// Whether a key under a job's prefix is a task's checkpoint
+/// (`tasks/<task>/checkpoint.safetensors`, relative to `jobs/<job>/`): not a
+/// result, and possibly large.
+pub fn is_checkpoint(key_in_job: &str) -> bool {
+    key_in_job
+        .strip_prefix("tasks/")
+        .and_then(|rest| rest.strip_suffix(CHECKPOINT))
+        .and_then(|task| task.strip_suffix('/'))
+        .is_some_and(|task| !task.is_empty() && !task.contains('/'))
+}
+
 /// `jobs/<job>/report/`: the job's contact sheet, loss plots, tables and index page.
 pub fn report_prefix(job: &str) -> Result<String, BadId> {
     Ok(format!("{}report/", job_prefix(job)?))
@@ -211,6 +222,9 @@ mod tests {
         );
         assert_eq!(attempt_of("tasks/t/checkpoint.safetensors"), None);
         assert_eq!(record_of("tasks/t/checkpoint.safetensors"), None);
+        assert!(is_checkpoint("tasks/t/checkpoint.safetensors"));
+        assert!(!is_checkpoint("tasks/t/attempt-1/checkpoint.safetensors"));
+        assert!(!is_checkpoint("tasks/t/task.json"));
         assert_eq!(input_key("ab12", "JPG"), "inputs/ab12.jpg");
         assert_eq!(input_key("ab12", "../x"), "inputs/ab12.x");
     }
