@@ -300,7 +300,11 @@ impl Worker {
             metrics::task_ended("done", clock.elapsed());
             return;
         }
-        let outcome = match self.render(&task, &mut heartbeat).await {
+        let outcome = self.render(&task, &mut heartbeat).await;
+        // Whichever way the render ended, none is in progress any more: a
+        // give-back from here on has no checkpoint to take.
+        self.current = None;
+        let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(failed) => Outcome::Failed(failed),
         };
