@@ -209,27 +209,33 @@ fn optimizer_name(kind: OptimizerKind) -> &'static str {
 impl Checkpoint {
     /// The checkpoint as one safetensors file (see the module's documentation).
     pub fn to_bytes(&self) -> std::result::Result<Vec<u8>, BadCheckpoint> {
-        let mut arrays: BTreeMap<String, HostTensor> = BTreeMap::new();
-        arrays.insert("x".into(), self.x.clone());
+        // The small arrays are made here; the large ones (the iterate, the
+        // optimiser's tensors) are borrowed, not copied again.
+        let mut made: BTreeMap<String, HostTensor> = BTreeMap::new();
         let rows: Vec<f64> = self
             .losses
             .iter()
             .flat_map(|r| [f64::from(r.iteration), r.content, r.style, r.tv, r.total])
             .collect();
-        arrays.insert(
+        made.insert(
             "losses".into(),
             f64s(&rows, vec![self.losses.len() as i64, 5]),
         );
-        arrays.insert(
+        made.insert(
             "recent".into(),
             f64s(&self.recent, vec![self.recent.len() as i64]),
         );
-        arrays.insert("style_weight".into(), f64s(&[self.style_weight], vec![1]));
-        for (name, tensor) in &self.state.tensors {
-            arrays.insert(format!("{STATE_PREFIX}{name}"), tensor.clone());
-        }
+        made.insert("style_weight".into(), f64s(&[self.style_weight], vec![1]));
         for (name, &value) in &self.state.numbers {
-            arrays.insert(format!("{NUMBER_PREFIX}{name}"), f64s(&[value], vec![1]));
+            made.insert(format!("{NUMBER_PREFIX}{name}"), f64s(&[value], vec![1]));
+        }
+        let mut arrays: BTreeMap<String, &HostTensor> = BTreeMap::new();
+        arrays.insert("x".into(), &self.x);
+        for (name, tensor) in &self.state.tensors {
+            arrays.insert(format!("{STATE_PREFIX}{name}"), tensor);
+        }
+        for (name, tensor) in &made {
+            arrays.insert(name.clone(), tensor);
         }
         let mut views = Vec::new();
         for (name, tensor) in &arrays {
