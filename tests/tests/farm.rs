@@ -1241,17 +1241,9 @@ fn checkpoint_file(store: &Path, job: &str, task: &str) -> PathBuf {
     store.join(pastiche_spec::layout::checkpoint_key(job, task).unwrap())
 }
 
-/// The iteration a stored checkpoint was taken after, from its safetensors
-/// header (8 bytes of length, then JSON whose `__metadata__` names it).
+/// The iteration a stored checkpoint was taken after.
 fn checkpoint_iteration(file: &Path) -> u32 {
-    let bytes = std::fs::read(file).unwrap();
-    let length = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + length]).unwrap();
-    header["__metadata__"]["iteration"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap()
+    pastiche_farm_tests::checkpoint_iteration(&std::fs::read(file).unwrap())
 }
 
 /// The one task of `job`, once some attempt stored a checkpoint of it: its id.
