@@ -404,3 +404,15 @@ pub fn with_s3(program: &str, endpoint: &str) -> Command {
     command.env("RUST_LOG", "warn").envs(s3_env(endpoint));
     command
 }
+
+/// The iteration a task's checkpoint (`checkpoint.safetensors`) was taken
+/// after, as its safetensors header's metadata says (8 bytes of length, then
+/// JSON with `"iteration":"<n>"` among the `__metadata__` strings).
+pub fn checkpoint_iteration(bytes: &[u8]) -> u32 {
+    let length = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + length]).unwrap();
+    let (_, rest) = header
+        .split_once("\"iteration\":\"")
+        .unwrap_or_else(|| panic!("no iteration in {header}"));
+    rest.split('"').next().unwrap().parse().unwrap()
+}

@@ -540,7 +540,8 @@ pub async fn delete(args: &DeleteArgs) -> Result<()> {
 
 /// Downloads a job's files (under `jobs/<job>/`) into `out`: its grid, its
 /// report, and each finished task's record and result, the files of the attempt
-/// the record names (see [`layout`]); other attempts' files are left out.
+/// the record names (see [`layout`]); other attempts' files, and checkpoints
+/// left by tasks that did not finish, are left out.
 pub async fn results(args: &ResultsArgs) -> Result<()> {
     let store = Store::open(&args.store.store)?;
     let prefix = layout::job_prefix(&args.job)?;
@@ -568,6 +569,9 @@ pub async fn results(args: &ResultsArgs) -> Result<()> {
     }
     for key in others {
         let relative = &key[prefix.len()..];
+        if layout::is_checkpoint(relative) {
+            continue;
+        }
         if let Some((task, attempt)) = layout::attempt_of(relative) {
             if winners.get(task) != Some(&attempt) {
                 continue;

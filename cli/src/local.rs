@@ -33,6 +33,16 @@ pub struct LocalArgs {
     /// (0: never) [default: the grid's `preview_every`, else off].
     #[arg(long, value_name = "N")]
     pub preview_every: Option<u32>,
+    /// Store a checkpoint of each render every N iterations (0: only when a
+    /// worker stops mid-task), which the task's next attempt resumes from.
+    /// A worker setting, not a grid key: it changes no result and no task id.
+    #[arg(
+        long,
+        env = "PASTICHE_CHECKPOINT_EVERY",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    pub checkpoint_every: u32,
     // Local files are uploaded to --store; s3:// URLs elsewhere need this.
     #[command(flatten)]
     pub allow_input: AllowInputArgs,
@@ -92,6 +102,7 @@ pub async fn run(args: LocalArgs) -> Result<()> {
             // In-process, on loopback: plaintext, no token.
             security: Default::default(),
             input_cache_bytes: pastiche_worker::DEFAULT_INPUT_CACHE_MIB << 20,
+            checkpoint_every: args.checkpoint_every,
         };
         let mut stopped = stopped.clone();
         workers.spawn(async move {

@@ -44,6 +44,9 @@ pub enum EngineError {
     #[error("style_weight auto cannot balance this render: {0}; give style_weight a number")]
     Unbalanced(&'static str),
 
+    #[error("{0}")]
+    NoCheckpoint(&'static str),
+
     #[error("cancelled after {0} iterations")]
     Cancelled(u32),
 

@@ -8,6 +8,7 @@
 //! No networking here: the farm's worker and the CLI both drive this crate.
 
 pub mod backbone;
+pub mod checkpoint;
 pub mod color;
 pub mod device;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod render;
 pub mod weights;
 
 pub use backbone::{FeatureNet, InputConvention, RANDOM_WEIGHTS_SEED};
+pub use checkpoint::{BadCheckpoint, Checkpoint};
 pub use device::{device_name, parse_device};
 pub use error::{EngineError, Result};
 pub use memory::tune_allocator;

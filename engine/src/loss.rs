@@ -156,6 +156,11 @@ impl<'net> GatysLoss<'net> {
         self.beta
     }
 
+    /// Sets beta, as a resumed render's checkpoint recorded it.
+    pub fn set_style_weight(&mut self, beta: f64) {
+        self.beta = beta;
+    }
+
     /// The beta of `style_weight = "auto"` (see [`StyleWeight`]): `alpha L_c` of
     /// the style images (each resized to the content's size, weighted as in the
     /// blend) over `L_s` of the content image. Each term is then measured in units

@@ -12,6 +12,7 @@ use pastiche_spec::{
 use tch::{Kind, Tensor};
 
 use crate::backbone::FeatureNet;
+use crate::checkpoint::{BadCheckpoint, Checkpoint, HostTensor};
 use crate::color;
 use crate::error::{EngineError, Result};
 use crate::image_io::{self, Extent};
@@ -20,7 +21,6 @@ use crate::memory;
 use crate::optim;
 
 /// Where a render stands, reported after every iteration.
-#[derive(Debug)]
 pub struct Progress<'a> {
     /// Iterations done.
     pub iteration: u32,
@@ -33,6 +33,52 @@ pub struct Progress<'a> {
     /// The current iterate (1x3xHxW in [0, 1], on the render's device), for
     /// previews.
     pub pastiche: &'a Tensor,
+    /// The rest of what a [`checkpoint`](Self::checkpoint) holds.
+    optimizer: &'a dyn optim::Optimizer,
+    optimizer_kind: pastiche_spec::OptimizerKind,
+    losses: &'a [LossRecord],
+    recent: &'a VecDeque<f64>,
+    style_weight: f64,
+    checkpointable: bool,
+}
+
+impl std::fmt::Debug for Progress<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Progress")
+            .field("iteration", &self.iteration)
+            .field("iterations", &self.iterations)
+            .field("latest", &self.latest)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Progress<'_> {
+    /// Whether [`checkpoint`](Self::checkpoint) can be taken (not in a
+    /// multi-scale render, yet).
+    pub fn can_checkpoint(&self) -> bool {
+        self.checkpointable
+    }
+
+    /// Where the render stands now, copied to the host: resuming from it
+    /// ([`Prepared::resume_from`]) carries on with the next iteration. `label`
+    /// names whose render it is, checked when resuming.
+    pub fn checkpoint(&self, label: &str) -> Result<Checkpoint> {
+        if !self.checkpointable {
+            return Err(EngineError::NoCheckpoint(
+                "a multi-scale render takes no checkpoints",
+            ));
+        }
+        Ok(Checkpoint {
+            iteration: self.iteration,
+            label: label.to_owned(),
+            optimizer: self.optimizer_kind,
+            x: HostTensor::of(self.pastiche)?,
+            state: self.optimizer.state()?,
+            losses: self.losses.to_vec(),
+            recent: self.recent.iter().copied().collect(),
+            style_weight: self.style_weight,
+        })
+    }
 }
 
 /// What a render produced.
@@ -50,6 +96,9 @@ pub struct Rendered {
     /// A multi-scale render's scales, in order: each one's size and how many
     /// rows of [`losses`](Self::losses) it logged. Empty for one scale.
     pub scales: Vec<(u32, usize)>,
+    /// The checkpoint's iteration, where the render resumed from one.
+    pub resumed_from: Option<u32>,
+    /// This run's time (after the checkpoint, where it resumed from one).
     pub elapsed: Duration,
 }
 
@@ -91,6 +140,8 @@ pub struct Prepared {
     /// The style images and their blend weights (one image: weight 1).
     styles: Vec<(Tensor, f64)>,
     init: Tensor,
+    /// Where to carry on from, instead of `init`.
+    resume: Option<Checkpoint>,
 }
 
 impl Prepared {
@@ -160,6 +211,7 @@ impl Prepared {
             content: content.f_to_device(device)?,
             styles,
             init: init.f_to_device(device)?,
+            resume: None,
         })
     }
 }
@@ -201,7 +253,30 @@ impl Prepared {
             content: content.f_to_device(device)?,
             styles,
             init: init.f_to_device(device)?,
+            resume: None,
         })
+    }
+}
+
+impl Prepared {
+    /// Makes the render carry on from `checkpoint` (taken by a render of the
+    /// same `params` and inputs, see [`Progress::checkpoint`]) rather than
+    /// start from its first iteration. A checkpoint that does not fit this
+    /// render (another optimiser, size or iteration count) is refused, and the
+    /// render starts over.
+    pub fn resume_from(
+        &mut self,
+        params: &RenderParams,
+        checkpoint: Checkpoint,
+    ) -> std::result::Result<(), BadCheckpoint> {
+        if !params.scales.is_empty() {
+            return Err(BadCheckpoint(
+                "a multi-scale render is not resumed from checkpoints".into(),
+            ));
+        }
+        checkpoint.check_fits(params, &self.init.size())?;
+        self.resume = Some(checkpoint);
+        Ok(())
     }
 }
 
@@ -308,6 +383,7 @@ pub fn render(
                 })
                 .collect::<Result<_>>()?,
             init: start,
+            resume: None,
         };
         let stage_params = RenderParams {
             size: stage.size,
@@ -329,6 +405,10 @@ pub fn render(
                     ..progress.latest
                 },
                 pastiche: progress.pastiche,
+                // The state is this scale's, which a resume could not place:
+                // multi-scale renders take no checkpoints.
+                checkpointable: false,
+                ..*progress
             })
         })
         .map_err(|err| match err {
@@ -362,6 +442,7 @@ pub fn render(
         },
         stopped_at,
         scales,
+        resumed_from: None,
         elapsed: started.elapsed(),
     })
 }
@@ -374,10 +455,19 @@ fn render_one_scale(
     observer: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
 ) -> Result<Rendered> {
     let started = Instant::now();
-    let loss = GatysLoss::new(net, params, &inputs.content, &inputs.styles)?;
+    let mut loss = GatysLoss::new(net, params, &inputs.content, &inputs.styles)?;
+    if let Some(checkpoint) = &inputs.resume {
+        // The objective as the checkpoint's render had it: an `auto` beta is
+        // not taken as chosen again (the same on the same device, and what the
+        // iterate was optimised for on another).
+        loss.set_style_weight(checkpoint.style_weight);
+    }
+    let loss = loss;
     let mut optimizer = optim::build(&params.optimizer);
     let mut x = inputs.init.f_detach()?.f_to_kind(Kind::Float)?;
     let mut losses = Vec::new();
+    let mut first_iteration = 0;
+    let resumed_from = inputs.resume.as_ref().map(|c| c.iteration);
     let evaluate = |iteration: u32, point: &Tensor| {
         let (terms, grad) = loss.evaluate(point)?;
         if !terms.total.is_finite() {
@@ -399,8 +489,15 @@ fn render_one_scale(
         0
     });
     let mut stopped = None;
+    if let Some(checkpoint) = inputs.resume {
+        x = checkpoint.x.to_tensor(net.device())?;
+        optimizer.restore(&checkpoint.state, net.device())?;
+        losses = checkpoint.losses;
+        recent.extend(checkpoint.recent);
+        first_iteration = checkpoint.iteration;
+    }
 
-    for iteration in 0..params.iterations {
+    for iteration in first_iteration..params.iterations {
         // The loss at the current pastiche: the row the log shows for
         // `iteration`, and the optimiser's first evaluation, which every
         // optimiser makes at `x` before moving it (one Adam step; L-BFGS's
@@ -434,6 +531,12 @@ fn render_one_scale(
             scale: params.size,
             latest,
             pastiche: &x,
+            optimizer: &*optimizer,
+            optimizer_kind: params.optimizer.kind,
+            losses: &losses,
+            recent: &recent,
+            style_weight: loss.style_weight(),
+            checkpointable: true,
         };
         if observer(&progress).is_break() {
             return Err(EngineError::Cancelled(iteration + 1));
@@ -468,6 +571,7 @@ fn render_one_scale(
         style_weight: loss.style_weight(),
         stopped_at,
         scales: Vec::new(),
+        resumed_from,
         elapsed: started.elapsed(),
     })
 }

@@ -33,6 +33,12 @@ pub struct FinishedTask {
     /// this iteration's). Absent where every iteration ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<u32>,
+    /// The iteration of the checkpoint this attempt resumed from (an earlier
+    /// attempt's, see [`layout::checkpoint_key`]): it ran the iterations after
+    /// it, and its `losses.csv` holds the earlier rows too. Absent where the
+    /// attempt rendered from the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<u32>,
 }
 
 /// A task's inputs as object keys (or URLs); `weights` is empty for random weights.
@@ -121,6 +127,7 @@ mod tests {
             losses: None,
             chosen_style_weight: None,
             stopped_at: None,
+            resumed_from: None,
         };
         let bytes = record.to_json();
         assert_eq!(FinishedTask::from_json(&bytes).unwrap(), record);
@@ -143,6 +150,13 @@ mod tests {
         };
         let json: serde_json::Value = serde_json::from_slice(&stopped.to_json()).unwrap();
         assert_eq!(json["stopped_at"], 40);
+        assert!(json.get("resumed_from").is_none(), "only where it resumed");
+        let resumed = FinishedTask {
+            resumed_from: Some(30),
+            ..record.clone()
+        };
+        let json: serde_json::Value = serde_json::from_slice(&resumed.to_json()).unwrap();
+        assert_eq!(json["resumed_from"], 30);
         let newer = br#"{"attempt": 3, "params": {"backbone": "inception_v3"}}"#;
         assert!(FinishedTask::from_json(newer).is_err());
         assert_eq!(FinishedTask::attempt_in(newer), Some(3));

@@ -9,6 +9,9 @@
 //! jobs/<job>/tasks/<task>/attempt-<n>/pastiche.png   attempt n's pastiche
 //! jobs/<job>/tasks/<task>/attempt-<n>/losses.csv     iteration,content,style,tv,total
 //! jobs/<job>/tasks/<task>/preview.png     the latest iterate stored while it rendered (opt-in)
+//! jobs/<job>/tasks/<task>/checkpoint.safetensors   where its render stood at the latest
+//!                                         checkpoint, for the next attempt to resume
+//!                                         from; deleted once the task is done
 //! jobs/<job>/report/                      contact sheet, loss plots, summary table
 //! ```
 //!
@@ -109,6 +112,9 @@ pub const LOSSES_CSV: &str = "losses.csv";
 pub const TASK_JSON: &str = "task.json";
 /// The latest iterate of a task being rendered (opt-in).
 pub const PREVIEW_PNG: &str = "preview.png";
+/// The latest checkpoint of a task's render (the engine's `Checkpoint`, in the
+/// safetensors format), in the task's prefix.
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
 
 /// The files each attempt stores under its own prefix, before the record.
 pub const ATTEMPT_FILES: [&str; 2] = [PASTICHE_PNG, LOSSES_CSV];
@@ -159,6 +165,27 @@ pub fn preview_key(job: &str, task: &str) -> Result<String, BadId> {
     Ok(format!("{}{PREVIEW_PNG}", task_prefix(job, task)?))
 }
 
+/// Where a worker stores a task's latest checkpoint: one object per task, which
+/// any attempt overwrites and any later attempt resumes from. One object is
+/// written whole or not at all (a put is atomic per object, on a directory
+/// store as on S3), so a reader sees the previous checkpoint or the next,
+/// never part of one. Every attempt of a task renders the same iterations, so
+/// whichever attempt wrote it, it is a point on the same render.
+pub fn checkpoint_key(job: &str, task: &str) -> Result<String, BadId> {
+    Ok(format!("{}{CHECKPOINT}", task_prefix(job, task)?))
+}
+
+/// Whether a key under a job's prefix is a task's checkpoint
+/// (`tasks/<task>/checkpoint.safetensors`, relative to `jobs/<job>/`): not a
+/// result, and possibly large.
+pub fn is_checkpoint(key_in_job: &str) -> bool {
+    key_in_job
+        .strip_prefix("tasks/")
+        .and_then(|rest| rest.strip_suffix(CHECKPOINT))
+        .and_then(|task| task.strip_suffix('/'))
+        .is_some_and(|task| !task.is_empty() && !task.contains('/'))
+}
+
 /// `jobs/<job>/report/`: the job's contact sheet, loss plots, tables and index page.
 pub fn report_prefix(job: &str) -> Result<String, BadId> {
     Ok(format!("{}report/", job_prefix(job)?))
@@ -189,6 +216,15 @@ mod tests {
         assert_eq!(record_of("report/task.json"), None);
         assert_eq!(attempt_of("report/index.html"), None);
         assert_eq!(report_prefix("j").unwrap(), "jobs/j/report/");
+        assert_eq!(
+            checkpoint_key("j", "t").unwrap(),
+            "jobs/j/tasks/t/checkpoint.safetensors"
+        );
+        assert_eq!(attempt_of("tasks/t/checkpoint.safetensors"), None);
+        assert_eq!(record_of("tasks/t/checkpoint.safetensors"), None);
+        assert!(is_checkpoint("tasks/t/checkpoint.safetensors"));
+        assert!(!is_checkpoint("tasks/t/attempt-1/checkpoint.safetensors"));
+        assert!(!is_checkpoint("tasks/t/task.json"));
         assert_eq!(input_key("ab12", "JPG"), "inputs/ab12.jpg");
         assert_eq!(input_key("ab12", "../x"), "inputs/ab12.x");
     }

@@ -1235,3 +1235,203 @@ fn a_task_that_stops_early_records_where_and_one_that_does_not_runs_its_count() 
     seen.sort_by(|a, b| a.partial_cmp(b).unwrap());
     assert_eq!(seen, [None, Some(1.0)]);
 }
+
+/// Where a task's checkpoint is in a directory store.
+fn checkpoint_file(store: &Path, job: &str, task: &str) -> PathBuf {
+    store.join(pastiche_spec::layout::checkpoint_key(job, task).unwrap())
+}
+
+/// The iteration a stored checkpoint was taken after.
+fn checkpoint_iteration(file: &Path) -> u32 {
+    pastiche_farm_tests::checkpoint_iteration(&std::fs::read(file).unwrap())
+}
+
+/// The one task of `job`, once some attempt stored a checkpoint of it: its id.
+fn wait_for_checkpoint(store: &Path, job: &str) -> String {
+    pastiche_farm_tests::eventually(Duration::from_secs(120), "a checkpoint", || {
+        let tasks = std::fs::read_dir(store.join("jobs").join(job).join("tasks")).ok()?;
+        tasks
+            .map(|e| e.unwrap().path())
+            .find(|dir| dir.join(pastiche_spec::layout::CHECKPOINT).exists())
+            .map(|dir| dir.file_name().unwrap().to_str().unwrap().to_owned())
+    })
+}
+
+/// The grid's one task rendered again, uninterrupted, as another job on the
+/// same farm; its directory.
+fn uninterrupted_render(url: &str, store: &Path, grid: &Path) -> PathBuf {
+    let job = submit(url, store, grid);
+    watch_to_the_end(url, &job);
+    let tasks = task_dirs(store, &job);
+    assert_eq!(tasks.len(), 1);
+    assert!(task_json(&tasks[0]).get("resumed_from").is_none());
+    tasks[0].clone()
+}
+
+/// A resumed task's pastiche and loss log are byte for byte the uninterrupted
+/// render's (the loss log's numbers as the shortest text that reads back as
+/// the same f64), and its checkpoint is gone.
+fn assert_resumed_as_uninterrupted(task: &Path, alone: &Path) {
+    for name in pastiche_spec::layout::ATTEMPT_FILES {
+        let (resumed, whole) = (
+            std::fs::read(result_file(task, name)).unwrap(),
+            std::fs::read(result_file(alone, name)).unwrap(),
+        );
+        assert!(
+            resumed == whole,
+            "{name} differs from the uninterrupted render's"
+        );
+    }
+    assert!(
+        !task.join(pastiche_spec::layout::CHECKPOINT).exists(),
+        "a done task's checkpoint is deleted"
+    );
+}
+
+/// A CPU worker storing checkpoints every `every` iterations (0: only on
+/// SIGTERM), on one libtorch thread: a render is bit for bit the same only on
+/// the same number of threads (every worker of these tests has one), and on a
+/// busy machine one thread is many times faster than two waiting on each other.
+fn checkpointing_worker(coordinator: &str, store: &Path, name: &str, every: u32) -> Proc {
+    Proc(
+        worker_command(coordinator, store, name)
+            .args(["--checkpoint-every", &every.to_string()])
+            .env("OMP_NUM_THREADS", "1")
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_workers_task_resumes_from_its_checkpoint_and_ends_as_if_uninterrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let coordinator = start_coordinator(&dir.path().join("state.db"), "127.0.0.1:0", "1s");
+    let mut doomed = checkpointing_worker(&coordinator.url(), &store, "doomed", 5);
+    let grid = write_example_grid(
+        dir.path(),
+        "resume",
+        "[grid]\nsize = 32\niterations = 80\nlog_every = 1\nline_search = \"none\"\n",
+    );
+    let job = submit(&coordinator.url(), &store, &grid);
+    let task = wait_for_checkpoint(&store, &job);
+    doomed.kill9();
+    let checkpoint = checkpoint_file(&store, &job, &task);
+    let at = checkpoint_iteration(&checkpoint);
+    assert!(at > 0 && at % 5 == 0 && at < 80, "checkpoint at {at}");
+
+    let _rescuer = checkpointing_worker(&coordinator.url(), &store, "rescuer", 5);
+    watch_to_the_end(&coordinator.url(), &job);
+    let tasks = task_dirs(&store, &job);
+    assert_eq!(tasks.len(), 1);
+    let record = task_json(&tasks[0]);
+    assert_eq!(record["attempt"], 2, "{record}");
+    assert_eq!(record["resumed_from"], at, "{record}");
+    let losses = std::fs::read_to_string(result_file(&tasks[0], "losses.csv")).unwrap();
+    let rows: Vec<&str> = losses.lines().skip(1).collect();
+    assert_eq!(rows.len(), 80, "one row per iteration, none twice");
+    let alone = uninterrupted_render(&coordinator.url(), &store, &grid);
+    assert_resumed_as_uninterrupted(&tasks[0], &alone);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_given_back_on_sigterm_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    // A lease far longer than the test: only a give-back can requeue the task.
+    let coordinator = start_coordinator(&dir.path().join("state.db"), "127.0.0.1:0", "10m");
+    // No periodic checkpoints: the one it leaves is the one it takes on its way out.
+    let mut leaving = checkpointing_worker(&coordinator.url(), &store, "leaving", 0);
+    let grid = write_example_grid(
+        dir.path(),
+        "handover",
+        "[grid]\nsize = 32\niterations = 300\noptimizer = \"adam\"\n",
+    );
+    let job = submit(&coordinator.url(), &store, &grid);
+    let task = wait_for_progress(&coordinator.url(), &job).await;
+    // Safety: signalling our own child by pid.
+    unsafe { libc::kill(leaving.0.id() as i32, libc::SIGTERM) };
+    let status = leaving.0.wait().unwrap();
+    assert!(
+        status.success(),
+        "a SIGTERMed worker exits cleanly: {status}"
+    );
+    let at = checkpoint_iteration(&checkpoint_file(&store, &job, &task));
+    assert!(at > 0 && at < 300, "checkpoint at {at}");
+
+    let _next = checkpointing_worker(&coordinator.url(), &store, "next", 0);
+    watch_to_the_end(&coordinator.url(), &job);
+    let tasks = task_dirs(&store, &job);
+    let record = task_json(&tasks[0]);
+    assert_eq!(record["resumed_from"], at, "{record}");
+    assert!(
+        record["worker"].as_str().unwrap().starts_with("next"),
+        "{record}"
+    );
+    let alone = uninterrupted_render(&coordinator.url(), &store, &grid);
+    assert_resumed_as_uninterrupted(&tasks[0], &alone);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_checkpoint_is_ignored_with_a_warning_and_the_task_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let coordinator = start_coordinator(&dir.path().join("state.db"), "127.0.0.1:0", "30s");
+    let grid = write_example_grid(
+        dir.path(),
+        "damaged",
+        "[grid]\nsize = 32\niterations = 4\nlog_every = 1\n",
+    );
+    let job = submit(&coordinator.url(), &store, &grid);
+    let plan: serde_json::Value = serde_json::from_str(&succeeded(pastiche(&[
+        "plan",
+        grid.to_str().unwrap(),
+        "--format",
+        "json",
+    ])))
+    .unwrap();
+    let task = plan["tasks"][0]["id"].as_str().unwrap().to_owned();
+    // As an upload cut short would leave it, if puts were not whole: the
+    // first half of a real checkpoint's worth of bytes.
+    let checkpoint = checkpoint_file(&store, &job, &task);
+    std::fs::create_dir_all(checkpoint.parent().unwrap()).unwrap();
+    std::fs::write(
+        &checkpoint,
+        b"\x40\x00\x00\x00\x00\x00\x00\x00{\"x\":{\"dtype\":\"F32\"",
+    )
+    .unwrap();
+
+    let mut worker = stand_alone_worker(&coordinator.url(), &store);
+    let log = worker.0.stderr.take().unwrap();
+    assert!(
+        logged(
+            log,
+            "ignoring the task's checkpoint",
+            Duration::from_secs(120)
+        )
+        .await,
+        "the worker warns of the checkpoint"
+    );
+    watch_to_the_end(&coordinator.url(), &job);
+    let tasks = task_dirs(&store, &job);
+    let record = task_json(&tasks[0]);
+    assert!(record.get("resumed_from").is_none(), "{record}");
+    assert_eq!(record["attempt"], 1, "{record}");
+    let losses = std::fs::read_to_string(result_file(&tasks[0], "losses.csv")).unwrap();
+    assert_eq!(losses.lines().count(), 5, "every iteration's row: {losses}");
+    assert!(
+        !checkpoint.exists(),
+        "the damaged checkpoint is deleted with the task done"
+    );
+}
+
+/// A CPU worker whose warnings go to a pipe.
+fn stand_alone_worker(coordinator: &str, store: &Path) -> Proc {
+    Proc(
+        worker_command(coordinator, store, "w")
+            .env("OMP_NUM_THREADS", "1")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}

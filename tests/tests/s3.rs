@@ -1,7 +1,9 @@
 //! The farm against a real S3-compatible server: SeaweedFS (`weed mini`, installed
 //! by `scripts/setup.sh --test`) on loopback ports chosen free.
 
-use pastiche_farm_tests::{repo, result_file, s3_env, succeeded, with_s3, Proc, Seaweed};
+use pastiche_farm_tests::{
+    checkpoint_iteration, eventually, repo, result_file, s3_env, succeeded, with_s3, Proc, Seaweed,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -13,6 +15,18 @@ fn results(job: &str, store: &str, out: &str, endpoint: &str) -> Output {
 
 fn pastiche(args: &[&str], endpoint: &str) -> Output {
     with_s3("pastiche", endpoint).args(args).output().unwrap()
+}
+
+/// A store at `url` on the server at `endpoint`, for the test itself. The
+/// store reads its settings from the environment, as the binaries do, and
+/// tests run in parallel: one sets it and opens its store at a time.
+fn s3_store(endpoint: &str, url: &str) -> pastiche_spec::store::Store {
+    static ENVIRONMENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _alone = ENVIRONMENT.lock().unwrap_or_else(|e| e.into_inner());
+    for (name, value) in s3_env(endpoint) {
+        std::env::set_var(name, value);
+    }
+    pastiche_spec::store::Store::open(url).unwrap()
 }
 
 #[test]
@@ -178,11 +192,7 @@ fn a_store_outage_longer_than_the_s3_clients_retries_fails_no_task_and_wastes_no
 fn a_tasks_record_is_created_once_on_a_real_s3_server() {
     let dir = tempfile::tempdir().unwrap();
     let seaweed = Seaweed::start(&dir.path().join("weed"), "pastiche");
-    // The store reads its settings from the environment, as the binaries do.
-    for (name, value) in s3_env(&seaweed.endpoint()) {
-        std::env::set_var(name, value);
-    }
-    let store = pastiche_spec::store::Store::open("s3://pastiche/fence").unwrap();
+    let store = s3_store(&seaweed.endpoint(), "s3://pastiche/fence");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         assert!(store.put_new("t/task.json", "first").await.unwrap());
@@ -254,4 +264,83 @@ fn local_reads_weights_from_another_s3_prefix_only_when_allowed() {
         "{stderr}"
     );
     succeeded(local(&named, store, &["--allow-input", shared]));
+}
+
+/// A worker stopped with SIGTERM leaves its checkpoint in S3; the next worker
+/// resumes from it, and the checkpoint is deleted once the task is done.
+#[test]
+fn a_checkpoint_stored_in_s3_is_resumed_from_and_deleted_when_the_task_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let seaweed = Seaweed::start(&dir.path().join("weed"), "pastiche");
+    let endpoint = seaweed.endpoint();
+    let store = "s3://pastiche/resume";
+    // A lease far longer than the test: only a give-back requeues the task.
+    let mut coordinator = with_s3("pastiche-coordinator", &endpoint)
+        .args(["--listen", "127.0.0.1:0", "--lease-timeout", "10m"])
+        .args(["--store", store])
+        .arg("--db")
+        .arg(dir.path().join("state.db"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(coordinator.stdout.take().unwrap());
+    let url = format!(
+        "http://{}",
+        pastiche_farm_tests::line_after(&mut stdout, "listening on ").unwrap()
+    );
+    let _coordinator = Proc(coordinator);
+    let worker = |name: &str| {
+        let worker = with_s3("pastiche-worker", &endpoint)
+            .args(["--coordinator", &url, "--store", store, "--device", "cpu"])
+            .args(["--name", name, "--checkpoint-every", "5"])
+            .env("OMP_NUM_THREADS", "1")
+            .spawn()
+            .unwrap();
+        Proc(worker)
+    };
+    let mut leaving = worker("leaving");
+    let grid = pastiche_farm_tests::write_example_grid(
+        dir.path(),
+        "resume",
+        "[grid]\nsize = 32\noptimizer = \"adam\"\niterations = 200\n",
+    );
+    let job = succeeded(pastiche(
+        &["submit", grid.to_str().unwrap(), "--coordinator", &url],
+        &endpoint,
+    ));
+
+    let s3 = s3_store(&endpoint, store);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let tasks = format!("jobs/{job}/tasks/");
+    let checkpoint = eventually(Duration::from_secs(120), "a checkpoint in S3", || {
+        let keys = runtime.block_on(s3.list(&tasks)).unwrap_or_default();
+        keys.into_iter()
+            .find(|key| key.ends_with(pastiche_spec::layout::CHECKPOINT))
+    });
+    // Safety: signalling our own child by pid.
+    unsafe { libc::kill(leaving.0.id() as i32, libc::SIGTERM) };
+    assert!(leaving.0.wait().unwrap().success());
+    let at = checkpoint_iteration(&runtime.block_on(s3.get(&checkpoint)).unwrap());
+    assert!((5..200).contains(&at), "checkpoint at {at}");
+
+    let _next = worker("next");
+    succeeded(pastiche(&["watch", &job, "--coordinator", &url], &endpoint));
+    let out = dir.path().join("results");
+    succeeded(results(&job, store, out.to_str().unwrap(), &endpoint));
+    let task = std::fs::read_dir(out.join("tasks"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(task.join("task.json")).unwrap()).unwrap();
+    assert_eq!(record["resumed_from"], at, "{record}");
+    let keys = runtime.block_on(s3.list(&tasks)).unwrap();
+    assert!(
+        !keys
+            .iter()
+            .any(|key| key.ends_with(pastiche_spec::layout::CHECKPOINT)),
+        "the checkpoint is deleted: {keys:?}"
+    );
 }

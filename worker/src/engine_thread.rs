@@ -9,7 +9,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use pastiche_engine::spec::{Backbone, LossRecord, RenderParams, Style};
-use pastiche_engine::{render, tch, EngineError, FeatureNet, Prepared};
+use pastiche_engine::{render, tch, Checkpoint, EngineError, FeatureNet, Prepared};
 use tokio::sync::{oneshot, watch};
 
 /// One render to do.
@@ -27,6 +27,18 @@ pub struct RenderJob {
     pub preview_every: u32,
     /// ...and hand it over here as (iteration, PNG).
     pub previews: watch::Sender<Option<(u32, Vec<u8>)>>,
+    /// Where an earlier attempt's render stood: carry on from there (if it fits
+    /// this render; if not, start over, with a warning).
+    pub resume: Option<Checkpoint>,
+    /// Whose render this is (the task id), written into its checkpoints.
+    pub label: String,
+    /// Take a checkpoint every this many iterations (0: never)...
+    pub checkpoint_every: u32,
+    /// ...and one when the render is cancelled with this set too (the worker
+    /// gives the task back)...
+    pub give_back: Arc<AtomicBool>,
+    /// ...and hand them over here.
+    pub checkpoints: watch::Sender<Option<Arc<Checkpoint>>>,
     pub reply: oneshot::Sender<Result<RenderOutput, EngineError>>,
 }
 
@@ -38,6 +50,8 @@ pub struct RenderOutput {
     pub chosen_style_weight: Option<f64>,
     /// Where `stop_tolerance` ended the render before its last iteration.
     pub stopped_at: Option<u32>,
+    /// The iteration of the checkpoint the render resumed from.
+    pub resumed_from: Option<u32>,
     pub elapsed: Duration,
 }
 
@@ -57,11 +71,12 @@ impl EngineThread {
             .name(format!("engine-{name}"))
             .spawn(move || {
                 let mut nets: HashMap<(Backbone, Option<PathBuf>), FeatureNet> = HashMap::new();
-                for job in inbox {
+                for mut job in inbox {
+                    let resume = job.resume.take();
                     // A panic (a bug of ours) fails that render, not the worker:
                     // without the thread, every later task would fail at once.
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run(&mut nets, device, &job)
+                        run(&mut nets, device, &job, resume)
                     }))
                     .unwrap_or_else(|panic| {
                         nets.clear(); // whatever it left half-built
@@ -104,6 +119,7 @@ fn run(
     nets: &mut HashMap<(Backbone, Option<PathBuf>), FeatureNet>,
     device: tch::Device,
     job: &RenderJob,
+    resume: Option<Checkpoint>,
 ) -> Result<RenderOutput, EngineError> {
     let key = (job.params.backbone, job.weights.clone());
     if !nets.contains_key(&key) {
@@ -113,7 +129,16 @@ fn run(
         nets.insert(key.clone(), net);
     }
     let net = &nets[&key];
-    let prepared = Prepared::new(net, &job.params, &job.content, &job.style)?;
+    let mut prepared = Prepared::new(net, &job.params, &job.content, &job.style)?;
+    if let Some(checkpoint) = resume {
+        let iteration = checkpoint.iteration;
+        match prepared.resume_from(&job.params, checkpoint) {
+            Ok(()) => tracing::info!(task = %job.label, iteration, "resuming from a checkpoint"),
+            Err(err) => {
+                tracing::warn!(task = %job.label, error = %err, "ignoring the task's checkpoint; starting over")
+            }
+        }
+    }
     let rendered = render(net, &job.params, prepared, &mut |progress| {
         let _ = job
             .progress
@@ -129,7 +154,22 @@ fn run(
                 Err(err) => tracing::warn!(error = %err, "encoding a preview failed"),
             }
         }
-        if job.cancel.load(Ordering::Relaxed) {
+        let cancelled = job.cancel.load(Ordering::Relaxed);
+        let parting = cancelled && job.give_back.load(Ordering::Relaxed);
+        let every = job.checkpoint_every;
+        let due = every > 0
+            && progress.iteration % every == 0
+            && progress.iteration < progress.iterations;
+        if (due || parting) && progress.can_checkpoint() {
+            // A checkpoint is insurance: one that cannot be taken is skipped.
+            match progress.checkpoint(&job.label) {
+                Ok(checkpoint) => {
+                    let _ = job.checkpoints.send(Some(Arc::new(checkpoint)));
+                }
+                Err(err) => tracing::warn!(error = %err, "taking a checkpoint failed"),
+            }
+        }
+        if cancelled {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
@@ -145,6 +185,7 @@ fn run(
             .is_auto()
             .then_some(rendered.style_weight),
         stopped_at: rendered.stopped_at,
+        resumed_from: rendered.resumed_from,
         elapsed: rendered.elapsed,
     })
 }

@@ -16,7 +16,7 @@ mod refused;
 pub mod result;
 pub mod supervisor;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,7 @@ use heartbeat::Heartbeat;
 use inputs::{InputCache, InputError};
 use pastiche_engine::spec::layout;
 use pastiche_engine::spec::{Init, LossRecord, RenderParams, Style};
+use pastiche_engine::Checkpoint;
 use pastiche_proto::liveness;
 use pastiche_proto::pb;
 use pastiche_proto::pb::workers_client::WorkersClient;
@@ -64,7 +65,15 @@ pub struct WorkerConfig {
     pub security: ClientSecurity,
     /// Bytes of downloaded inputs kept for later tasks.
     pub input_cache_bytes: u64,
+    /// Store a checkpoint of the task's render every this many iterations (0:
+    /// only when giving a task back); see [`layout::checkpoint_key`].
+    pub checkpoint_every: u32,
 }
+
+/// How long a worker giving its task back waits for the render's last
+/// checkpoint to be taken and stored before it gives up on it (the next
+/// attempt then resumes from an earlier one, or starts over).
+const PARTING_CHECKPOINT_PATIENCE: Duration = Duration::from_secs(60);
 
 /// What renders a task: the engine, or the benchmark stand-in.
 enum Renderer {
@@ -80,8 +89,21 @@ struct Worker {
     id: String,
     lease_timeout: Duration,
     inputs: InputCache,
-    /// The cancel flag of the render in progress, if any.
-    current_cancel: Option<Arc<AtomicBool>>,
+    checkpoint_every: u32,
+    /// The render in progress, if any.
+    current: Option<Current>,
+}
+
+/// What the worker holds of the render in progress.
+struct Current {
+    /// Stops the render within one iteration...
+    cancel: Arc<AtomicBool>,
+    /// ...after a checkpoint, where this is set too.
+    give_back: Arc<AtomicBool>,
+    /// The render's checkpoints (the latest), ending when the render does.
+    checkpoints: watch::Receiver<Option<Arc<Checkpoint>>>,
+    /// The iteration of the latest checkpoint stored.
+    stored: Arc<AtomicU32>,
 }
 
 /// Why an attempt failed, as the coordinator is told.
@@ -166,7 +188,8 @@ pub async fn run(
         device_name,
         inputs: InputCache::new(config.input_cache_bytes)
             .context("creating the input cache's directory")?,
-        current_cancel: None,
+        checkpoint_every: config.checkpoint_every,
+        current: None,
     };
     tokio::pin!(shutdown);
     let mut refusal = None;
@@ -206,10 +229,13 @@ pub async fn run(
             _ = &mut shutdown => false,
         };
         if !finished {
-            // Stop the render, and give the task back: the next worker gets it
-            // without waiting for the lease to expire.
-            if let Some(cancel) = worker.current_cancel.take() {
-                cancel.store(true, Ordering::Relaxed);
+            // Stop the render after a checkpoint, store it, and give the task
+            // back: the next worker gets it without waiting for the lease to
+            // expire, and carries on where this one stopped.
+            if let Some(current) = worker.current.take() {
+                current.give_back.store(true, Ordering::Relaxed);
+                current.cancel.store(true, Ordering::Relaxed);
+                worker.store_parting_checkpoint(&task, current).await;
             }
             worker.give_back(&task).await;
             break;
@@ -269,11 +295,16 @@ impl Worker {
         // to say so (its worker died, or the coordinator restarted): nothing to render.
         if let Ok(Some(winner)) = result::stored(&self.store, &task.job_id, &task.task_id).await {
             tracing::info!(job = %task.job_id, task = %task.task_id, winner = winner.attempt, "the task's result is stored already");
+            self.delete_checkpoint(&task).await;
             self.report_complete(&task).await;
             metrics::task_ended("done", clock.elapsed());
             return;
         }
-        let outcome = match self.render(&task, &mut heartbeat).await {
+        let outcome = self.render(&task, &mut heartbeat).await;
+        // Whichever way the render ended, none is in progress any more: a
+        // give-back from here on has no checkpoint to take.
+        self.current = None;
+        let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(failed) => Outcome::Failed(failed),
         };
@@ -287,6 +318,7 @@ impl Worker {
         };
         let ended = match outcome {
             Outcome::Rendered(_) => {
+                self.delete_checkpoint(&task).await;
                 self.report_complete(&task).await;
                 "done"
             }
@@ -320,15 +352,26 @@ impl Worker {
             }
             return Ok(Outcome::Rendered(stand_in_output(&params)));
         }
-        let fetching = self.fetch_inputs(task, params);
-        let (content, style, params, weights) = tokio::select! {
+        let fetching = async {
+            let fetched = self.fetch_inputs(task, params).await?;
+            Ok::<_, Failed>((fetched, self.load_checkpoint(task).await))
+        };
+        let ((content, style, params, weights), resume) = tokio::select! {
             fetched = fetching => fetched?,
             directive = heartbeat.stopped() => return Ok(stopped(directive)),
         };
         let cancel = Arc::new(AtomicBool::new(false));
-        self.current_cancel = Some(Arc::clone(&cancel));
+        let give_back = Arc::new(AtomicBool::new(false));
         let (progress_tx, mut progress) = watch::channel(None);
         let (previews_tx, mut previews) = watch::channel(None);
+        let (checkpoints_tx, mut checkpoints) = watch::channel(None);
+        let stored = Arc::new(AtomicU32::new(resume.as_ref().map_or(0, |c| c.iteration)));
+        self.current = Some(Current {
+            cancel: Arc::clone(&cancel),
+            give_back: Arc::clone(&give_back),
+            checkpoints: checkpoints.clone(),
+            stored: Arc::clone(&stored),
+        });
         let (reply, mut result) = oneshot::channel();
         let Renderer::Engine(engine) = &self.renderer else {
             unreachable!("the stand-in returned above")
@@ -342,6 +385,11 @@ impl Worker {
             progress: progress_tx,
             preview_every: task.preview_every,
             previews: previews_tx,
+            resume,
+            label: task.task_id.clone(),
+            checkpoint_every: self.checkpoint_every,
+            give_back,
+            checkpoints: checkpoints_tx,
             reply,
         });
         heartbeat.report(|p| p.iterations = params.total_iterations());
@@ -349,6 +397,7 @@ impl Worker {
         loop {
             tokio::select! {
                 finished = &mut result => {
+                    self.current = None;
                     let finished = finished.map_err(|_| Failed::worker("the engine thread stopped"))?;
                     heartbeat.report(|p| p.iterations = 0);
                     return Ok(match (stop, finished) {
@@ -369,6 +418,12 @@ impl Worker {
                             p.iteration = iteration;
                             p.latest = Some(losses);
                         });
+                    }
+                }
+                Ok(()) = checkpoints.changed(), if stop.is_none() => {
+                    let latest = checkpoints.borrow_and_update().clone();
+                    if let Some(checkpoint) = latest {
+                        self.store_checkpoint(task, checkpoint, &stored).await;
                     }
                 }
                 Ok(()) = previews.changed(), if stop.is_none() => {
@@ -432,6 +487,110 @@ impl Worker {
 
     async fn fetch(&mut self, key: &str, keep: &[String]) -> Result<std::path::PathBuf, Failed> {
         Ok(self.inputs.fetch(&self.store, key, keep).await?)
+    }
+
+    /// The task's latest checkpoint, if an earlier attempt stored one that
+    /// reads back whole. One that does not (damaged, another version's, or
+    /// unreadable for now) is ignored with a warning: the render starts over.
+    async fn load_checkpoint(&self, task: &pb::TaskAssignment) -> Option<Checkpoint> {
+        let key = layout::checkpoint_key(&task.job_id, &task.task_id).ok()?;
+        let bytes = match self.store.get(&key).await {
+            Ok(bytes) => bytes,
+            Err(pastiche_spec::store::StoreError::NotFound { .. }) => return None,
+            Err(err) => {
+                tracing::warn!(%key, error = %err, "cannot read the task's checkpoint; starting over");
+                return None;
+            }
+        };
+        let read = tokio::task::spawn_blocking(move || Checkpoint::from_bytes(&bytes)).await;
+        match read {
+            Ok(Ok(checkpoint)) if checkpoint.label == task.task_id => Some(checkpoint),
+            Ok(Ok(checkpoint)) => {
+                tracing::warn!(%key, label = %checkpoint.label, "ignoring a checkpoint of another task; starting over");
+                None
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(%key, error = %err, "ignoring the task's checkpoint; starting over");
+                None
+            }
+            Err(join) => {
+                tracing::warn!(%key, error = %join, "reading the task's checkpoint failed; starting over");
+                None
+            }
+        }
+    }
+
+    /// Stores `checkpoint` as the task's latest, unless one as recent is
+    /// stored already. A checkpoint that cannot be stored is a warning: the
+    /// render goes on, and a later attempt resumes from an earlier one.
+    async fn store_checkpoint(
+        &self,
+        task: &pb::TaskAssignment,
+        checkpoint: Arc<Checkpoint>,
+        stored: &AtomicU32,
+    ) {
+        let iteration = checkpoint.iteration;
+        if iteration <= stored.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(key) = layout::checkpoint_key(&task.job_id, &task.task_id) else {
+            return;
+        };
+        // Serialising (and hashing) copies every byte: off the async threads.
+        let bytes = match tokio::task::spawn_blocking(move || checkpoint.to_bytes()).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "writing a checkpoint failed");
+                return;
+            }
+            Err(join) => {
+                tracing::warn!(error = %join, "writing a checkpoint failed");
+                return;
+            }
+        };
+        let size = bytes.len();
+        match self.store.put(&key, bytes).await {
+            Ok(()) => {
+                stored.store(iteration, Ordering::Relaxed);
+                tracing::info!(job = %task.job_id, task = %task.task_id, iteration, bytes = size, "checkpoint stored");
+            }
+            Err(err) => tracing::warn!(%key, error = %err, "storing a checkpoint failed"),
+        }
+    }
+
+    /// On the way out: waits for the render (stopping, see [`run`]) to end
+    /// and stores its last checkpoint, within [`PARTING_CHECKPOINT_PATIENCE`].
+    async fn store_parting_checkpoint(&self, task: &pb::TaskAssignment, current: Current) {
+        let Current {
+            mut checkpoints,
+            stored,
+            ..
+        } = current;
+        let parting = async {
+            // The render's job, and with it the sender, is dropped when it ends.
+            while checkpoints.changed().await.is_ok() {}
+            let latest = checkpoints.borrow().clone();
+            if let Some(checkpoint) = latest {
+                self.store_checkpoint(task, checkpoint, &stored).await;
+            }
+        };
+        if tokio::time::timeout(PARTING_CHECKPOINT_PATIENCE, parting)
+            .await
+            .is_err()
+        {
+            tracing::warn!(job = %task.job_id, task = %task.task_id, "no checkpoint stored on the way out: it took too long");
+        }
+    }
+
+    /// Removes the task's checkpoint once its result is stored. One left
+    /// behind is only litter (`pastiche delete --results` removes it).
+    async fn delete_checkpoint(&self, task: &pb::TaskAssignment) {
+        let Ok(key) = layout::checkpoint_key(&task.job_id, &task.task_id) else {
+            return;
+        };
+        if let Err(err) = self.store.delete(&key).await {
+            tracing::warn!(%key, error = %err, "deleting the task's checkpoint failed");
+        }
     }
 
     /// Often enough to renew the lease with room to spare, and for watchers to
@@ -506,6 +665,7 @@ impl Worker {
             losses: output.losses.last().copied(),
             chosen_style_weight: output.chosen_style_weight,
             stopped_at: output.stopped_at,
+            resumed_from: output.resumed_from,
         })
     }
 
@@ -650,6 +810,7 @@ fn stand_in_output(params: &RenderParams) -> RenderOutput {
         losses: vec![record],
         chosen_style_weight: params.style_weight.is_auto().then_some(1.0),
         stopped_at: None,
+        resumed_from: None,
         elapsed: Duration::ZERO,
     }
 }

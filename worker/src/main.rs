@@ -69,6 +69,12 @@ struct Args {
     /// least recently used go first.
     #[arg(long, env = "PASTICHE_INPUT_CACHE_MIB", default_value_t = pastiche_worker::DEFAULT_INPUT_CACHE_MIB)]
     input_cache_mib: u64,
+    /// Store a checkpoint of the render every this many iterations (0: only
+    /// when giving a task back on SIGTERM): a later attempt of the task, on any
+    /// worker, resumes from the latest. Not a render parameter: it changes no
+    /// result, so no task id.
+    #[arg(long, env = "PASTICHE_CHECKPOINT_EVERY", default_value_t = 0)]
+    checkpoint_every: u32,
     /// text or json.
     #[arg(long, env = "PASTICHE_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -130,6 +136,7 @@ async fn run(args: Args) -> Result<()> {
             connect_timeout: args.connect_timeout,
             security,
             input_cache_bytes: args.input_cache_mib << 20,
+            checkpoint_every: args.checkpoint_every,
         },
         shutdown_signal(),
     )
@@ -177,6 +184,8 @@ async fn launch_per_gpu(args: &Args) -> Result<()> {
                 &args.log_format,
                 "--input-cache-mib",
                 &args.input_cache_mib.to_string(),
+                "--checkpoint-every",
+                &args.checkpoint_every.to_string(),
             ])
             .env("CUDA_VISIBLE_DEVICES", gpu.to_string());
         // The token itself stays in the environment the children inherit.

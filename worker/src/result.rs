@@ -116,6 +116,7 @@ mod tests {
             losses: None,
             chosen_style_weight: None,
             stopped_at: None,
+            resumed_from: None,
         }
     }
 

@@ -1,6 +1,7 @@
-use tch::Tensor;
+use tch::{Device, Tensor};
 
-use super::{Objective, Optimizer};
+use super::{check_tensor, count, Objective, Optimizer};
+use crate::checkpoint::{HostTensor, OptimizerState};
 use crate::error::Result;
 
 /// Adam as torch.optim.Adam computes it (no weight decay, no AMSGrad).
@@ -51,4 +52,43 @@ impl Optimizer for Adam {
         let _ = x.f_sub_(&exp_avg.f_div(&denom)?.f_mul_scalar(step_size)?)?;
         Ok(loss)
     }
+
+    fn state(&self) -> Result<OptimizerState> {
+        let mut state = OptimizerState::default();
+        state.numbers.insert("steps".into(), f64::from(self.steps));
+        if let Some((exp_avg, exp_avg_sq)) = &self.moments {
+            state
+                .tensors
+                .insert("exp_avg".into(), HostTensor::of(exp_avg)?);
+            state
+                .tensors
+                .insert("exp_avg_sq".into(), HostTensor::of(exp_avg_sq)?);
+        }
+        Ok(state)
+    }
+
+    fn restore(&mut self, state: &OptimizerState, device: Device) -> Result<()> {
+        self.steps = state.numbers["steps"] as i32;
+        self.moments = match state.tensors.get("exp_avg") {
+            Some(exp_avg) => Some((
+                exp_avg.to_tensor(device)?,
+                state.tensors["exp_avg_sq"].to_tensor(device)?,
+            )),
+            None => None,
+        };
+        Ok(())
+    }
+}
+
+/// See [`super::check_state`]: the step count, and both moments once a step was made.
+pub(super) fn check_state(state: &OptimizerState, numel: i64) -> std::result::Result<(), String> {
+    let steps = count(state, "steps")?;
+    if steps > i32::MAX as u64 {
+        return Err(format!("{steps} steps"));
+    }
+    if steps > 0 {
+        check_tensor(state, "exp_avg", numel)?;
+        check_tensor(state, "exp_avg_sq", numel)?;
+    }
+    Ok(())
 }

@@ -7,9 +7,10 @@
 use std::collections::VecDeque;
 
 use pastiche_spec::LineSearch;
-use tch::Tensor;
+use tch::{Device, Tensor};
 
-use super::{Objective, Optimizer};
+use super::{check_tensor, count, Objective, Optimizer};
+use crate::checkpoint::{HostTensor, OptimizerState};
 use crate::error::Result;
 
 #[derive(Debug, Clone)]
@@ -221,6 +222,107 @@ impl Optimizer for Lbfgs {
         }
         Ok(orig_loss)
     }
+
+    fn state(&self) -> Result<OptimizerState> {
+        let s = &self.state;
+        let mut state = OptimizerState::default();
+        let numbers = [
+            ("n_iter", s.n_iter as f64),
+            ("func_evals", s.func_evals as f64),
+            ("t", s.t),
+            ("h_diag", s.h_diag),
+            ("prev_loss", s.prev_loss),
+            ("history", s.old_dirs.len() as f64),
+        ];
+        for (name, value) in numbers {
+            state.numbers.insert(name.into(), value);
+        }
+        for (name, tensor) in [
+            ("direction", &s.direction),
+            ("prev_flat_grad", &s.prev_flat_grad),
+        ] {
+            if let Some(tensor) = tensor {
+                state.tensors.insert(name.into(), HostTensor::of(tensor)?);
+            }
+        }
+        for (i, ((y, step), ro)) in s.old_dirs.iter().zip(&s.old_stps).zip(&s.ro).enumerate() {
+            state
+                .tensors
+                .insert(history_name("old_dirs", i), HostTensor::of(y)?);
+            state
+                .tensors
+                .insert(history_name("old_stps", i), HostTensor::of(step)?);
+            state.numbers.insert(history_name("ro", i), *ro);
+        }
+        Ok(state)
+    }
+
+    fn restore(&mut self, state: &OptimizerState, device: Device) -> Result<()> {
+        let number = |name: &str| state.numbers[name];
+        let tensor = |name: &str| -> Result<Option<Tensor>> {
+            state
+                .tensors
+                .get(name)
+                .map(|t| t.to_tensor(device))
+                .transpose()
+        };
+        let history = number("history") as usize;
+        let mut restored = State {
+            n_iter: number("n_iter") as u64,
+            func_evals: number("func_evals") as u64,
+            direction: tensor("direction")?,
+            t: number("t"),
+            h_diag: number("h_diag"),
+            prev_flat_grad: tensor("prev_flat_grad")?,
+            prev_loss: number("prev_loss"),
+            ..State::default()
+        };
+        for i in 0..history {
+            let pair = |name| tensor(&history_name(name, i)).map(|t| t.expect("checked"));
+            restored.old_dirs.push_back(pair("old_dirs")?);
+            restored.old_stps.push_back(pair("old_stps")?);
+            restored.ro.push_back(number(&history_name("ro", i)));
+        }
+        self.state = restored;
+        Ok(())
+    }
+}
+
+/// The name of the `i`th (oldest first) entry of a curvature history, padded
+/// so that names sort in order.
+fn history_name(what: &str, i: usize) -> String {
+    format!("{what}.{i:06}")
+}
+
+/// See [`super::check_state`]: the counters and scalars, the direction and
+/// previous gradient after the first iteration, and `history` curvature pairs
+/// (no more than the render keeps).
+pub(super) fn check_state(
+    state: &OptimizerState,
+    numel: i64,
+    history_size: usize,
+) -> std::result::Result<(), String> {
+    let n_iter = count(state, "n_iter")?;
+    count(state, "func_evals")?;
+    for name in ["t", "h_diag", "prev_loss"] {
+        state.number(name)?;
+    }
+    if n_iter > 0 {
+        check_tensor(state, "direction", numel)?;
+        check_tensor(state, "prev_flat_grad", numel)?;
+    }
+    let history = count(state, "history")?;
+    if history > history_size as u64 {
+        return Err(format!(
+            "{history} curvature pairs, more than {history_size}"
+        ));
+    }
+    for i in 0..history as usize {
+        check_tensor(state, &history_name("old_dirs", i), numel)?;
+        check_tensor(state, &history_name("old_stps", i), numel)?;
+        state.number(&history_name("ro", i))?;
+    }
+    Ok(())
 }
 
 /// A point on the search line: step `t`, value `f`, gradient `g`, slope `gtd`.
