@@ -31,8 +31,8 @@ pub use layers::{
 pub use losses::{LossRecord, LOSSES_CSV_HEADER};
 pub use params::table::{Param, PARAMS};
 pub use params::{
-    Init, LineSearch, OptimizerKind, OptimizerSpec, ParamError, RenderParams, StyleLayer,
-    StyleWeight, DEFAULT_STOP_WINDOW, MAX_SIZE, MIN_SIZE,
+    Init, LineSearch, OptimizerKind, OptimizerSpec, ParamError, Precision, RenderParams,
+    StyleLayer, StyleWeight, DEFAULT_STOP_WINDOW, MAX_SIZE, MIN_SIZE,
 };
 pub use style::Style;
 
