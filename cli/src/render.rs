@@ -74,7 +74,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
              weights (see `pastiche weights list`)"
         ),
     }
-    let net = FeatureNet::load(params.backbone, weights.path(), device)?;
+    let net = FeatureNet::load_with(params.backbone, weights.path(), device, params.precision)?;
     let prepared = Prepared::new(&net, &params, &args.content, &style)?;
 
     let bar = ProgressBar::new(u64::from(params.iterations));
@@ -90,6 +90,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
         iterations = params.iterations,
         size = params.size,
         optimizer = %params.optimizer.kind,
+        precision = %params.precision,
         "rendering"
     );
     let rendered = render(&net, &params, prepared, &mut |progress| {

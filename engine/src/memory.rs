@@ -1,6 +1,6 @@
 //! Process-wide allocator tuning and the guard that refuses renders too big to fit.
 
-use pastiche_spec::Backbone;
+use pastiche_spec::{Backbone, Precision};
 use tch::Device;
 
 use crate::backbone::FeatureNet;
@@ -24,26 +24,31 @@ pub fn tune_allocator() {
 }
 
 /// Bytes a render is expected to need at its peak: the activations autograd keeps
-/// for the pastiche's backward pass, their gradients, or the style image's pass.
-pub fn estimate_bytes(backbone: Backbone, deepest: usize, content: Extent, style: Extent) -> u64 {
-    const FLOAT: u64 = 4;
+/// for the pastiche's backward pass, their gradients, or the style image's pass;
+/// each element and weight of `precision`'s size.
+pub fn estimate_bytes(
+    backbone: Backbone,
+    precision: Precision,
+    deepest: usize,
+    content: Extent,
+    style: Extent,
+) -> u64 {
+    let element = precision.bytes();
     let elements = |e: Extent| {
         FeatureNet::activation_elements(backbone, e.height.into(), e.width.into(), deepest) as u64
     };
     let (pastiche, style) = (elements(content), elements(style));
     // Activations plus as much again for gradients in the backward pass.
-    FLOAT * (2 * pastiche).max(style) + weights_bytes(backbone)
+    element * ((2 * pastiche).max(style) + weights_elements(backbone))
 }
 
-fn weights_bytes(backbone: Backbone) -> u64 {
-    const FLOAT: u64 = 4;
-    FLOAT
-        * match backbone {
-            Backbone::Vgg16 => 14_714_688,
-            Backbone::Vgg19 => 20_024_384,
-            Backbone::GoogLeNet => 5_600_000,
-            Backbone::InceptionV3 => 21_785_568,
-        }
+fn weights_elements(backbone: Backbone) -> u64 {
+    match backbone {
+        Backbone::Vgg16 => 14_714_688,
+        Backbone::Vgg19 => 20_024_384,
+        Backbone::GoogLeNet => 5_600_000,
+        Backbone::InceptionV3 => 21_785_568,
+    }
 }
 
 /// Memory the OS says it can give this process now (Linux's MemAvailable).

@@ -105,8 +105,13 @@ impl Prepared {
             .map(|&(_, extent, _)| extent)
             .max_by_key(|e| u64::from(e.width) * u64::from(e.height))
             .expect("a style has an image");
-        let needed =
-            memory::estimate_bytes(params.backbone, deepest, content_extent, largest_style);
+        let needed = memory::estimate_bytes(
+            params.backbone,
+            params.precision,
+            deepest,
+            content_extent,
+            largest_style,
+        );
         memory::check_fits(net.device(), needed, params.size)?;
 
         let content = image_io::load_resized(content, |_| content_extent)?;
@@ -227,6 +232,11 @@ pub fn render(
     observer: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
 ) -> Result<Rendered> {
     let started = Instant::now();
+    assert_eq!(
+        net.precision(),
+        params.precision,
+        "net loaded in another precision"
+    );
     let loss = GatysLoss::new(net, params, &inputs.content, &inputs.styles)?;
     let mut optimizer = optim::build(&params.optimizer);
     let mut x = inputs.init.f_detach()?.f_to_kind(Kind::Float)?;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use pastiche_engine::spec::{Backbone, LossRecord, RenderParams, Style};
+use pastiche_engine::spec::{Backbone, LossRecord, Precision, RenderParams, Style};
 use pastiche_engine::{render, tch, EngineError, FeatureNet, Prepared};
 use tokio::sync::{oneshot, watch};
 
@@ -56,7 +56,7 @@ impl EngineThread {
         let thread = std::thread::Builder::new()
             .name(format!("engine-{name}"))
             .spawn(move || {
-                let mut nets: HashMap<(Backbone, Option<PathBuf>), FeatureNet> = HashMap::new();
+                let mut nets: HashMap<NetKey, FeatureNet> = HashMap::new();
                 for job in inbox {
                     // A panic (a bug of ours) fails that render, not the worker:
                     // without the thread, every later task would fail at once.
@@ -92,6 +92,10 @@ impl EngineThread {
     }
 }
 
+/// A loaded net: its backbone, its weights file (none: the seeded random
+/// network) and the precision its weights were cast to.
+type NetKey = (Backbone, Option<PathBuf>, Precision);
+
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
@@ -101,15 +105,24 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 fn run(
-    nets: &mut HashMap<(Backbone, Option<PathBuf>), FeatureNet>,
+    nets: &mut HashMap<NetKey, FeatureNet>,
     device: tch::Device,
     job: &RenderJob,
 ) -> Result<RenderOutput, EngineError> {
-    let key = (job.params.backbone, job.weights.clone());
+    let key = (
+        job.params.backbone,
+        job.weights.clone(),
+        job.params.precision,
+    );
     if !nets.contains_key(&key) {
         // One backbone on the device at a time: the next task most likely uses it too.
         nets.clear();
-        let net = FeatureNet::load(job.params.backbone, job.weights.as_deref(), device)?;
+        let net = FeatureNet::load_with(
+            job.params.backbone,
+            job.weights.as_deref(),
+            device,
+            job.params.precision,
+        )?;
         nets.insert(key.clone(), net);
     }
     let net = &nets[&key];
