@@ -161,3 +161,45 @@ fn run(
         elapsed: rendered.elapsed,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(precision: Precision) -> RenderJob {
+        let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .join("examples");
+        let params = RenderParams {
+            size: 32,
+            iterations: 1,
+            precision,
+            ..RenderParams::new(Backbone::Vgg16)
+        };
+        RenderJob {
+            params,
+            content: examples.join("chelsea.png"),
+            style: Style::image(examples.join("starry_night.jpg").to_string_lossy()),
+            weights: None,
+            cancel: Arc::new(AtomicBool::new(false)),
+            progress: watch::channel(None).0,
+            preview_every: 0,
+            previews: watch::channel(None).0,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn a_net_is_reloaded_when_the_precision_changes() {
+        let mut nets = HashMap::new();
+        for precision in [Precision::Fp32, Precision::Bf16, Precision::Fp32] {
+            // The render refuses a net of another precision: a cache keyed
+            // without it would hand the fp32 net to the bf16 task.
+            run(&mut nets, tch::Device::Cpu, &job(precision)).unwrap();
+            assert_eq!(nets.len(), 1);
+            let net = nets.values().next().unwrap();
+            assert_eq!(net.precision(), precision);
+        }
+    }
+}
