@@ -11,7 +11,8 @@ both sides see bit-identical tensors. Subcommands:
   optim     a torch.optim trajectory on the Rosenbrock function
   losses    Gram matrices and the Gatys losses computed directly
   gatys     the whole style-transfer optimisation, as the PyTorch tutorial writes
-            it (also timed by the benchmark)
+            it (also timed by the benchmark); `--precision bf16` runs the backbone
+            under torch.autocast(bfloat16) and its features back in fp32
 """
 
 import argparse
@@ -82,9 +83,10 @@ def load_model(name, weights):
 class Extractor:
     """Runs a torchvision backbone layer by layer up to the deepest wanted layer."""
 
-    def __init__(self, name, model, channels_last=False):
+    def __init__(self, name, model, channels_last=False, bf16=False):
         self.names = layer_names(name)
         self.channels_last = channels_last
+        self.bf16 = bf16
         if name in INCEPTIONS:
             self.modules = [getattr(model, n) for n in self.names]
             self.prelude = model._transform_input
@@ -95,6 +97,15 @@ class Extractor:
         self.copy = [name not in INCEPTIONS and n.startswith("conv") for n in self.names]
 
     def __call__(self, x, wanted):
+        if not self.bf16:
+            return self.forward(x, wanted)
+        # PyTorch's mixed precision: the convolutions in bfloat16 (autocast casts
+        # their inputs and weights), the Gram matrices and losses in fp32.
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            features = self.forward(x, wanted)
+        return [f.float() for f in features]
+
+    def forward(self, x, wanted):
         indices = [self.names.index(w) for w in wanted]
         deepest = max(indices)
         x = self.prelude(x)
@@ -270,7 +281,7 @@ def cmd_gatys(args):
         styles = [(images["style"], 1.0)]
     auto = args.style_weight.startswith("auto")
     loss = GatysLoss(
-        Extractor(args.model, model, args.channels_last), args.content_layers.split(","), args.style_layers.split(","),
+        Extractor(args.model, model, args.channels_last, args.precision == "bf16"), args.content_layers.split(","), args.style_layers.split(","),
         images["content"], styles, args.content_weight, 1.0 if auto else float(args.style_weight), args.tv_weight,
     )
     if auto:
@@ -383,6 +394,8 @@ def main():
     p.add_argument("--channels-last", action="store_true",
                    help="run the network in the channels-last memory format, as Pastiche does, so that "
                    "both round alike where a ReLU or max pool sits on a knife edge")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: the backbone under torch.autocast(bfloat16), the losses in fp32")
     p.add_argument("--out", required=True)
 
     args = parser.parse_args()

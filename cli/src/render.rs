@@ -74,7 +74,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
              weights (see `pastiche weights list`)"
         ),
     }
-    let net = FeatureNet::load(params.backbone, weights.path(), device)?;
+    let net = FeatureNet::load_with(params.backbone, weights.path(), device, params.precision)?;
     let prepared = Prepared::new(&net, &params, &args.content, &style)?;
 
     let bar = ProgressBar::new(u64::from(params.total_iterations()));
@@ -91,6 +91,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
         size = params.size,
         scales = ?params.scales,
         optimizer = %params.optimizer.kind,
+        precision = %params.precision,
         "rendering"
     );
     let rendered = render(&net, &params, prepared, &mut |progress| {

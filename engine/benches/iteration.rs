@@ -4,10 +4,12 @@
 //!
 //!     cargo bench -p pastiche-engine --bench iteration            # CPU, 128 and 256 px
 //!     cargo bench -p pastiche-engine --bench iteration -- --device cuda:0 --sizes 512
+//!     ... -- --precisions fp32          # only fp32 (default: fp32 and bf16)
 //!
 //! Each measurement runs in its own process, so that peak RSS is that render's
-//! alone; PyTorch and Pastiche alternate, twice each, and the faster run of each
-//! is reported. The table is written into BENCHMARKS.md (between the
+//! alone; PyTorch and Pastiche alternate, fp32 and bf16 alternate, twice each,
+//! and the faster run of each is reported. bf16 is Pastiche's `precision = "bf16"`
+//! against PyTorch's torch.autocast(bfloat16) around the backbone. The table is written into BENCHMARKS.md (between the
 //! `engine-bench` markers) unless `--no-write`.
 
 use std::ops::ControlFlow;
@@ -15,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use pastiche_engine::spec::{Backbone, LineSearch, OptimizerKind, OptimizerSpec, RenderParams};
+use pastiche_engine::spec::{
+    Backbone, LineSearch, OptimizerKind, OptimizerSpec, Precision, RenderParams,
+};
 use pastiche_engine::{image_io, parse_device, render, FeatureNet, Prepared};
 use tch::Tensor;
 
@@ -47,7 +51,12 @@ fn arg(args: &[String], name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
-fn params(optimizer: OptimizerKind, size: u32, iterations: u32) -> RenderParams {
+fn params(
+    optimizer: OptimizerKind,
+    precision: Precision,
+    size: u32,
+    iterations: u32,
+) -> RenderParams {
     let mut spec = OptimizerSpec::new(optimizer);
     // One objective evaluation per iteration on both sides: the cost compared is
     // that of the implementation, not of how many steps a line search tries.
@@ -57,6 +66,7 @@ fn params(optimizer: OptimizerKind, size: u32, iterations: u32) -> RenderParams 
         size,
         iterations,
         log_every: iterations,
+        precision,
         ..RenderParams::new(BACKBONE)
     }
 }
@@ -75,6 +85,7 @@ fn peak_rss_bytes() -> u64 {
 fn child(args: &[String]) {
     pastiche_engine::tune_allocator();
     let optimizer: OptimizerKind = arg(args, "--optimizer").unwrap().parse().unwrap();
+    let precision: Precision = arg(args, "--precision").unwrap().parse().unwrap();
     let size: u32 = arg(args, "--size").unwrap().parse().unwrap();
     let iterations: u32 = arg(args, "--iterations").unwrap().parse().unwrap();
     let device = parse_device(&arg(args, "--device").unwrap()).unwrap();
@@ -84,8 +95,8 @@ fn child(args: &[String]) {
             .unwrap()
             .into_iter()
             .collect();
-    let params = params(optimizer, size, iterations);
-    let net = FeatureNet::load(BACKBONE, Some(&weights), device).unwrap();
+    let params = params(optimizer, precision, size, iterations);
+    let net = FeatureNet::load_with(BACKBONE, Some(&weights), device, precision).unwrap();
     let prepared = Prepared::from_tensors(
         &net,
         &params,
@@ -187,6 +198,11 @@ fn main() {
         .split(',')
         .map(|s| s.parse().unwrap())
         .collect();
+    let precisions: Vec<Precision> = arg(&args, "--precisions")
+        .unwrap_or_else(|| "fp32,bf16".into())
+        .split(',')
+        .map(|s| s.parse().unwrap())
+        .collect();
     let python = reference_python();
     let work = repo_root().join("target/bench");
     std::fs::create_dir_all(&work).unwrap();
@@ -202,6 +218,8 @@ fn main() {
     }
 
     let mut rows = Vec::new();
+    // bf16's speed-up over fp32, per side.
+    let mut speedups = Vec::new();
     for &size in &sizes {
         let examples = repo_root().join("examples");
         let content =
@@ -221,7 +239,7 @@ fn main() {
         for optimizer in [OptimizerKind::Adam, OptimizerKind::Lbfgs] {
             let lr = optimizer.default_lr().to_string();
             let iterations_arg = iterations.to_string();
-            let defaults = params(optimizer, size, iterations);
+            let defaults = params(optimizer, Precision::Fp32, size, iterations);
             let content_layers = defaults.content_layers.join(",");
             let style_layers: Vec<&str> = defaults
                 .style_layers
@@ -229,7 +247,7 @@ fn main() {
                 .map(|l| l.name.as_str())
                 .collect();
             let style_layers = style_layers.join(",");
-            let reference = || {
+            let reference = |precision: Precision| {
                 run(Command::new(&python)
                     .arg(repo_root().join("scripts/torch_reference.py"))
                     .args([
@@ -242,6 +260,7 @@ fn main() {
                     ])
                     .args(["--optimizer", &optimizer.to_string(), "--lr", &lr])
                     .args(["--iterations", &iterations_arg, "--device", &device])
+                    .args(["--precision", &precision.to_string()])
                     .args([
                         "--content-layers",
                         &content_layers,
@@ -255,9 +274,10 @@ fn main() {
                     .arg("--out")
                     .arg(work.join("reference-out.safetensors")))
             };
-            let ours = || {
+            let ours = |precision: Precision| {
                 run(Command::new(std::env::current_exe().unwrap())
                     .args(["--child", "--optimizer", &optimizer.to_string()])
+                    .args(["--precision", &precision.to_string()])
                     .args([
                         "--size",
                         &size.to_string(),
@@ -271,28 +291,52 @@ fn main() {
                     .arg("--images")
                     .arg(&images))
             };
-            let (r1, o1, r2, o2) = (reference(), ours(), reference(), ours());
-            let (theirs, ours) = (best(r1, r2), best(o1, o2));
-            let agreement =
-                (ours.final_total - theirs.final_total).abs() / theirs.final_total.abs();
-            eprintln!(
-                "{size} px {optimizer}: pytorch {:.4} s/it, pastiche {:.4} s/it",
-                theirs.seconds, ours.seconds
-            );
-            rows.push(format!(
-                "| {size} px | {optimizer} | {:.4} | {:.4} | **{:.2}x** | {:.0} | {:.0} | **{:.2}x** | {:.1e} |",
-                theirs.seconds,
-                ours.seconds,
-                ours.seconds / theirs.seconds,
-                theirs.peak_bytes as f64 / (1 << 20) as f64,
-                ours.peak_bytes as f64 / (1 << 20) as f64,
-                ours.peak_bytes as f64 / theirs.peak_bytes as f64,
-                agreement,
-            ));
-            assert_eq!(
-                theirs.threads, ours.threads,
-                "both sides must use the same thread count"
-            );
+            // Both sides, both precisions, in turn; then again.
+            let mut firsts = Vec::new();
+            for &precision in &precisions {
+                firsts.push((reference(precision), ours(precision)));
+            }
+            let mut measured = Vec::new();
+            for (&precision, (r1, o1)) in precisions.iter().zip(firsts) {
+                let (r2, o2) = (reference(precision), ours(precision));
+                measured.push((precision, best(r1, r2), best(o1, o2)));
+            }
+            for (precision, theirs, ours) in &measured {
+                let agreement =
+                    (ours.final_total - theirs.final_total).abs() / theirs.final_total.abs();
+                eprintln!(
+                    "{size} px {optimizer} {precision}: pytorch {:.4} s/it, pastiche {:.4} s/it",
+                    theirs.seconds, ours.seconds
+                );
+                rows.push(format!(
+                    "| {size} px | {optimizer} | {precision} | {:.4} | {:.4} | **{:.2}x** | {:.0} | {:.0} | **{:.2}x** | {:.1e} |",
+                    theirs.seconds,
+                    ours.seconds,
+                    ours.seconds / theirs.seconds,
+                    theirs.peak_bytes as f64 / (1 << 20) as f64,
+                    ours.peak_bytes as f64 / (1 << 20) as f64,
+                    ours.peak_bytes as f64 / theirs.peak_bytes as f64,
+                    agreement,
+                ));
+                assert_eq!(
+                    theirs.threads, ours.threads,
+                    "both sides must use the same thread count"
+                );
+            }
+            let at = |p: Precision| measured.iter().find(|(precision, ..)| *precision == p);
+            if let (Some((_, torch32, ours32)), Some((_, torch16, ours16))) =
+                (at(Precision::Fp32), at(Precision::Bf16))
+            {
+                speedups.push(format!(
+                    "| {size} px | {optimizer} | {:.4} | {:.4} | **{:.2}x** | {:.4} | {:.4} | **{:.2}x** |",
+                    torch32.seconds,
+                    torch16.seconds,
+                    torch32.seconds / torch16.seconds,
+                    ours32.seconds,
+                    ours16.seconds,
+                    ours32.seconds / ours16.seconds,
+                ));
+            }
         }
     }
     let table = format!(
@@ -300,10 +344,21 @@ fn main() {
          VGG19 (random weights, the same file on both sides), content = init = chelsea.png, style = starry_night.jpg,\n\
          L-BFGS with a fixed step (one evaluation per iteration on both sides). Time: median iteration after the\n\
          first, better of two runs each, alternating. Memory: peak RSS of the whole process (PyTorch's includes\n\
-         the Python interpreter). Last column: relative difference of the final total loss.\n\n\
-         | size | optimizer | PyTorch s/it | Pastiche s/it | time ratio | PyTorch peak MiB | Pastiche peak MiB | memory ratio | loss diff |\n\
-         |---|---|---|---|---|---|---|---|---|\n{}\n",
+         the Python interpreter). Last column: relative difference of the final total loss. bf16: Pastiche's\n\
+         `precision = \"bf16\"`, PyTorch's torch.autocast(bfloat16) around the backbone (losses in fp32 on both).\n\n\
+         | size | optimizer | precision | PyTorch s/it | Pastiche s/it | time ratio | PyTorch peak MiB | Pastiche peak MiB | memory ratio | loss diff |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n{}\n{}",
         rows.join("\n"),
+        if speedups.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\nbf16 against fp32, from the same runs (speed-up: fp32 s/it over bf16 s/it):\n\n\
+                 | size | optimizer | PyTorch fp32 | PyTorch autocast bf16 | speed-up | Pastiche fp32 | Pastiche bf16 | speed-up |\n\
+                 |---|---|---|---|---|---|---|---|\n{}\n",
+                speedups.join("\n")
+            )
+        },
         date = String::from_utf8(Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output().unwrap().stdout)
             .unwrap()
             .trim(),

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pastiche_spec::{Backbone, OptimizerKind, OptimizerSpec};
+use pastiche_spec::{Backbone, OptimizerKind, OptimizerSpec, Precision};
 use tch::Device;
 
 use crate::backbone::FeatureNet;
@@ -46,6 +46,9 @@ pub struct RenderShape {
     pub style: Extent,
     pub optimizer: OptimizerSpec,
     pub iterations: u32,
+    /// The backbone's weights and activations: 4 bytes an element, or 2 in
+    /// bf16. The images, the gradient and the optimiser stay fp32.
+    pub precision: Precision,
     /// Renders optimised together as one batch (1: a render alone).
     pub items: u32,
 }
@@ -96,10 +99,15 @@ impl RenderShape {
             ) as u64
         };
         let pastiche = pixels(self.content);
+        // Not measured in bf16: its half-size elements are assumed to halve it.
+        let narrow = match self.precision {
+            Precision::Fp32 => 1.0,
+            Precision::Bf16 => 0.5,
+        };
         let with_grad =
-            (activations(self.content) as f64 * ACTIVATION_BYTES_WITH_GRAD) as u64 * items;
+            (activations(self.content) as f64 * ACTIVATION_BYTES_WITH_GRAD * narrow) as u64 * items;
         // Targets are computed without grad: a pass keeps little beyond its outputs.
-        let style_pass = activations(self.style) * FLOAT;
+        let style_pass = (activations(self.style) as f64 * FLOAT as f64 * narrow) as u64;
         let optimizer = match self.optimizer.kind {
             // Two moments, and the step's temporaries (squared gradient, denominator).
             OptimizerKind::Adam => 4 * pastiche,
@@ -111,7 +119,8 @@ impl RenderShape {
             }
         };
         Footprint {
-            weights: weights_bytes(self.backbone),
+            // bf16 keeps the cast copy (the fp32 weights are dropped once cast).
+            weights: (weights_bytes(self.backbone) as f64 * narrow) as u64,
             activations: with_grad.max(style_pass),
             optimizer: optimizer * FLOAT * items,
             images: (PASTICHE_COPIES * pastiche * items + pixels(self.style)) * FLOAT,
@@ -408,6 +417,7 @@ mod tests {
             style: extent,
             optimizer: OptimizerSpec::new(optimizer),
             iterations: 500,
+            precision: Precision::Fp32,
             items: 1,
         }
     }

@@ -188,6 +188,7 @@ impl Prepared {
             style: largest_style(size),
             optimizer: params.optimizer.clone(),
             iterations: params.iterations,
+            precision: params.precision,
             items: 1,
         })?;
 
@@ -455,6 +456,11 @@ fn render_one_scale(
     observer: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
 ) -> Result<Rendered> {
     let started = Instant::now();
+    assert_eq!(
+        net.precision(),
+        params.precision,
+        "net loaded in another precision"
+    );
     let mut loss = GatysLoss::new(net, params, &inputs.content, &inputs.styles)?;
     if let Some(checkpoint) = &inputs.resume {
         // The objective as the checkpoint's render had it: an `auto` beta is

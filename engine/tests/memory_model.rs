@@ -156,6 +156,7 @@ fn child(case: &str) {
         style: extent,
         optimizer: params.optimizer.clone(),
         iterations: params.iterations,
+        precision: params.precision,
         items: 1,
     }
     .footprint();

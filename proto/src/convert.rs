@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use pastiche_spec::{
-    Backbone, Init, LineSearch, LossRecord, OptimizerKind, OptimizerSpec, RenderParams, StyleLayer,
-    StyleWeight,
+    Backbone, Init, LineSearch, LossRecord, OptimizerKind, OptimizerSpec, Precision, RenderParams,
+    StyleLayer, StyleWeight,
 };
 
 use crate::pb;
@@ -99,6 +99,27 @@ impl TryFrom<pb::LineSearch> for LineSearch {
     }
 }
 
+impl From<Precision> for pb::Precision {
+    fn from(p: Precision) -> Self {
+        match p {
+            Precision::Fp32 => pb::Precision::Fp32,
+            Precision::Bf16 => pb::Precision::Bf16,
+        }
+    }
+}
+
+impl TryFrom<pb::Precision> for Precision {
+    type Error = ConversionError;
+
+    /// Unspecified is what a coordinator older than the field sends: fp32.
+    fn try_from(p: pb::Precision) -> Result<Self, Self::Error> {
+        Ok(match p {
+            pb::Precision::Unspecified | pb::Precision::Fp32 => Precision::Fp32,
+            pb::Precision::Bf16 => Precision::Bf16,
+        })
+    }
+}
+
 impl From<&Init> for pb::Init {
     fn from(init: &Init) -> Self {
         let start = match init {
@@ -162,6 +183,7 @@ impl From<&RenderParams> for pb::RenderParams {
             stop_window: p.stop_window,
             scales: p.scales.clone(),
             scale_iterations: p.scale_iterations.clone(),
+            precision: pb::Precision::from(p.precision).into(),
         }
     }
 }
@@ -226,6 +248,7 @@ impl TryFrom<pb::RenderParams> for RenderParams {
             },
             scales: p.scales,
             scale_iterations: p.scale_iterations,
+            precision: enum_field::<pb::Precision, _>("precision", p.precision)?,
         };
         params.validate().map_err(|e| ConversionError {
             field: "params",
@@ -286,11 +309,25 @@ mod tests {
                     params.stop_window = 20;
                     params.scales = vec![96, 128];
                     params.scale_iterations = vec![30, 20];
+                    params.precision = Precision::Bf16;
                     let wire = pb::RenderParams::from(&params);
                     assert_eq!(RenderParams::try_from(wire).unwrap(), params);
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_older_coordinators_unset_precision_reads_as_fp32() {
+        let mut wire = pb::RenderParams::from(&RenderParams::new(Backbone::Vgg19));
+        wire.precision = 0;
+        let params = RenderParams::try_from(wire.clone()).unwrap();
+        assert_eq!(params.precision, Precision::Fp32);
+        wire.precision = 7;
+        assert!(RenderParams::try_from(wire)
+            .unwrap_err()
+            .to_string()
+            .contains("precision"));
     }
 
     #[test]

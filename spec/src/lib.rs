@@ -31,8 +31,8 @@ pub use layers::{
 pub use losses::{scale_of_csv_row, LossRecord, LOSSES_CSV_HEADER, LOSSES_CSV_HEADER_WITH_SCALE};
 pub use params::table::{Param, PARAMS};
 pub use params::{
-    Init, LineSearch, OptimizerKind, OptimizerSpec, ParamError, RenderParams, Stage, StyleLayer,
-    StyleWeight, DEFAULT_STOP_WINDOW, MAX_SIZE, MIN_SIZE,
+    Init, LineSearch, OptimizerKind, OptimizerSpec, ParamError, Precision, RenderParams, Stage,
+    StyleLayer, StyleWeight, DEFAULT_STOP_WINDOW, MAX_SIZE, MIN_SIZE,
 };
 pub use style::Style;
 

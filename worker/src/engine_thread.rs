@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use pastiche_engine::spec::{Backbone, LossRecord, RenderParams, Style};
+use pastiche_engine::spec::{Backbone, LossRecord, Precision, RenderParams, Style};
 use pastiche_engine::{render, tch, Checkpoint, EngineError, FeatureNet, Prepared};
 use tokio::sync::{oneshot, watch};
 
@@ -70,7 +70,7 @@ impl EngineThread {
         let thread = std::thread::Builder::new()
             .name(format!("engine-{name}"))
             .spawn(move || {
-                let mut nets: HashMap<(Backbone, Option<PathBuf>), FeatureNet> = HashMap::new();
+                let mut nets: HashMap<NetKey, FeatureNet> = HashMap::new();
                 for mut job in inbox {
                     let resume = job.resume.take();
                     // A panic (a bug of ours) fails that render, not the worker:
@@ -107,6 +107,10 @@ impl EngineThread {
     }
 }
 
+/// A loaded net: its backbone, its weights file (none: the seeded random
+/// network) and the precision its weights were cast to.
+type NetKey = (Backbone, Option<PathBuf>, Precision);
+
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
@@ -116,16 +120,25 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 fn run(
-    nets: &mut HashMap<(Backbone, Option<PathBuf>), FeatureNet>,
+    nets: &mut HashMap<NetKey, FeatureNet>,
     device: tch::Device,
     job: &RenderJob,
     resume: Option<Checkpoint>,
 ) -> Result<RenderOutput, EngineError> {
-    let key = (job.params.backbone, job.weights.clone());
+    let key = (
+        job.params.backbone,
+        job.weights.clone(),
+        job.params.precision,
+    );
     if !nets.contains_key(&key) {
         // One backbone on the device at a time: the next task most likely uses it too.
         nets.clear();
-        let net = FeatureNet::load(job.params.backbone, job.weights.as_deref(), device)?;
+        let net = FeatureNet::load_with(
+            job.params.backbone,
+            job.weights.as_deref(),
+            device,
+            job.params.precision,
+        )?;
         nets.insert(key.clone(), net);
     }
     let net = &nets[&key];
@@ -188,4 +201,51 @@ fn run(
         resumed_from: rendered.resumed_from,
         elapsed: rendered.elapsed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(precision: Precision) -> RenderJob {
+        let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .join("examples");
+        let params = RenderParams {
+            size: 32,
+            iterations: 1,
+            precision,
+            ..RenderParams::new(Backbone::Vgg16)
+        };
+        RenderJob {
+            params,
+            content: examples.join("chelsea.png"),
+            style: Style::image(examples.join("starry_night.jpg").to_string_lossy()),
+            weights: None,
+            cancel: Arc::new(AtomicBool::new(false)),
+            progress: watch::channel(None).0,
+            preview_every: 0,
+            previews: watch::channel(None).0,
+            resume: None,
+            label: "a-task".into(),
+            checkpoint_every: 0,
+            give_back: Arc::new(AtomicBool::new(false)),
+            checkpoints: watch::channel(None).0,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn a_net_is_reloaded_when_the_precision_changes() {
+        let mut nets = HashMap::new();
+        for precision in [Precision::Fp32, Precision::Bf16, Precision::Fp32] {
+            // The render refuses a net of another precision: a cache keyed
+            // without it would hand the fp32 net to the bf16 task.
+            run(&mut nets, tch::Device::Cpu, &job(precision), None).unwrap();
+            assert_eq!(nets.len(), 1);
+            let net = nets.values().next().unwrap();
+            assert_eq!(net.precision(), precision);
+        }
+    }
 }

@@ -9,7 +9,7 @@ pub(crate) mod weights;
 
 use std::path::Path;
 
-use pastiche_spec::Backbone;
+use pastiche_spec::{Backbone, Precision};
 use tch::{Device, Kind, Tensor};
 
 use arch::{architecture, BranchOp, ConvShape, InceptionBlock, LayerSpec, Pool};
@@ -165,6 +165,9 @@ pub struct FeatureNet {
     mean: Tensor,
     std: Tensor,
     device: Device,
+    /// The weights' and activations' kind inside the network; features leave it
+    /// as fp32 whatever this is.
+    precision: Precision,
 }
 
 impl FeatureNet {
@@ -172,14 +175,29 @@ impl FeatureNet {
     /// metadata, its input convention), or without it a seeded random network
     /// initialised as torchvision initialises one.
     pub fn load(backbone: Backbone, weights: Option<&Path>, device: Device) -> Result<Self> {
-        match weights {
-            Some(path) => Self::build(backbone, &mut SafetensorsFile::open(path)?, device),
+        Self::load_with(backbone, weights, device, Precision::Fp32)
+    }
+
+    /// As [`load`](Self::load), with the convolutions in `precision`: for bf16 the
+    /// weights are cast once, here (the same rounding as PyTorch's autocast, which
+    /// casts them again at every call), and [`extract`](Self::extract) runs the
+    /// layers on bf16 activations and returns fp32 features.
+    pub fn load_with(
+        backbone: Backbone,
+        weights: Option<&Path>,
+        device: Device,
+        precision: Precision,
+    ) -> Result<Self> {
+        let mut net = match weights {
+            Some(path) => Self::build(backbone, &mut SafetensorsFile::open(path)?, device)?,
             None => Self::build(
                 backbone,
                 &mut RandomParams::new(RANDOM_WEIGHTS_SEED),
                 device,
-            ),
-        }
+            )?,
+        };
+        net.set_precision(precision)?;
+        Ok(net)
     }
 
     fn build(backbone: Backbone, src: &mut dyn ParamSource, device: Device) -> Result<Self> {
@@ -223,6 +241,7 @@ impl FeatureNet {
             mean: per_channel(mean)?,
             std: per_channel(std)?,
             device,
+            precision: Precision::Fp32,
         };
         net.move_to(device)?;
         Ok(net)
@@ -236,6 +255,19 @@ impl FeatureNet {
                 *bias = bias.f_to_device(device)?.set_requires_grad(false);
             }
         }
+        Ok(())
+    }
+
+    /// Casts the weights and biases from fp32 (as built) to `precision`'s kind.
+    fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        let kind = kind_of(precision);
+        for conv in self.convs_mut() {
+            conv.weight = conv.weight.f_to_kind(kind)?.set_requires_grad(false);
+            if let Some(bias) = conv.bias.as_mut() {
+                *bias = bias.f_to_kind(kind)?.set_requires_grad(false);
+            }
+        }
+        self.precision = precision;
         Ok(())
     }
 
@@ -257,6 +289,10 @@ impl FeatureNet {
 
     pub fn device(&self) -> Device {
         self.device
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     pub fn convention(&self) -> InputConvention {
@@ -327,7 +363,9 @@ impl FeatureNet {
     }
 
     /// The network's own activations (unscaled) for an input already normalised as
-    /// [`normalize`](Self::normalize) does.
+    /// [`normalize`](Self::normalize) does; fp32 whatever the net's precision (in
+    /// bf16 the input is cast at the first layer and the features back, as PyTorch's
+    /// autocast does around its convolutions).
     pub fn extract_normalized(&self, input: &Tensor, wanted: &[usize]) -> Result<Vec<Tensor>> {
         let Some(&deepest) = wanted.iter().max() else {
             return Ok(Vec::new());
@@ -335,6 +373,12 @@ impl FeatureNet {
         let x = match &self.input_transform {
             Some((scale, shift)) => input.f_mul(scale)?.f_add(shift)?,
             None => input.shallow_clone(),
+        };
+        let kind = kind_of(self.precision);
+        let x = if x.kind() == kind {
+            x
+        } else {
+            x.f_to_kind(kind)?
         };
         let mut x = channels_last(&x)?;
         let mut kept: Vec<Option<Tensor>> = (0..=deepest).map(|_| None).collect();
@@ -345,10 +389,24 @@ impl FeatureNet {
                 kept[index] = Some(x.shallow_clone());
             }
         }
-        Ok(wanted
+        wanted
             .iter()
-            .map(|&i| kept[i].as_ref().expect("kept above").shallow_clone())
-            .collect())
+            .map(|&i| {
+                let feature = kept[i].as_ref().expect("kept above");
+                Ok(match feature.kind() {
+                    Kind::Float => feature.shallow_clone(),
+                    _ => feature.f_to_kind(Kind::Float)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The tensor kind of the network's weights and activations.
+fn kind_of(precision: Precision) -> Kind {
+    match precision {
+        Precision::Fp32 => Kind::Float,
+        Precision::Bf16 => Kind::BFloat16,
     }
 }
 

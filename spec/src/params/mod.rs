@@ -109,6 +109,55 @@ impl fmt::Display for OptimizerKind {
     }
 }
 
+/// The arithmetic of the backbone's convolutions. Gram matrices, losses, the
+/// pastiche, its gradient and the optimiser's state are fp32 in both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    /// bfloat16 weights and activations in the backbone (its forward and
+    /// backward passes); features are cast back to fp32 for the losses.
+    Bf16,
+}
+
+impl Precision {
+    pub const ALL: [Precision; 2] = [Precision::Fp32, Precision::Bf16];
+
+    pub fn is_default(&self) -> bool {
+        *self == Precision::default()
+    }
+
+    /// Bytes of one activation or weight in the backbone.
+    pub fn bytes(self) -> u64 {
+        match self {
+            Precision::Fp32 => 4,
+            Precision::Bf16 => 2,
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
+impl FromStr for Precision {
+    type Err = ParamError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "fp32" | "float32" => Ok(Precision::Fp32),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            _ => Err(ParamError::UnknownPrecision(s.to_owned())),
+        }
+    }
+}
+
 /// L-BFGS's line search, as torch.optim.LBFGS's `line_search_fn`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -310,6 +359,8 @@ pub enum ParamError {
     UnknownOptimizer(String),
     #[error("unknown line search '{0}' (expected none or strong_wolfe)")]
     UnknownLineSearch(String),
+    #[error("unknown precision '{0}' (expected fp32 or bf16)")]
+    UnknownPrecision(String),
     #[error("bad style layer '{0}': expected NAME or NAME:WEIGHT")]
     BadLayerWeight(String),
 }
@@ -367,6 +418,9 @@ pub struct RenderParams {
         skip_serializing_if = "is_default_stop_window"
     )]
     pub stop_window: u32,
+    /// The backbone's convolutions in bf16 ([`Precision`]); the losses stay fp32.
+    #[serde(default, skip_serializing_if = "Precision::is_default")]
+    pub precision: Precision,
     /// Multi-scale, coarse to fine: the sizes rendered before `size`, each
     /// starting from the previous one's result resized up, with a fresh
     /// optimiser. Increasing, each below `size`. Empty: `size` alone.
@@ -433,6 +487,7 @@ impl RenderParams {
             stop_window: DEFAULT_STOP_WINDOW,
             scales: Vec::new(),
             scale_iterations: Vec::new(),
+            precision: Precision::Fp32,
         }
     }
 
@@ -753,6 +808,30 @@ mod tests {
                 "a new parameter entered the id at its default"
             );
         }
+    }
+
+    #[test]
+    fn bf16_enters_the_id_and_fp32_does_not() {
+        let base = RenderParams::new(Backbone::Vgg19);
+        let json = |p: &RenderParams| serde_json::to_value(p).unwrap();
+        assert!(json(&base).get("precision").is_none());
+        let bf16 = RenderParams {
+            precision: Precision::Bf16,
+            ..base.clone()
+        };
+        let written = json(&bf16.clone().normalised());
+        assert_eq!(written["precision"], "bf16");
+        assert_eq!(
+            serde_json::from_value::<RenderParams>(written).unwrap(),
+            bf16
+        );
+        // Records written before precision existed read as fp32.
+        let old: RenderParams = serde_json::from_value(json(&base)).unwrap();
+        assert_eq!(old.precision, Precision::Fp32);
+        assert_eq!("BF16".parse::<Precision>(), Ok(Precision::Bf16));
+        assert_eq!("bfloat16".parse::<Precision>(), Ok(Precision::Bf16));
+        let err = "bf17".parse::<Precision>().unwrap_err().to_string();
+        assert!(err.contains("fp32 or bf16"), "{err}");
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::{
-    Init, LineSearch, OptimizerKind, RenderParams, StyleLayer, StyleWeight, MAX_HISTORY_SIZE,
-    MAX_ITERATIONS, MAX_SIZE,
+    Init, LineSearch, OptimizerKind, Precision, RenderParams, StyleLayer, StyleWeight,
+    MAX_HISTORY_SIZE, MAX_ITERATIONS, MAX_SIZE,
 };
 use crate::Backbone;
 
@@ -798,6 +798,18 @@ pub static PARAMS: &[Param] = &[
         },
     )
     .bounded_by(|p| at_least_one("log_every", p.log_every.into())),
+    Param::new(
+        "precision",
+        Kind::Word,
+        "fp32, or bf16: the backbone's convolutions in bfloat16 (losses, Gram matrices \
+         and the optimiser stay fp32)",
+        word::<Precision>,
+        |p| Value::Word(p.precision.to_string()),
+        |p, v| {
+            p.precision = parsed(v);
+            Ok(())
+        },
+    ),
 ];
 
 // ---------------------------------------------------------------------------
@@ -1029,6 +1041,7 @@ mod tests {
         varied.stop_window = 20;
         varied.scales = vec![128, 256];
         varied.scale_iterations = vec![100, 50];
+        varied.precision = Precision::Bf16;
         let mut auto = RenderParams::new(Backbone::Vgg19);
         auto.style_weight = StyleWeight::Auto { ratio: 0.5 };
         for params in [RenderParams::new(Backbone::Vgg16), varied, auto] {
