@@ -9,7 +9,7 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::{Identity, ServerTlsConfig};
@@ -84,6 +84,9 @@ pub(crate) fn ring_by_default() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// TLS handshakes in progress at once, at most.
+const MAX_HANDSHAKES: usize = 256;
+
 /// How long a client may take over its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -100,9 +103,15 @@ impl HttpsListener {
     fn new(listener: TcpListener, acceptor: TlsAcceptor) -> HttpsListener {
         let local = listener.local_addr();
         let (done, ready) = mpsc::channel(64);
+        let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
             loop {
-                let (tcp, peer) = match listener.accept().await {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    // The server is gone: let the port go.
+                    () = done.closed() => return,
+                };
+                let (tcp, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(err) => {
                         // Out of file descriptors, most likely: wait, as axum does.
@@ -111,11 +120,14 @@ impl HttpsListener {
                         continue;
                     }
                 };
-                if done.is_closed() {
-                    return; // the server is gone
-                }
+                // At most this many handshakes at once: silent clients cannot
+                // take every file descriptor.
+                let Ok(permit) = Arc::clone(&handshakes).acquire_owned().await else {
+                    return;
+                };
                 let (acceptor, done) = (acceptor.clone(), done.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => {
                             let _ = done.send((tls, peer)).await;

@@ -62,7 +62,12 @@ impl EngineError {
     /// Whether the same render could succeed if tried again (on this or another
     /// worker), as opposed to failing again because of its inputs.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, EngineError::Write { .. } | EngineError::Torch(_))
+        // Too large for the memory free here and now: another worker, or this
+        // one later, may have it.
+        matches!(
+            self,
+            EngineError::Write { .. } | EngineError::Torch(_) | EngineError::TooLarge(_)
+        )
     }
 }
 

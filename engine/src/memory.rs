@@ -133,6 +133,12 @@ impl Footprint {
     pub fn total(&self) -> u64 {
         self.weights + self.activations + self.optimizer + self.images + self.runtime
     }
+
+    /// What the render still has to take once its backbone is loaded, as it
+    /// is when the check is made (the headroom no longer counts the weights).
+    pub fn beyond_the_net(&self) -> u64 {
+        self.total() - self.weights
+    }
 }
 
 impl std::fmt::Display for Footprint {
@@ -324,8 +330,8 @@ fn cuda_free_bytes(index: usize) -> Option<u64> {
     }
 }
 
-/// Refuses a render of `size` px on `device` whose footprint exceeds the
-/// headroom there; `shape_at(size)` is the render's shape at a size. Passes when
+/// Refuses a render of `size` px on `device` whose footprint (less the
+/// backbone, loaded by then) exceeds the headroom there; `shape_at(size)` is the render's shape at a size. Passes when
 /// the headroom cannot be known.
 pub fn check_fits(device: Device, size: u32, shape_at: impl Fn(u32) -> RenderShape) -> Result<()> {
     match headroom(device) {
@@ -343,10 +349,10 @@ pub fn check_fits_within(
 ) -> Result<()> {
     let shape = shape_at(size);
     let needed = shape.footprint();
-    if needed.total() <= headroom.bytes {
+    let fits = |shape: &RenderShape| shape.footprint().beyond_the_net() <= headroom.bytes;
+    if fits(&shape) {
         return Ok(());
     }
-    let fits = |shape: &RenderShape| shape.footprint().total() <= headroom.bytes;
     let mut advice = Vec::new();
     // The footprint grows with the size: the largest that fits, by bisection.
     let (mut low, mut high) = (0u32, size);
@@ -513,8 +519,8 @@ mod tests {
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no size named: {refused}"));
         // The largest that fits: it does, and one pixel more does not.
-        assert!(shape_at(size).footprint().total() <= headroom.bytes);
-        assert!(shape_at(size + 1).footprint().total() > headroom.bytes);
+        assert!(shape_at(size).footprint().beyond_the_net() <= headroom.bytes);
+        assert!(shape_at(size + 1).footprint().beyond_the_net() > headroom.bytes);
         // Where a shorter history would do, that is named too.
         let refused = check_fits_within(headroom, 1280, shape_at)
             .unwrap_err()
@@ -532,8 +538,8 @@ mod tests {
             },
             ..shape_at(1280)
         };
-        assert!(with_history(history).footprint().total() <= headroom.bytes);
-        assert!(with_history(history + 1).footprint().total() > headroom.bytes);
+        assert!(with_history(history).footprint().beyond_the_net() <= headroom.bytes);
+        assert!(with_history(history + 1).footprint().beyond_the_net() > headroom.bytes);
 
         // Adam has no history to shrink.
         let refused = check_fits_within(headroom, 2048, |size| {

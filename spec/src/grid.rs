@@ -910,6 +910,10 @@ vgg19 = "s3://models/vgg19.safetensors"
                 "scales = [128, 256]\nscale_iterations = [1, 2, 3]",
                 "one for each of the 2",
             ),
+            (
+                "scales = [128, 256]\nscale_iterations = [300, 300, 300]",
+                "one for each of the 2",
+            ),
             ("scales = [256]\nscale_iterations = 0", "between 1 and"),
             ("scales = [1.5]", "whole numbers"),
         ] {

@@ -710,8 +710,10 @@ pub static PARAMS: &[Param] = &[
         |p| Value::Wholes(p.scale_iterations.iter().map(|&n| n.into()).collect()),
         |p, v| {
             let counts: Vec<u32> = list(v).iter().map(|&n| n as u32).collect();
-            // As many iterations as at the output size is the default: one render.
-            p.scale_iterations = if counts.iter().all(|&n| n == p.iterations) {
+            // As many iterations as at the output size is the default: one
+            // render. (A list of the wrong length is kept, for the check to refuse.)
+            let fits = counts.len() == 1 || counts.len() == p.scales.len();
+            p.scale_iterations = if fits && counts.iter().all(|&n| n == p.iterations) {
                 Vec::new()
             } else {
                 counts
