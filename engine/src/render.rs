@@ -163,7 +163,7 @@ impl Prepared {
         );
         let content_dimensions = image_io::dimensions(content)?;
         let content_extent = content_dimensions.with_longer_side(params.size);
-        let style_side = |size: u32| ((f64::from(size) * params.style_scale).round() as u32).max(1);
+        let style_side = |size| style_side(params, size);
         let deepest = check_layers_have_pixels(params, "content", content_extent)?;
         let mut style_extents = Vec::new();
         for (path, weight) in style.images() {
@@ -281,6 +281,12 @@ impl Prepared {
     }
 }
 
+/// The style image's longer side in a render at `size` px: `size` times
+/// `style_scale`.
+fn style_side(params: &RenderParams, size: u32) -> u32 {
+    ((f64::from(size) * params.style_scale).round() as u32).max(1)
+}
+
 fn extent_of(image: &Tensor) -> Result<Extent> {
     let (_, _, height, width) = image.size4()?;
     Ok(Extent {
@@ -346,7 +352,7 @@ pub fn render(
     }
     let total = params.total_iterations();
     let full = extent_of(&inputs.content)?;
-    let style_side = |size: u32| ((f64::from(size) * params.style_scale).round() as u32).max(1);
+    let style_side = |size| style_side(params, size);
     // Every scale's images keep pixels in every layer used: checked before the
     // first scale runs rather than when a later one starts.
     for stage in &stages {

@@ -34,15 +34,15 @@ impl LossRecord {
     /// `scale` as a multi-scale log's rows have (see
     /// [`LOSSES_CSV_HEADER_WITH_SCALE`]), read through [`scale_of_csv_row`].
     pub fn parse_csv_row(line: &str) -> Option<LossRecord> {
-        let line = line.trim();
-        let line = match line.match_indices(',').nth(4) {
-            Some((at, _)) => {
-                scale_of_csv_row(line)?;
-                &line[..at]
+        let fields: Vec<&str> = line.trim().split(',').collect();
+        match fields.len() {
+            5 => {}
+            6 => {
+                fields[5].parse::<u32>().ok()?;
             }
-            None => line,
-        };
-        let mut fields = line.split(',');
+            _ => return None,
+        }
+        let mut fields = fields.into_iter();
         let record = LossRecord {
             iteration: fields.next()?.parse().ok()?,
             content: fields.next()?.parse().ok()?,
@@ -50,7 +50,7 @@ impl LossRecord {
             tv: fields.next()?.parse().ok()?,
             total: fields.next()?.parse().ok()?,
         };
-        fields.next().is_none().then_some(record)
+        Some(record)
     }
 }
 
