@@ -4,6 +4,7 @@
 //! FeatureNet::load(backbone, weights, device)      frozen VGG16 / VGG19 / GoogLeNet / Inception v3
 //! Prepared::new(&net, &params, content, style)      images read, resized and checked
 //! render(&net, &params, prepared, observer)         the optimisation -> Rendered
+//! render_batch(&net, items)                         several renders at once -> [Rendered]
 //! ```
 //! No networking here: the farm's worker and the CLI both drive this crate.
 
@@ -24,7 +25,7 @@ pub use checkpoint::{BadCheckpoint, Checkpoint};
 pub use device::{device_name, parse_device};
 pub use error::{EngineError, Result};
 pub use memory::tune_allocator;
-pub use render::{render, Prepared, Progress, Rendered};
+pub use render::{render, render_batch, BatchItem, Prepared, Progress, Rendered};
 
 pub use pastiche_spec as spec;
 pub use tch;

@@ -454,6 +454,24 @@ pub fn render(
     })
 }
 
+/// One render of a [`render_batch`]: its parameters, inputs and observer.
+pub struct BatchItem<'a> {
+    pub params: &'a RenderParams,
+    pub inputs: Prepared,
+    pub observer: &'a mut dyn FnMut(&Progress) -> ControlFlow<()>,
+}
+
+/// Renders several renders on one net; each item's result is its own, in the
+/// items' order, and an item that fails or is cancelled ends alone.
+///
+/// For now the items run one after the other.
+pub fn render_batch(net: &FeatureNet, items: Vec<BatchItem<'_>>) -> Vec<Result<Rendered>> {
+    items
+        .into_iter()
+        .map(|item| render(net, item.params, item.inputs, item.observer))
+        .collect()
+}
+
 /// One scale's optimisation: [`render`] at `params.size` alone.
 fn render_one_scale(
     net: &FeatureNet,
