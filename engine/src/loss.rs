@@ -193,6 +193,11 @@ impl<'net> GatysLoss<'net> {
     /// alpha L_c, beta L_s, gamma TV and their sum, as scalar tensors.
     fn terms(&self, image: &Tensor) -> Result<[Tensor; 4]> {
         let features = self.net.extract(image, &self.layers)?;
+        self.terms_of(&features, image)
+    }
+
+    /// [`terms`](Self::terms) from `image`'s features, already extracted.
+    fn terms_of(&self, features: &[Tensor], image: &Tensor) -> Result<[Tensor; 4]> {
         let zero = || Tensor::f_zeros([], (Kind::Float, image.device()));
         let mut content = zero()?;
         for (at, target) in &self.content_targets {
@@ -215,22 +220,114 @@ impl<'net> GatysLoss<'net> {
     }
 
     fn to_host(terms: &[Tensor; 4]) -> Result<LossTerms> {
-        let values = Vec::<f64>::try_from(Tensor::f_stack(terms, 0)?.f_to_kind(Kind::Double)?)?;
-        Ok(LossTerms {
-            content: values[0],
-            style: values[1],
-            tv: values[2],
-            total: values[3],
-        })
+        Ok(Self::to_host_batch(std::slice::from_ref(terms))?.remove(0))
     }
 
     /// The loss at `image` and its gradient with respect to the image (and nothing
     /// else: the network's weights never require grad).
     pub fn evaluate(&self, image: &Tensor) -> Result<(LossTerms, Tensor)> {
-        let leaf = image.f_detach()?.set_requires_grad(true);
-        let terms = self.terms(&leaf)?;
-        let mut grads = Tensor::f_run_backward(&[&terms[3]], &[&leaf], false, false)?;
-        Ok((Self::to_host(&terms)?, grads.remove(0)))
+        let mut evaluated = Self::evaluate_batch(&[(self, image)])?;
+        Ok(evaluated.remove(0))
+    }
+
+    /// [`evaluate`](Self::evaluate) for each of several renders' losses at its
+    /// image, in as few batches as can be: one for the items of each image size
+    /// and set of layers ([`evaluate_batch`](Self::evaluate_batch)), in the
+    /// order they first appear. A batch that fails (out of memory, say) is
+    /// evaluated again an item at a time, so that each item gets its own
+    /// outcome. Results come in the items' order.
+    pub fn evaluate_many(items: &[(&Self, &Tensor)]) -> Vec<Result<(LossTerms, Tensor)>> {
+        let mut groups: Vec<(Vec<i64>, &[usize], Vec<usize>)> = Vec::new();
+        for (index, (loss, image)) in items.iter().enumerate() {
+            let size = image.size();
+            match groups
+                .iter_mut()
+                .find(|(s, layers, _)| *s == size && *layers == loss.layers.as_slice())
+            {
+                Some((_, _, members)) => members.push(index),
+                None => groups.push((size, &loss.layers, vec![index])),
+            }
+        }
+        let mut results: Vec<Option<Result<(LossTerms, Tensor)>>> =
+            items.iter().map(|_| None).collect();
+        for (_, _, members) in groups {
+            let batch: Vec<_> = members.iter().map(|&i| items[i]).collect();
+            match Self::evaluate_batch(&batch) {
+                Ok(evaluated) => {
+                    for (&i, evaluated) in members.iter().zip(evaluated) {
+                        results[i] = Some(Ok(evaluated));
+                    }
+                }
+                Err(_) if members.len() > 1 => {
+                    for &i in &members {
+                        results[i] =
+                            Some(Self::evaluate_batch(&[items[i]]).map(|mut e| e.remove(0)));
+                    }
+                }
+                Err(err) => results[members[0]] = Some(Err(err)),
+            }
+        }
+        results
+            .into_iter()
+            .map(|result| result.expect("every item is in a group"))
+            .collect()
+    }
+
+    /// [`evaluate`](Self::evaluate) for several renders' losses, each at its
+    /// `[1, 3, H, W]` image, in one forward and one backward pass over the
+    /// images stacked into a batch. The losses share a net and their layers,
+    /// and the images their size. An item's terms and gradient are its own: the
+    /// backbone treats each image of a batch apart (no batch normalisation), and
+    /// the gradient of the sum of the items' totals with respect to an item's
+    /// image is the gradient of its own total.
+    pub fn evaluate_batch(items: &[(&Self, &Tensor)]) -> Result<Vec<(LossTerms, Tensor)>> {
+        let (first, _) = items.first().expect("a batch has an item");
+        for (loss, _) in items {
+            assert!(
+                std::ptr::eq(loss.net, first.net) && loss.layers == first.layers,
+                "a batch's losses share their net and layers"
+            );
+        }
+        let images = items
+            .iter()
+            .map(|(_, image)| image.f_detach())
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let leaf = Tensor::f_cat(&images, 0)?.set_requires_grad(true);
+        let features = first.net.extract(&leaf, &first.layers)?;
+        let mut terms = Vec::with_capacity(items.len());
+        for (index, (loss, _)) in items.iter().enumerate() {
+            let index = index as i64;
+            let own = features
+                .iter()
+                .map(|f| f.f_narrow(0, index, 1))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            terms.push(loss.terms_of(&own, &leaf.f_narrow(0, index, 1)?)?);
+        }
+        let totals = Tensor::f_stack(&terms.iter().map(|t| &t[3]).collect::<Vec<_>>(), 0)?;
+        let mut grads =
+            Tensor::f_run_backward(&[&totals.f_sum(Kind::Float)?], &[&leaf], false, false)?;
+        let grad = grads.remove(0);
+        let values = Self::to_host_batch(&terms)?;
+        values
+            .into_iter()
+            .enumerate()
+            .map(|(index, values)| Ok((values, grad.f_narrow(0, index as i64, 1)?)))
+            .collect()
+    }
+
+    /// Several items' terms, copied to the host at once.
+    fn to_host_batch(terms: &[[Tensor; 4]]) -> Result<Vec<LossTerms>> {
+        let flat: Vec<&Tensor> = terms.iter().flatten().collect();
+        let values = Vec::<f64>::try_from(Tensor::f_stack(&flat, 0)?.f_to_kind(Kind::Double)?)?;
+        Ok(values
+            .chunks_exact(4)
+            .map(|v| LossTerms {
+                content: v[0],
+                style: v[1],
+                tv: v[2],
+                total: v[3],
+            })
+            .collect())
     }
 
     /// The loss at `image`, without a backward pass.

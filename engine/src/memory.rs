@@ -330,6 +330,37 @@ fn cuda_free_bytes(index: usize) -> Option<u64> {
     }
 }
 
+/// How many renders of these shapes (each of which fits alone) fit on
+/// `device` at once, in one batch: all of them when the headroom cannot be
+/// known, and never fewer than one. Every item is taken to be as large as the
+/// largest.
+pub fn items_at_once(device: Device, shapes: &[RenderShape]) -> usize {
+    match headroom(device) {
+        Some(headroom) => items_within(headroom, shapes),
+        None => shapes.len().max(1),
+    }
+}
+
+/// [`items_at_once`] against a given headroom.
+pub fn items_within(headroom: Headroom, shapes: &[RenderShape]) -> usize {
+    let Some(largest) = shapes
+        .iter()
+        .max_by_key(|shape| shape.footprint().beyond_the_net())
+    else {
+        return 1;
+    };
+    (1..=shapes.len())
+        .rev()
+        .find(|&items| {
+            let batch = RenderShape {
+                items: items as u32,
+                ..largest.clone()
+            };
+            batch.footprint().beyond_the_net() <= headroom.bytes
+        })
+        .unwrap_or(1)
+}
+
 /// Refuses a render of `size` px on `device` whose footprint (less the
 /// backbone, loaded by then) exceeds the headroom there; `shape_at(size)` is the render's shape at a size. Passes when
 /// the headroom cannot be known.

@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use pastiche_spec::{
@@ -16,7 +17,7 @@ use crate::checkpoint::{BadCheckpoint, Checkpoint, HostTensor};
 use crate::color;
 use crate::error::{EngineError, Result};
 use crate::image_io::{self, Extent};
-use crate::loss::GatysLoss;
+use crate::loss::{GatysLoss, LossTerms};
 use crate::memory;
 use crate::optim;
 
@@ -142,6 +143,8 @@ pub struct Prepared {
     init: Tensor,
     /// Where to carry on from, instead of `init`.
     resume: Option<Checkpoint>,
+    /// What the memory model makes of the render (inputs read from files).
+    shape: Option<memory::RenderShape>,
 }
 
 impl Prepared {
@@ -181,7 +184,7 @@ impl Prepared {
                 .max_by_key(|e| u64::from(e.width) * u64::from(e.height))
                 .expect("a style has an image")
         };
-        memory::check_fits(net.device(), params.size, |size| memory::RenderShape {
+        let shape_at = |size| memory::RenderShape {
             backbone: params.backbone,
             deepest,
             content: content_dimensions.with_longer_side(size),
@@ -190,7 +193,9 @@ impl Prepared {
             iterations: params.iterations,
             precision: params.precision,
             items: 1,
-        })?;
+        };
+        let shape = shape_at(params.size);
+        memory::check_fits(net.device(), params.size, shape_at)?;
 
         let content = image_io::load_resized(content, |_| content_extent)?;
         let device = net.device();
@@ -213,6 +218,7 @@ impl Prepared {
             styles,
             init: init.f_to_device(device)?,
             resume: None,
+            shape: Some(shape),
         })
     }
 }
@@ -255,6 +261,7 @@ impl Prepared {
             styles,
             init: init.f_to_device(device)?,
             resume: None,
+            shape: None,
         })
     }
 }
@@ -391,6 +398,7 @@ pub fn render(
                 .collect::<Result<_>>()?,
             init: start,
             resume: None,
+            shape: None,
         };
         let stage_params = RenderParams {
             size: stage.size,
@@ -461,14 +469,51 @@ pub struct BatchItem<'a> {
     pub observer: &'a mut dyn FnMut(&Progress) -> ControlFlow<()>,
 }
 
-/// Renders several renders on one net; each item's result is its own, in the
-/// items' order, and an item that fails or is cancelled ends alone.
+/// Renders several renders on one net at once: each iteration evaluates every
+/// render still running in one forward and one backward pass over their images
+/// stacked into a batch (those of one image size and one set of layers
+/// together), and steps each render's own optimiser, so that a batch couples no
+/// two renders: an item's result is what it would be alone (to float
+/// tolerance), and an item that fails or is cancelled ends alone while the
+/// others go on. Results come in the items' order.
 ///
-/// For now the items run one after the other.
+/// As many items run at once as the memory model says fit (each was checked
+/// alone by [`Prepared::new`]); a multi-scale render runs alone.
 pub fn render_batch(net: &FeatureNet, items: Vec<BatchItem<'_>>) -> Vec<Result<Rendered>> {
-    items
+    let mut results: Vec<Option<Result<Rendered>>> = items.iter().map(|_| None).collect();
+    let mut runs = Vec::new();
+    for (slot, item) in items.into_iter().enumerate() {
+        if item.params.stages().len() > 1 {
+            results[slot] = Some(render(net, item.params, item.inputs, item.observer));
+            continue;
+        }
+        let shape = item.inputs.shape.clone();
+        match Run::start(net, item.params, item.inputs, item.observer) {
+            Ok(run) => runs.push((slot, shape, run)),
+            Err(err) => results[slot] = Some(Err(err)),
+        }
+    }
+    let shapes: Option<Vec<memory::RenderShape>> =
+        runs.iter().map(|(_, shape, _)| shape.clone()).collect();
+    let at_once = match shapes {
+        Some(shapes) => memory::items_at_once(net.device(), &shapes),
+        None => runs.len(),
+    }
+    .max(1);
+    let mut runs = runs.into_iter().peekable();
+    while runs.peek().is_some() {
+        let (slots, chunk): (Vec<usize>, Vec<Run>) = runs
+            .by_ref()
+            .take(at_once)
+            .map(|(slot, _, run)| (slot, run))
+            .unzip();
+        for (slot, result) in slots.into_iter().zip(optimise(chunk)) {
+            results[slot] = Some(result);
+        }
+    }
+    results
         .into_iter()
-        .map(|item| render(net, item.params, item.inputs, item.observer))
+        .map(|result| result.expect("every item has a result"))
         .collect()
 }
 
@@ -479,129 +524,350 @@ fn render_one_scale(
     inputs: Prepared,
     observer: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
 ) -> Result<Rendered> {
-    let started = Instant::now();
-    assert_eq!(
-        net.precision(),
-        params.precision,
-        "net loaded in another precision"
-    );
-    let mut loss = GatysLoss::new(net, params, &inputs.content, &inputs.styles)?;
-    if let Some(checkpoint) = &inputs.resume {
-        // The objective as the checkpoint's render had it: an `auto` beta is
-        // not taken as chosen again (the same on the same device, and what the
-        // iterate was optimised for on another).
-        loss.set_style_weight(checkpoint.style_weight);
-    }
-    let loss = loss;
-    let mut optimizer = optim::build(&params.optimizer);
-    let mut x = inputs.init.f_detach()?.f_to_kind(Kind::Float)?;
-    let mut losses = Vec::new();
-    let mut first_iteration = 0;
-    let resumed_from = inputs.resume.as_ref().map(|c| c.iteration);
-    let evaluate = |iteration: u32, point: &Tensor| {
-        let (terms, grad) = loss.evaluate(point)?;
-        if !terms.total.is_finite() {
-            return Err(EngineError::NonFiniteLoss {
-                iteration,
-                value: terms.total,
-            });
+    let run = Run::start(net, params, inputs, observer)?;
+    optimise(vec![run]).remove(0)
+}
+
+/// One render's optimisation under way, advanced an iteration at a time by
+/// [`optimise`], alone or beside others.
+struct Run<'a> {
+    params: &'a RenderParams,
+    loss: GatysLoss<'a>,
+    /// For `original_colors`.
+    content: Tensor,
+    optimizer: Box<dyn optim::Optimizer + Send>,
+    /// The pastiche.
+    x: Tensor,
+    /// Iterations done.
+    iteration: u32,
+    losses: Vec<LossRecord>,
+    /// Early stopping: the totals after the last `stop_window` iterations and
+    /// after this one, oldest first. They are the totals the render evaluates
+    /// anyway, so the rule costs no evaluation and no transfer.
+    recent: VecDeque<f64>,
+    resumed_from: Option<u32>,
+    started: Instant,
+    observer: &'a mut dyn FnMut(&Progress) -> ControlFlow<()>,
+    state: RunState,
+}
+
+enum RunState {
+    /// Iterating, or done with every iteration.
+    Running,
+    /// `stop_tolerance` stopped it; the losses at the pastiche as it is.
+    Stopped(LossRecord),
+    Failed(EngineError),
+}
+
+impl<'a> Run<'a> {
+    fn start(
+        net: &'a FeatureNet,
+        params: &'a RenderParams,
+        inputs: Prepared,
+        observer: &'a mut dyn FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<Self> {
+        assert_eq!(
+            net.precision(),
+            params.precision,
+            "net loaded in another precision"
+        );
+        let mut loss = GatysLoss::new(net, params, &inputs.content, &inputs.styles)?;
+        let mut optimizer = optim::build(&params.optimizer);
+        // A copy: the render moves it in place, and the caller's init may be
+        // the very tensor it was given (`Prepared::from_tensors`).
+        let mut x = inputs.init.f_to_kind(Kind::Float)?.f_detach_copy()?;
+        let mut losses = Vec::new();
+        let window = params.stop_window as usize;
+        let mut recent = VecDeque::with_capacity(if params.stop_tolerance > 0.0 {
+            window + 1
+        } else {
+            0
+        });
+        let mut iteration = 0;
+        let resumed_from = inputs.resume.as_ref().map(|c| c.iteration);
+        if let Some(checkpoint) = inputs.resume {
+            // The objective as the checkpoint's render had it: an `auto` beta
+            // is not taken as chosen again (the same on the same device, and
+            // what the iterate was optimised for on another).
+            loss.set_style_weight(checkpoint.style_weight);
+            x = checkpoint.x.to_tensor(net.device())?;
+            optimizer.restore(&checkpoint.state, net.device())?;
+            losses = checkpoint.losses;
+            recent.extend(checkpoint.recent);
+            iteration = checkpoint.iteration;
         }
-        Ok((terms, grad))
-    };
-    // Early stopping: the totals after the last `stop_window` iterations and
-    // after this one, oldest first. They are the totals the render evaluates
-    // anyway (each already on the host), so the rule costs no evaluation and
-    // no transfer.
-    let window = params.stop_window as usize;
-    let mut recent = VecDeque::with_capacity(if params.stop_tolerance > 0.0 {
-        window + 1
-    } else {
-        0
-    });
-    let mut stopped = None;
-    if let Some(checkpoint) = inputs.resume {
-        x = checkpoint.x.to_tensor(net.device())?;
-        optimizer.restore(&checkpoint.state, net.device())?;
-        losses = checkpoint.losses;
-        recent.extend(checkpoint.recent);
-        first_iteration = checkpoint.iteration;
+        Ok(Run {
+            params,
+            loss,
+            content: inputs.content,
+            optimizer,
+            x,
+            iteration,
+            losses,
+            recent,
+            resumed_from,
+            started: Instant::now(),
+            observer,
+            state: RunState::Running,
+        })
     }
 
-    for iteration in first_iteration..params.iterations {
-        // The loss at the current pastiche: the row the log shows for
-        // `iteration`, and the optimiser's first evaluation, which every
-        // optimiser makes at `x` before moving it (one Adam step; L-BFGS's
-        // gradient before its direction). Evaluated here, it decides whether to
-        // stop before the step rather than after it.
-        let (terms, grad) = evaluate(iteration, &x)?;
+    fn is_iterating(&self) -> bool {
+        matches!(self.state, RunState::Running) && self.iteration < self.params.iterations
+    }
+
+    /// Takes the loss at the pastiche (the row the log shows for this
+    /// iteration, and the optimiser's first evaluation, which every optimiser
+    /// makes at `x` before moving it): the render stops here if the early
+    /// stopping rule says so, and otherwise hands the evaluation on to the step.
+    fn before_step(&mut self, evaluated: (LossTerms, Tensor)) -> Option<(LossTerms, Tensor)> {
+        let (terms, grad) = evaluated;
+        let params = self.params;
         if params.stop_tolerance > 0.0 {
-            recent.push_back(terms.total);
-            if recent.len() > window + 1 {
-                recent.pop_front();
+            let window = params.stop_window as usize;
+            self.recent.push_back(terms.total);
+            if self.recent.len() > window + 1 {
+                self.recent.pop_front();
             }
-            if recent.len() == window + 1 && params.stops_at(iteration, recent[0], terms.total) {
-                stopped = Some(terms.at(iteration));
-                break;
+            if self.recent.len() == window + 1
+                && params.stops_at(self.iteration, self.recent[0], terms.total)
+            {
+                self.state = RunState::Stopped(terms.at(self.iteration));
+                return None;
             }
         }
-        let mut first = Some((terms.total, grad));
-        optimizer.step(&mut x, &mut |point: &Tensor| match first.take() {
-            Some(at_x) => Ok(at_x),
-            None => evaluate(iteration, point).map(|(terms, grad)| (terms.total, grad)),
-        })?;
-        let _ = tch::no_grad(|| x.f_clamp_(0.0, 1.0))?;
+        Some((terms, grad))
+    }
 
-        let latest = terms.at(iteration);
-        if params.logs_at(iteration) {
-            losses.push(latest);
+    /// After the optimiser's step (which moved `x` from where `terms` were
+    /// measured): the pixels clamped, the row logged and the observer told.
+    fn after_step(&mut self, terms: LossTerms) -> Result<()> {
+        let _ = tch::no_grad(|| self.x.f_clamp_(0.0, 1.0))?;
+        let latest = terms.at(self.iteration);
+        if self.params.logs_at(self.iteration) {
+            self.losses.push(latest);
         }
+        self.iteration += 1;
         let progress = Progress {
-            iteration: iteration + 1,
-            iterations: params.iterations,
-            scale: params.size,
+            iteration: self.iteration,
+            iterations: self.params.iterations,
+            scale: self.params.size,
             latest,
-            pastiche: &x,
-            optimizer: &*optimizer,
-            optimizer_kind: params.optimizer.kind,
-            losses: &losses,
-            recent: &recent,
-            style_weight: loss.style_weight(),
+            pastiche: &self.x,
+            optimizer: &*self.optimizer,
+            optimizer_kind: self.params.optimizer.kind,
+            losses: &self.losses,
+            recent: &self.recent,
+            style_weight: self.loss.style_weight(),
             checkpointable: true,
         };
-        if observer(&progress).is_break() {
-            return Err(EngineError::Cancelled(iteration + 1));
+        if (self.observer)(&progress).is_break() {
+            return Err(EngineError::Cancelled(self.iteration));
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, err: EngineError) {
+        self.state = RunState::Failed(err);
+    }
+
+    /// The render as it ended: its last row is the loss at the pastiche.
+    fn finish(self) -> Result<Rendered> {
+        let params = self.params;
+        let (last, stopped_at) = match self.state {
+            RunState::Failed(err) => return Err(err),
+            // Evaluated at the pastiche as it is: the last row is that iteration's.
+            RunState::Stopped(last) => (last, Some(last.iteration)),
+            RunState::Running => {
+                let last = finite(self.loss.measure(&self.x)?, params.iterations)?;
+                (last.at(params.iterations), None)
+            }
+        };
+        let mut losses = self.losses;
+        losses.push(last);
+        // After the optimisation, which the losses describe: the colours are
+        // not part of what it minimises.
+        let image = if params.original_colors {
+            color::keep_content_colors(&self.x, &self.content)?
+        } else {
+            self.x
+        };
+        Ok(Rendered {
+            image: image.f_to_device(tch::Device::Cpu)?,
+            losses,
+            style_weight: self.loss.style_weight(),
+            stopped_at,
+            scales: Vec::new(),
+            resumed_from: self.resumed_from,
+            elapsed: self.started.elapsed(),
+        })
+    }
+}
+
+/// The losses, unless they are not finite (a render that has diverged).
+fn finite(terms: LossTerms, iteration: u32) -> Result<LossTerms> {
+    if terms.total.is_finite() {
+        Ok(terms)
+    } else {
+        Err(EngineError::NonFiniteLoss {
+            iteration,
+            value: terms.total,
+        })
+    }
+}
+
+/// Runs `runs` to their ends, an iteration of each at a time: the loss at
+/// every pastiche in one batched evaluation, then every optimiser's step side
+/// by side (see [`step_together`]).
+fn optimise(mut runs: Vec<Run<'_>>) -> Vec<Result<Rendered>> {
+    loop {
+        let iterating: Vec<usize> = (0..runs.len())
+            .filter(|&i| runs[i].is_iterating())
+            .collect();
+        if iterating.is_empty() {
+            break;
+        }
+        let at_x = GatysLoss::evaluate_many(
+            &iterating
+                .iter()
+                .map(|&i| (&runs[i].loss, &runs[i].x))
+                .collect::<Vec<_>>(),
+        );
+        let mut firsts: Vec<Option<(LossTerms, Tensor)>> = runs.iter().map(|_| None).collect();
+        for (&i, evaluated) in iterating.iter().zip(at_x) {
+            let run = &mut runs[i];
+            let evaluated =
+                evaluated.and_then(|(terms, grad)| Ok((finite(terms, run.iteration)?, grad)));
+            match evaluated {
+                Ok(evaluated) => firsts[i] = run.before_step(evaluated),
+                Err(err) => run.fail(err),
+            }
+        }
+        let terms: Vec<Option<LossTerms>> = firsts
+            .iter()
+            .map(|first| first.as_ref().map(|(terms, _)| *terms))
+            .collect();
+        let stepped = step_together(&mut runs, firsts);
+        for ((run, stepped), terms) in runs.iter_mut().zip(stepped).zip(terms) {
+            let (Some(stepped), Some(terms)) = (stepped, terms) else {
+                continue;
+            };
+            if let Err(err) = stepped.and_then(|_| run.after_step(terms)) {
+                run.fail(err);
+            }
         }
     }
-    let stopped_at = stopped.map(|last| last.iteration);
-    let last = match stopped {
-        // Evaluated at the pastiche as it is: the last row is that iteration's.
-        Some(last) => last,
-        None => {
-            let last = loss.measure(&x)?;
-            if !last.total.is_finite() {
-                return Err(EngineError::NonFiniteLoss {
-                    iteration: params.iterations,
-                    value: last.total,
-                });
-            }
-            last.at(params.iterations)
+    runs.into_iter().map(Run::finish).collect()
+}
+
+/// A message from an optimiser's step to [`step_together`].
+enum FromStep {
+    /// Evaluate item `item` at `point` (a line search's trial point).
+    Evaluate {
+        item: usize,
+        point: Tensor,
+        answer: mpsc::Sender<Result<(f64, Tensor)>>,
+    },
+    /// A step is over.
+    Done,
+}
+
+/// Sends [`FromStep::Done`] when a step ends, however it ends.
+struct DoneOnDrop(mpsc::Sender<FromStep>);
+
+impl Drop for DoneOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(FromStep::Done);
+    }
+}
+
+/// One optimiser step of each run given its first evaluation (at its `x`),
+/// side by side: each step runs on a thread of its own, and whatever further
+/// evaluations the steps ask for (L-BFGS's line search: a number that differs
+/// from item to item) are served in rounds, each round one batched evaluation
+/// of every step still going. Returns each step's outcome (`None`: no step).
+fn step_together(
+    runs: &mut [Run<'_>],
+    firsts: Vec<Option<(LossTerms, Tensor)>>,
+) -> Vec<Option<Result<f64>>> {
+    std::thread::scope(|scope| {
+        let (to_serve, requests) = mpsc::channel::<FromStep>();
+        let mut steps = Vec::new();
+        // The losses and iterations stay here; each optimiser and pastiche
+        // goes to its step's thread.
+        let mut losses = Vec::new();
+        for (item, (run, first)) in runs.iter_mut().zip(firsts).enumerate() {
+            let Run {
+                loss,
+                optimizer,
+                x,
+                iteration,
+                ..
+            } = run;
+            losses.push((&*loss, *iteration));
+            let Some((terms, grad)) = first else {
+                steps.push(None);
+                continue;
+            };
+            let to_serve = to_serve.clone();
+            steps.push(Some(scope.spawn(move || {
+                let _done = DoneOnDrop(to_serve.clone());
+                let mut first = Some((terms.total, grad));
+                optimizer.step(x, &mut |point: &Tensor| match first.take() {
+                    Some(at_x) => Ok(at_x),
+                    None => {
+                        let (answer, answered) = mpsc::channel();
+                        let request = FromStep::Evaluate {
+                            item,
+                            point: point.shallow_clone(),
+                            answer,
+                        };
+                        to_serve.send(request).map_err(|_| serving_ended())?;
+                        answered.recv().map_err(|_| serving_ended())?
+                    }
+                })
+            })));
         }
-    };
-    losses.push(last);
-    // After the optimisation, which the losses describe: the colours are not part
-    // of what it minimises.
-    let image = if params.original_colors {
-        color::keep_content_colors(&x, &inputs.content)?
-    } else {
-        x
-    };
-    Ok(Rendered {
-        image: image.f_to_device(tch::Device::Cpu)?,
-        losses,
-        style_weight: loss.style_weight(),
-        stopped_at,
-        scales: Vec::new(),
-        resumed_from,
-        elapsed: started.elapsed(),
+        drop(to_serve);
+        let mut going = steps.iter().flatten().count();
+        let mut waiting = Vec::new();
+        while going > 0 {
+            match requests.recv().expect("every step says when it is done") {
+                FromStep::Evaluate {
+                    item,
+                    point,
+                    answer,
+                } => waiting.push((item, point, answer)),
+                FromStep::Done => going -= 1,
+            }
+            if !waiting.is_empty() && waiting.len() == going {
+                let evaluated = GatysLoss::evaluate_many(
+                    &waiting
+                        .iter()
+                        .map(|(item, point, _)| (losses[*item].0, point))
+                        .collect::<Vec<_>>(),
+                );
+                for ((item, _, answer), evaluated) in waiting.drain(..).zip(evaluated) {
+                    let iteration = losses[item].1;
+                    let evaluated = evaluated
+                        .and_then(|(terms, grad)| Ok((finite(terms, iteration)?.total, grad)));
+                    // A step that has gone has nothing left to ask.
+                    let _ = answer.send(evaluated);
+                }
+            }
+        }
+        steps
+            .into_iter()
+            .map(|step| {
+                step.map(|step| {
+                    step.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+            })
+            .collect()
     })
+}
+
+fn serving_ended() -> EngineError {
+    EngineError::Panicked("the batch stopped serving evaluations".into())
 }
