@@ -461,6 +461,30 @@ mod tests {
 
     const GIB: u64 = 1 << 30;
 
+    #[test]
+    fn a_batch_holds_as_many_renders_as_the_headroom_fits() {
+        let small = vgg19_shape(256, OptimizerKind::Adam);
+        let large = vgg19_shape(512, OptimizerKind::Lbfgs);
+        let one = large.footprint().beyond_the_net();
+        let three = RenderShape {
+            items: 3,
+            ..large.clone()
+        }
+        .footprint()
+        .beyond_the_net();
+        let headroom = |bytes| Headroom {
+            bytes,
+            source: "a test",
+        };
+        let shapes = [small.clone(), large.clone(), small.clone(), small];
+        // Every item is counted as large as the largest.
+        assert_eq!(items_within(headroom(three), &shapes), 3);
+        assert_eq!(items_within(headroom(three - 1), &shapes), 2);
+        // One item always runs: each was checked alone before.
+        assert_eq!(items_within(headroom(one - 1), &shapes), 1);
+        assert_eq!(items_within(headroom(u64::MAX), &shapes), 4);
+    }
+
     /// A machine with `available` bytes free, in a cgroup v2 `/kubepods/pod/x`
     /// whose pod (its parent) is limited to `limit` and charged `usage`, of
     /// which `inactive` is reclaimable page cache.

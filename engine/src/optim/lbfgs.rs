@@ -142,18 +142,23 @@ impl Optimizer for Lbfgs {
                     s.old_stps.push_back(step);
                     s.ro.push_back(1.0 / ys);
                 }
+                // The two-loop recursion's coefficients stay on the device, as
+                // torch.optim's do: read back, they would cost two transfers
+                // per remembered pair and iteration.
                 let num_old = s.old_dirs.len();
-                let mut al = vec![0.0; num_old];
+                let mut al = Vec::with_capacity(num_old);
                 let mut q = flat_grad.f_neg()?;
                 for i in (0..num_old).rev() {
-                    al[i] = dot(&s.old_stps[i], &q)? * s.ro[i];
-                    let _ = q.f_sub_(&s.old_dirs[i].f_mul_scalar(al[i])?)?;
+                    let al_i = s.old_stps[i].f_dot(&q)?.f_mul_scalar(s.ro[i])?;
+                    let _ = q.f_sub_(&s.old_dirs[i].f_mul(&al_i)?)?;
+                    al.push(al_i);
                 }
+                al.reverse();
                 let mut r = q.f_mul_scalar(s.h_diag)?;
                 let pairs = s.old_dirs.iter().zip(&s.old_stps).zip(&s.ro).zip(&al);
                 for (((y_i, s_i), ro_i), al_i) in pairs {
-                    let be_i = dot(y_i, &r)? * ro_i;
-                    let _ = r.f_add_(&s_i.f_mul_scalar(al_i - be_i)?)?;
+                    let be_i = y_i.f_dot(&r)?.f_mul_scalar(*ro_i)?;
+                    let _ = r.f_add_(&s_i.f_mul(&al_i.f_sub(&be_i)?)?)?;
                 }
                 r
             };
